@@ -1,0 +1,323 @@
+"""The .lmz container (llmzip/container.py against format/SPEC.md): round trips, the
+golden and hostile fixtures, the writer's refusals, and property tests that no input bytes
+make the reader raise anything but an LmzError."""
+
+import re
+import runpy
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from llmzip import errors
+from llmzip.container import (
+    MAX_CHUNK_LENGTH,
+    MAX_TOKENS_PER_CHUNK,
+    Archive,
+    FallbackChunk,
+    Header,
+    MemoryChunk,
+    checksum,
+    pack,
+    read_header,
+    unpack,
+)
+from llmzip.errors import LmzError
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "fixtures"
+GOLDEN = FIXTURES / "golden"
+BAD = FIXTURES / "bad"
+
+
+def bad_fixtures() -> dict:
+    """name -> expected error class, from the lines of fixtures/bad/README.md."""
+    lines = (BAD / "README.md").read_text().splitlines()
+    matches = (re.fullmatch(r"- `(.+\.lmz)` (\w+): .+", line) for line in lines)
+    return {m[1]: getattr(errors, m[2]) for m in matches if m}
+
+
+def make_archive(texts_and_kinds, *, vector_dim=4, **header_fields):
+    """(header, chunks) for [(text, "memory" | "zstd")], with valid checksums."""
+    chunks = [
+        MemoryChunk(struct.pack(f"<{vector_dim}e", *range(vector_dim)), 3, len(text), checksum(text), 0.25)
+        if kind == "memory" else FallbackChunk(text)
+        for text, kind in texts_and_kinds
+    ]
+    whole = b"".join(text for text, _ in texts_and_kinds)
+    fields = dict(model={"source_kind": "local"}, settings={"margin": 0.5}, vector_dim=vector_dim,
+                  input_size=len(whole), input_xxh64=checksum(whole), metadata={"creator": "tests"})
+    return Header(**{**fields, **header_fields}), chunks
+
+
+SAMPLE = [(b"First chunk. ", "memory"), (b"Second, stored with zstd. ", "zstd"), (b"Third.\n", "memory")]
+
+
+# ---------------------------------------------------------------- round trips and summaries
+
+
+def test_round_trip_keeps_every_field():
+    header, chunks = make_archive(SAMPLE)
+    assert unpack(pack(header, chunks)) == Archive((1, 0), header, tuple(chunks))
+
+
+def test_empty_input_round_trips():
+    header, chunks = make_archive([])
+    archive = unpack(pack(header, chunks))
+    assert archive.chunks == () and archive.header.input_size == 0
+
+
+def test_read_header_summarises_without_a_model():
+    header, chunks = make_archive(SAMPLE)
+    data = pack(header, chunks)
+    info = read_header(data)
+    assert info.chunk_counts == {"memory": 2, "zstd": 1}
+    assert info.input_bytes == {"memory": 20, "zstd": 26}
+    assert info.vector_bytes == 2 * 8
+    assert info.min_margin == 0.25
+    assert info.archive_size == len(data)
+    assert info.vector_bytes + info.fallback_bytes + info.overhead_bytes == len(data)
+    assert info.ratio == len(data) / 46
+
+
+def test_read_header_reads_paths(tmp_path):
+    path = tmp_path / "a.lmz"
+    path.write_bytes(pack(*make_archive(SAMPLE)))
+    assert read_header(path) == read_header(str(path)) == read_header(path.read_bytes())
+
+
+@pytest.mark.parametrize("name", ["missing.lmz", "."])
+def test_read_header_unreadable_path_is_an_input_error(tmp_path, name):
+    with pytest.raises(errors.InputError, match="cannot read archive"):
+        read_header(tmp_path / name)
+
+
+def test_pack_is_canonical():
+    """Same header and chunks, dicts in another order: the same bytes."""
+    header, chunks = make_archive(SAMPLE, settings={"b": 1, "a": 2.5})
+    reordered = Header(**{**header.__dict__, "settings": {"a": 2.5, "b": 1}})
+    assert pack(header, chunks) == pack(reordered, chunks)
+
+
+def test_spec_example_is_what_pack_writes():
+    """The annotated 192-byte archive in format/SPEC.md, "Example"."""
+    header = Header(model={"source_kind": "local"}, settings={}, vector_dim=2, input_size=7,
+                    input_xxh64=checksum(b"Hi! zz\n"), metadata={})
+    vector = struct.pack("<2e", 1.0, -2.0)
+    chunks = [MemoryChunk(vector, 2, 4, checksum(b"Hi! "), 0.5), FallbackChunk(b"zz\n")]
+    assert pack(header, chunks) == bytes.fromhex(
+        "894c4d5a0d0a1a0a 0100 0000 0000 68000000"
+        "87 ab6368756e6b5f636f756e74 02 aa696e7075745f73697a65 07"
+        "ab696e7075745f7878683634 cf3225e2db42dc3c6c a86d65746164617461 80"
+        "a56d6f64656c 81 ab736f757263655f6b696e64 a56c6f63616c a873657474696e6773 80"
+        "aa766563746f725f64696d 02"
+        "01 10000000 04000000 dc16efccc0d4f215 02000000 000000000000e03f 003c00c0"
+        "02 00000000 03000000 f5f17636c08ca68b"
+        "28b52ffd2003190000 7a7a0a"
+        "40154f401fccf2a6"
+    )
+
+
+def test_checksum_is_xxh64_seed_0():
+    assert checksum(b"") == 0xEF46DB3751D8E999  # the test vector SPEC.md gives
+
+
+# ---------------------------------------------------------------- the writer refuses what the reader would
+
+
+def _memory(**changes):
+    fields = dict(vector=b"\0\0" * 4, n_tokens=1, length=4, xxh64=checksum(b"abcd"), min_margin=0.5)
+    return MemoryChunk(**{**fields, **changes})
+
+
+@pytest.mark.parametrize(
+    "chunk, error",
+    [
+        (_memory(vector=b"\0\0" * 3), errors.FormatError),
+        (_memory(vector=b"\0\0" * 3 + b"\x00\x7c"), errors.FormatError),  # fp16 infinity
+        (_memory(vector=bytearray(8)), errors.FormatError),
+        (_memory(n_tokens=0), errors.FormatError),
+        (_memory(n_tokens=MAX_TOKENS_PER_CHUNK + 1), errors.LimitError),
+        (_memory(min_margin=-0.1), errors.FormatError),
+        (_memory(min_margin=float("nan")), errors.FormatError),
+        (_memory(xxh64=1 << 64), errors.LimitError),
+        (FallbackChunk(b""), errors.FormatError),
+        (FallbackChunk(b"x" * (MAX_CHUNK_LENGTH + 1)), errors.LimitError),
+        ("abcd", errors.FormatError),
+    ],
+)
+def test_pack_rejects_bad_chunks(chunk, error):
+    header, _ = make_archive([], input_size=getattr(chunk, "length", 0))
+    with pytest.raises(error) as caught:
+        pack(header, [chunk])
+    assert type(caught.value) is error
+
+
+@pytest.mark.parametrize(
+    "fields, error",
+    [
+        ({"input_size": 1}, errors.FormatError),  # the chunks add up to 46
+        ({"vector_dim": 0}, errors.FormatError),
+        ({"model": {"nested": {"too": "deep"}}}, errors.LimitError),
+        ({"model": {"x": 1.5}}, errors.FormatError),
+        ({"metadata": {"n": 1}}, errors.FormatError),
+        ({"metadata": {"": "empty key"}}, errors.LimitError),
+        ({"metadata": {"s": "\ud800"}}, errors.FormatError),  # a lone surrogate is not UTF-8
+        ({"settings": {"lr": float("inf")}}, errors.FormatError),
+        ({"metadata": {f"k{i}": "v" for i in range(300)}}, errors.LimitError),
+        ({"metadata": {f"k{i}": "v" * 60_000 for i in range(20)}}, errors.LimitError),  # header > 1 MiB
+    ],
+)
+def test_pack_rejects_bad_headers(fields, error):
+    header, chunks = make_archive(SAMPLE, **fields)
+    with pytest.raises(error) as caught:
+        pack(header, chunks)
+    assert type(caught.value) is error
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+def test_fixtures_are_regenerated_byte_for_byte(tmp_path):
+    """The committed fixtures are what the generator writes now (deterministic, up to date)."""
+    runpy.run_path(str(FIXTURES / "make_container_fixtures.py"))["write"](tmp_path)
+    committed = sorted(p.relative_to(FIXTURES) for p in [*GOLDEN.iterdir(), *BAD.iterdir()])
+    generated = sorted(p.relative_to(tmp_path) for p in tmp_path.glob("*/*"))
+    assert committed == generated
+    for relative in committed:
+        assert (FIXTURES / relative).read_bytes() == (tmp_path / relative).read_bytes(), relative
+
+
+def test_bad_fixtures_are_listed_and_many():
+    on_disk = {path.name for path in BAD.glob("*.lmz")}
+    assert on_disk == set(bad_fixtures())
+    assert len(on_disk) >= 20
+
+
+@pytest.mark.parametrize("name, error", sorted(bad_fixtures().items()))
+def test_bad_fixture_raises_its_error(name, error):
+    data = (BAD / name).read_bytes()
+    for read in (unpack, read_header):
+        with pytest.raises(LmzError) as caught:
+            read(data)
+        assert type(caught.value) is error, f"{read.__name__}: {caught.value}"
+        assert "\n" not in str(caught.value)
+    with pytest.raises(error):
+        read_header(BAD / name)
+
+
+@pytest.mark.parametrize("name", ["empty", "memory", "mixed", "fallback", "future_optional"])
+def test_golden_archives_unpack(name):
+    data = (GOLDEN / f"{name}.lmz").read_bytes()
+    archive = unpack(data)
+    if archive.version == (1, 0):  # pack writes 1.0, so only these re-encode to the same bytes
+        assert pack(archive.header, archive.chunks) == data
+
+
+def test_newer_minor_optional_parts_are_ignored():
+    """future_optional.lmz is mixed.lmz as 1.3, with ignorable flags and an unknown key."""
+    newer = unpack((GOLDEN / "future_optional.lmz").read_bytes())
+    mixed = unpack((GOLDEN / "mixed.lmz").read_bytes())
+    assert newer.version == (1, 3)
+    assert (newer.header, newer.chunks) == (mixed.header, mixed.chunks)
+
+
+def test_newer_minor_unknown_kind_is_described_but_not_extracted():
+    data = (GOLDEN / "future_kind.lmz").read_bytes()
+    assert read_header(data).chunk_counts == {"memory": 2, "zstd": 2, "kind 9": 1}
+    with pytest.raises(errors.UnsupportedVersionError, match="kind 9"):
+        unpack(data)
+
+
+def test_read_header_does_not_import_torch():
+    """The issue's done-when check, in a fresh interpreter."""
+    code = (
+        "import llmzip, sys; llmzip.read_header('fixtures/golden/mixed.lmz'); "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+# ---------------------------------------------------------------- properties
+
+_keys = st.text(min_size=1, max_size=8)
+_floats = st.floats(allow_nan=False, allow_infinity=False)
+_none_int_or_text = st.none() | st.integers(-(1 << 63), (1 << 64) - 1) | st.text(max_size=20)
+
+
+@st.composite
+def archives(draw):
+    """A random valid (header, chunks)."""
+    dim = draw(st.integers(1, 16))
+    fp16 = st.floats(width=16, allow_nan=False, allow_infinity=False)
+    memory = st.builds(
+        MemoryChunk,
+        vector=st.lists(fp16, min_size=dim, max_size=dim).map(lambda v: struct.pack(f"<{dim}e", *v)),
+        n_tokens=st.integers(1, MAX_TOKENS_PER_CHUNK),
+        length=st.integers(1, MAX_CHUNK_LENGTH),
+        xxh64=st.integers(0, (1 << 64) - 1),
+        min_margin=st.floats(min_value=0, allow_infinity=False),
+    )
+    fallback = st.builds(FallbackChunk, st.binary(min_size=1, max_size=300))
+    chunks = draw(st.lists(st.one_of(memory, fallback), max_size=8))
+    header = Header(
+        model=draw(st.dictionaries(_keys, _none_int_or_text, max_size=6)),
+        settings=draw(st.dictionaries(_keys, _none_int_or_text | st.booleans() | _floats, max_size=6)),
+        vector_dim=dim,
+        input_size=sum(chunk.length for chunk in chunks),
+        input_xxh64=draw(st.integers(0, (1 << 64) - 1)),
+        metadata=draw(st.dictionaries(_keys, st.text(max_size=30), max_size=4)),
+    )
+    return header, chunks
+
+
+@settings(max_examples=150, deadline=1000)
+@given(archives())
+def test_property_round_trip(archive):
+    header, chunks = archive
+    data = pack(header, chunks)
+    assert unpack(data) == Archive((1, 0), header, tuple(chunks))
+    info = read_header(data)
+    assert sum(info.chunk_counts.values()) == len(chunks)
+    assert info.vector_bytes + info.fallback_bytes + info.overhead_bytes == len(data)
+
+
+_SEEDS = [(GOLDEN / f"{name}.lmz").read_bytes() for name in ("mixed", "memory", "empty", "future_kind")]
+_mutation = st.tuples(st.sampled_from(["flip", "set", "delete", "insert", "truncate"]),
+                      st.floats(0, 1, exclude_max=True), st.integers(0, 255))
+
+
+def _mutate(data: bytes, mutations, reseal: bool) -> bytes:
+    buffer = bytearray(data)
+    for op, where, value in mutations:
+        at = int(where * len(buffer)) if buffer else 0
+        if op == "insert":
+            buffer.insert(at, value)
+        elif not buffer:
+            continue
+        elif op == "flip":
+            buffer[at] ^= 1 << (value % 8)
+        elif op == "set":
+            buffer[at] = value
+        elif op == "delete":
+            del buffer[at]
+        else:
+            del buffer[at:]
+    if reseal and len(buffer) >= 8:  # recompute the trailer so the damage reaches the parser
+        buffer[-8:] = struct.pack("<Q", checksum(bytes(buffer[:-8])))
+    return bytes(buffer)
+
+
+@settings(max_examples=400, deadline=1000, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(_SEEDS), st.lists(_mutation, min_size=1, max_size=4), st.booleans())
+def test_property_mutations_raise_only_lmz_errors(seed, mutations, reseal):
+    data = _mutate(seed, mutations, reseal)
+    for read in (unpack, read_header):
+        try:
+            read(data)
+        except LmzError as exc:
+            assert "\n" not in str(exc)
