@@ -24,6 +24,11 @@ except _metadata.PackageNotFoundError:  # running from a source tree that is not
 
 # name -> module that defines it; imported on first use (PEP 562).
 _LAZY = {
+    "compress": "llmzip.codec",
+    "decompress": "llmzip.codec",
+    "LmzCompressor": "llmzip.codec",
+    "LmzDecompressor": "llmzip.codec",
+    "TrainConfig": "llmzip.train",
     "read_header": "llmzip.container",
     "load_model": "llmzip.model",
     "ModelIdentity": "llmzip.model",

@@ -7,12 +7,14 @@ second.
 """
 
 import json
+import os
 import sys
+import tempfile
 
 import click
 
 from llmzip import __version__
-from llmzip.errors import LmzError
+from llmzip.errors import InputError, LmzError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -96,6 +98,295 @@ def _show(value) -> str:
 
 def _ratio(ratio) -> str:
     return "-" if ratio is None else f"{ratio:.3f} (archive / input)"
+
+
+# ---------------------------------------------------------------------------------------
+# compress / extract / verify / export
+
+
+def _verbosity(function):
+    """-q/-v/--no-progress, shared by the commands that talk while they work."""
+    function = click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")(function)
+    function = click.option("-v", "--verbose", is_flag=True, help="More detail on stderr.")(function)
+    return click.option("--no-progress", is_flag=True, help="No progress bar (it is hidden anyway when stderr is not a terminal).")(function)
+
+
+def _setup_logging(quiet: bool, verbose: bool) -> None:
+    """llmzip's log messages go to stderr, never stdout (stdout may carry archive bytes)."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("llmzip")
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.ERROR if quiet else logging.INFO if verbose else logging.WARNING)
+
+
+def _show_progress(quiet: bool, no_progress: bool) -> bool:
+    return not (quiet or no_progress) and sys.stderr.isatty()
+
+
+def _read_input(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def _check_output(output: str | None, force: bool, *, source: str, binary: bool) -> None:
+    """Refuse before any work: an existing output without -f, the input as output, or
+    archive bytes to a terminal."""
+    if output is None:
+        if binary and sys.stdout.isatty():
+            raise InputError("refusing to write archive bytes to a terminal; use -o FILE or redirect stdout")
+        return
+    if source != "-" and os.path.exists(source) and os.path.exists(output) and os.path.samefile(source, output):
+        raise InputError(f"{output}: output would overwrite the input")
+    if os.path.exists(output) and not force:
+        raise InputError(f"{output}: already exists; use -f to overwrite")
+    directory = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(directory):
+        raise InputError(f"{output}: directory {directory} does not exist")
+
+
+def _write_output(output: str | None, data: bytes, force: bool) -> None:
+    """Write to stdout (output None) or atomically to a file: a temporary file in the
+    target directory, fsync, rename. A failure leaves no file under the final name."""
+    if output is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    directory = os.path.dirname(os.path.abspath(output))
+    try:
+        handle = tempfile.NamedTemporaryFile(dir=directory, prefix="." + os.path.basename(output) + ".", suffix=".tmp", delete=False)
+    except OSError as exc:
+        raise InputError(f"{output}: cannot write in {directory}: {exc.strerror}") from None
+    try:
+        with handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if os.path.exists(output) and not force:  # appeared while we worked
+            raise InputError(f"{output}: already exists; use -f to overwrite")
+        os.replace(handle.name, output)
+    except OSError as exc:
+        raise InputError(f"{output}: cannot write: {exc.strerror}") from None
+    finally:
+        if os.path.exists(handle.name):
+            os.unlink(handle.name)
+    _fsync_directory(directory)
+
+
+def _fsync_directory(directory: str) -> None:
+    """Make the rename itself durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _output_path(file: str, output: str | None, to_stdout: bool, derive) -> str | None:
+    """None means stdout. ``derive(file)`` gives the default output name."""
+    if to_stdout or output == "-" or (output is None and file == "-"):
+        return None
+    return output if output is not None else derive(file)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True), help="Archive path (default FILE.lmz; - for stdout).")
+@click.option("-c", "--stdout", "to_stdout", is_flag=True, help="Write the archive to stdout.")
+@click.option("-f", "--force", is_flag=True, help="Overwrite an existing output.")
+@click.option("--model", default="default", show_default=True, help="default, org/name@<commit>, a model directory or a .gguf file.")
+@click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda, cuda:1, ...")
+@click.option("--chunk-tokens", type=click.IntRange(1, 65536), help="Token budget per chunk [default: per model, 64 for the default model].")
+@click.option("--max-steps", type=click.IntRange(1), help="Optimiser steps per chunk before it falls back to zstd [default: 1500].")
+@click.option("--margin", type=click.FloatRange(0, min_open=True), help="Logit margin every position must win by [default: 0.5].")
+@click.option("--batch-size", type=click.IntRange(1), help="Chunks trained together [default: 8].")
+@_verbosity
+def compress(file, output, to_stdout, force, model, device, chunk_tokens, max_steps, margin, batch_size, quiet, verbose, no_progress):
+    """Compress FILE (- for stdin) into an .lmz archive.
+
+    Progress is journaled beside the output (OUT.journal); if compression is interrupted,
+    running the same command again resumes from the finished chunks and gives the same
+    archive.
+    """
+    _setup_logging(quiet, verbose)
+    target = _output_path(file, output, to_stdout, lambda name: name + ".lmz")
+    _check_output(target, force, source=file, binary=True)
+    data = _read_input(file)
+
+    from llmzip import codec
+    from llmzip.train import TrainConfig
+
+    overrides = {"max_steps": max_steps, "margin": margin, "batch_size": batch_size}
+    train = TrainConfig(**{name: value for name, value in overrides.items() if value is not None}, device=device)
+    compressor = codec.LmzCompressor(model=model, device=device, chunk_tokens=chunk_tokens, train=train)
+    journal = codec.journal_path_for(target) if target is not None else None
+    with _TrainingProgress(enabled=_show_progress(quiet, no_progress)) as progress:
+        archive, report = compressor.compress_with_report(
+            data, journal_path=journal, on_step=progress.step, on_chunk=progress.chunk
+        )
+    _write_output(target, archive, force)
+    if journal is not None:
+        journal.unlink(missing_ok=True)
+    if not quiet:
+        resumed = f", {report.resumed_chunks} resumed from journal" if report.resumed_chunks else ""
+        click.echo(
+            f"llmzip: {file} -> {target or '(stdout)'}: {report.chunks} chunks "
+            f"({report.memory_chunks} vectors, {report.fallback_chunks} zstd{resumed}), "
+            f"{report.input_size:,} B -> {report.archive_size:,} B, {report.seconds:.1f} s",
+            err=True,
+        )
+
+
+class _TrainingProgress:
+    """tqdm on stderr: chunks trained, current step and loss, ETA. Absent when disabled."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.bar = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
+
+    def chunk(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            self._open(total)
+        self.bar.n = done
+        self.bar.refresh()
+
+    def step(self, step: int, active: int, loss: float) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            self._open(None)
+        self.bar.set_postfix_str(f"step {step}, {active} in batch, loss {loss:.3f}", refresh=True)
+
+    def _open(self, total):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit="chunk", desc="training", file=sys.stderr, dynamic_ncols=True)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True), help="Output path (default FILE without .lmz; - for stdout).")
+@click.option("-c", "--stdout", "to_stdout", is_flag=True, help="Write to stdout.")
+@click.option("-f", "--force", is_flag=True, help="Overwrite an existing output.")
+@click.option("--model", default=None, help="Model spec [default: the one the archive names].")
+@click.option("--device", default="cpu", show_default=True, help="Torch device.")
+@_verbosity
+def extract(file, output, to_stdout, force, model, device, quiet, verbose, no_progress):
+    """Restore the exact input from FILE.lmz.
+
+    Nothing is written unless the model matches the archive's and every chunk and the
+    whole output pass their checksums.
+    """
+    _setup_logging(quiet, verbose)
+    target = _output_path(file, output, to_stdout, _strip_lmz)
+    _check_output(target, force, source=file, binary=False)
+    archive = _read_input(file)
+
+    from llmzip import codec
+
+    data = codec.LmzDecompressor(model=model, device=device).decompress(archive)
+    _write_output(target, data, force)
+
+
+def _strip_lmz(name: str) -> str:
+    if not name.endswith(".lmz") or name == ".lmz":
+        raise InputError(f"{name}: does not end in .lmz; name the output with -o")
+    return name[: -len(".lmz")]
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, metavar="FILE.lmz...", type=click.Path(dir_okay=False))
+@click.option("--model", default=None, help="Model spec [default: the one each archive names].")
+@click.option("--device", default="cpu", show_default=True, help="Torch device.")
+@_verbosity
+def verify(files, model, device, quiet, verbose, no_progress):
+    """Decode every chunk and check every checksum; write nothing.
+
+    Exit 0 only if every archive passes.
+    """
+    _setup_logging(quiet, verbose)
+    from llmzip import codec
+
+    decompressor = codec.LmzDecompressor(model=model, device=device)
+    failed = 0
+    for path in files:
+        try:
+            checks = decompressor.verify(_read_input(path))
+        except LmzError as exc:
+            click.echo(f"llmzip: error: {_show(path)}: {exc}", err=True)
+            failed += 1
+            continue
+        memory = [c for c in checks if c.kind == "memory"]
+        margin = f", min decode margin {min(c.margin for c in memory):.3f}" if memory else ""
+        if not quiet:
+            click.echo(f"{_show(path)}: OK ({len(checks)} chunks: {len(memory)} memory, {len(checks) - len(memory)} zstd{margin})")
+        if verbose:
+            for c in checks:
+                detail = f"decode margin {c.margin:.3f} (recorded {c.promised_margin:.3f})" if c.kind == "memory" else ""
+                click.echo(f"  chunk {c.index:>5}  {c.kind:<6} {c.length:>7} B  {detail}".rstrip())
+    if failed:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The .safetensors file to write.")
+@click.option("-f", "--force", is_flag=True, help="Overwrite an existing output.")
+def export(file, output, force):
+    """Write the memory vectors of FILE.lmz as safetensors, for use as soft prompts.
+
+    Tensor "vectors" is (N, d) float16, one row per memory chunk in input order. The
+    metadata holds, as JSON strings: "llmzip.chunks" (per row: chunk index, byte offset,
+    length, token count, xxh64, recorded margin), "llmzip.model" (the model identity) and
+    "llmzip.settings" (including the prompt template). No model is loaded.
+    """
+    _check_output(output, force, source=file, binary=True)
+    from llmzip.container import MemoryChunk, unpack
+    import numpy
+    from safetensors.numpy import save
+
+    archive = unpack(_read_input(file))
+    rows, vectors, offset = [], [], 0
+    for index, chunk in enumerate(archive.chunks):
+        if isinstance(chunk, MemoryChunk):
+            rows.append({"chunk": index, "offset": offset, "length": chunk.length, "n_tokens": chunk.n_tokens,
+                         "xxh64": f"{chunk.xxh64:016x}", "min_margin": chunk.min_margin})
+            vectors.append(numpy.frombuffer(chunk.vector, dtype="<f2"))
+        offset += chunk.length
+    if not vectors:
+        raise InputError(f"{file}: has no memory vectors (every chunk is stored with zstd)")
+    metadata = {
+        "llmzip.chunks": json.dumps(rows),
+        "llmzip.model": json.dumps(archive.header.model, sort_keys=True),
+        "llmzip.settings": json.dumps(archive.header.settings, sort_keys=True),
+    }
+    _write_output(output, save({"vectors": numpy.stack(vectors)}, metadata=metadata), force)
 
 
 def main(argv=None):

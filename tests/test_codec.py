@@ -1,0 +1,152 @@
+"""The codec through the Python API, on the fixture model: byte-exact round trips,
+memory vectors where the model can, zstd where it cannot, model checks, resume."""
+
+import os
+import random
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import llmzip
+from llmzip import codec, container
+from llmzip.errors import ChecksumError, ModelMismatchError
+from llmzip.train import TrainConfig
+
+CORPUS_SENTENCE = b"The quick brown fox jumps over the lazy dog."
+FAST = TrainConfig(max_steps=40, extra_steps=10, batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def compressor(tiny_model):
+    return codec.LmzCompressor(loaded=tiny_model, chunk_tokens=16, train=FAST)
+
+
+@pytest.fixture(scope="module")
+def decompressor(tiny_model):
+    return codec.LmzDecompressor(loaded=tiny_model)
+
+
+def one_mb_text():
+    rng = random.Random(7)
+    words = "memory token vector archive model exact zstd chunk byte text the a of".split()
+    lines = (" ".join(rng.choice(words) for _ in range(rng.randint(3, 14))) + ".\n" for _ in range(40_000))
+    return "".join(lines).encode()[: 1 << 20]
+
+
+CASES = {
+    "empty": b"",
+    "one byte": b"x",
+    "ascii": b"Pack my box with five dozen liquor jugs.\n",
+    "multibyte utf-8": "東京は日本の首都です。🙂 café naïve Übermäßig\n".encode(),
+    "crlf and mixed endings": b"line one\r\nline two\nline three\rend\r\n",
+    "bom": "\ufeffThe quick brown fox.".encode(),
+    "trailing whitespace": b"trailing spaces   \t \n\n\n   ",
+    "nul bytes": b"before\x00\x00after\x00",
+    "random binary": random.Random(1).randbytes(3000),
+    "latin-1": "señor café à la crème".encode("latin-1"),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_round_trip_is_byte_exact(name, compressor, decompressor):
+    data = CASES[name]
+    archive = compressor.compress(data)
+    assert decompressor.decompress(archive) == data
+
+
+def test_corpus_text_is_stored_as_a_memory_vector(compressor, decompressor):
+    archive, report = compressor.compress_with_report(CORPUS_SENTENCE)
+    assert report.memory_chunks == 1 and report.fallback_chunks == 0
+    stored = container.unpack(archive).chunks[0]
+    assert isinstance(stored, container.MemoryChunk)
+    assert stored.min_margin >= FAST.verify_margin
+    checks = decompressor.verify(archive)
+    assert [c.kind for c in checks] == ["memory"]
+    assert decompressor.decompress(archive) == CORPUS_SENTENCE
+
+
+def test_one_megabyte_round_trips(tiny_model, decompressor):
+    data = one_mb_text()
+    # One step per chunk: the point is the size and the fallback path, not training.
+    quick = codec.LmzCompressor(loaded=tiny_model, chunk_tokens=64, train=TrainConfig(max_steps=1, batch_size=256))
+    archive, report = quick.compress_with_report(data)
+    assert report.input_size == len(data) == 1 << 20
+    assert decompressor.decompress(archive) == data
+
+
+def test_module_level_functions_round_trip(tiny_model_dir):
+    data = b"Sphinx of black quartz, judge my vow."
+    archive = llmzip.compress(data, model=str(tiny_model_dir), chunk_tokens=16, train=FAST)
+    assert llmzip.decompress(archive, model=str(tiny_model_dir)) == data
+
+
+def test_non_utf8_input_is_reported(compressor):
+    _, report = compressor.compress_with_report(b"abc \xff\xfe def")
+    assert report.not_utf8_bytes > 0
+    assert report.memory_chunks == 0
+
+
+def test_wrong_model_is_refused_before_decoding(compressor, tiny_model_dir, tmp_path):
+    archive = compressor.compress(CORPUS_SENTENCE)
+    other_dir = tmp_path / "other"
+    shutil.copytree(tiny_model_dir, other_dir)
+    weights = load_file(other_dir / "model.safetensors")
+    weights["model.norm.weight"][0] += 1.0
+    save_file(weights, other_dir / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ModelMismatchError, match="weights_fingerprint") as error:
+        codec.LmzDecompressor(model=str(other_dir)).decompress(archive)
+    expected = container.unpack(archive).header.model["weights_fingerprint"]
+    assert expected in str(error.value)
+
+
+def test_a_vector_flipped_after_packing_fails_the_checksum(compressor, decompressor):
+    archive = container.unpack(compressor.compress(CORPUS_SENTENCE))
+    chunk = archive.chunks[0]
+    vector = torch.frombuffer(bytearray(chunk.vector), dtype=torch.float16).clone()
+    vector *= -1  # a different, well-formed vector: only the chunk checksum can catch it
+    forged = container.pack(
+        archive.header,
+        [container.MemoryChunk(vector.numpy().tobytes(), chunk.n_tokens, chunk.length, chunk.xxh64, chunk.min_margin)],
+    )
+    with pytest.raises(ChecksumError, match="chunk 0"):
+        decompressor.decompress(forged)
+
+
+def test_resume_from_a_journal_gives_the_identical_archive(tiny_model, decompressor, tmp_path):
+    data = CORPUS_SENTENCE + b" Pack my box with five dozen liquor jugs. How vexingly quick daft zebras jump!"
+    settings = dict(loaded=tiny_model, chunk_tokens=16, train=TrainConfig(max_steps=40, extra_steps=10, batch_size=1))
+    uninterrupted, report = codec.LmzCompressor(**settings).compress_with_report(data)
+    eligible = report.chunks - report.ineligible_chunks
+    assert eligible >= 2  # so that one group can finish and the next be interrupted
+
+    journal = tmp_path / "out.lmz.journal"
+    interrupted = codec.LmzCompressor(**settings)
+    train_group = interrupted._train_group
+    calls = []
+
+    def train_then_interrupt(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return train_group(*args)
+
+    interrupted._train_group = train_then_interrupt
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.compress_with_report(data, journal_path=journal)
+    assert journal.exists()
+
+    resumed, resumed_report = codec.LmzCompressor(**settings).compress_with_report(data, journal_path=journal)
+    assert resumed_report.resumed_chunks == 1
+    assert resumed == uninterrupted
+    assert decompressor.decompress(resumed) == data
+
+
+def test_a_journal_for_other_input_is_not_trusted(tiny_model, tmp_path):
+    settings = dict(loaded=tiny_model, chunk_tokens=16, train=FAST)
+    journal = tmp_path / "out.lmz.journal"
+    codec.LmzCompressor(**settings).compress_with_report(b"Sphinx of black quartz, judge my vow.", journal_path=journal)
+    archive, report = codec.LmzCompressor(**settings).compress_with_report(CORPUS_SENTENCE, journal_path=journal)
+    assert report.resumed_chunks == 0
+    assert archive == codec.LmzCompressor(**settings).compress(CORPUS_SENTENCE)
