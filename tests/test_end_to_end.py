@@ -1,0 +1,62 @@
+"""End to end with the real default model (slow; runs in CI too): the README's sample
+text through the CLI, and the README's Python examples run as written."""
+
+import contextlib
+import io
+import json
+import re
+
+import pytest
+
+from pathlib import Path
+
+from llmzip.cli import main
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE = REPO / "fixtures" / "sample.txt"
+
+
+def readme_python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)
+
+
+def cli(*args) -> int:
+    with pytest.raises(SystemExit) as stop:
+        main([str(a) for a in args])
+    return stop.value.code
+
+
+@pytest.fixture(scope="module")
+def sample_archive(tmp_path_factory, default_model):  # default_model: convert/cache once
+    directory = tmp_path_factory.mktemp("e2e")
+    # A step bound keeps CI time predictable; the chunk needs a few hundred steps.
+    assert cli("compress", SAMPLE, "-o", directory / "doc.lmz", "--no-progress", "--max-steps", "800") == 0
+    return directory / "doc.lmz"
+
+
+def test_sample_compresses_to_memory_vectors_and_extracts_exactly(sample_archive, capsys):
+    capsys.readouterr()
+    assert cli("info", sample_archive, "--json") == 0
+    info = json.loads(capsys.readouterr().out)[0]
+    assert info["chunks"].get("memory", 0) >= 1, info["chunks"]
+    assert cli("verify", sample_archive, "-v") == 0
+    assert "OK" in capsys.readouterr().out
+    restored = sample_archive.with_name("restored.txt")
+    assert cli("extract", sample_archive, "-o", restored) == 0
+    assert restored.read_bytes() == SAMPLE.read_bytes()
+
+
+def test_readme_export_example_regenerates_the_first_chunk(sample_archive, monkeypatch):
+    monkeypatch.chdir(sample_archive.parent)
+    assert cli("export", sample_archive, "-o", "doc.safetensors") == 0
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(readme_python_blocks()[1], {})
+    chunk_text = printed.getvalue()[:-1]  # print() added one newline
+    assert chunk_text and chunk_text in SAMPLE.read_text()
+
+
+def test_readme_api_example_runs(default_model):
+    exec(readme_python_blocks()[0], {})
