@@ -1,0 +1,338 @@
+"""Train one memory vector per chunk so that the frozen model regenerates the chunk.
+
+For each chunk of token ids ``t_0 .. t_{n-1}`` we look for a vector ``m`` such that,
+with the prompt of :func:`llmzip.decode.prompt_embeddings` (BOS, ``m``), greedy decoding
+yields exactly those ids. Training is teacher-forced: one forward pass over
+``[BOS, m, t_0 .. t_{n-2}]`` gives the logits for all ``n`` targets at once.
+
+How the loop is organised, and why:
+
+* **Continuous batching.** Up to ``batch_size`` chunks share each forward/backward pass
+  (padded on the right). A chunk leaves the batch the moment it is done and the next
+  waiting chunk takes its slot, so short or easy chunks never wait for hard ones.
+  Right padding needs no attention mask: attention is causal, so a real position only
+  sees earlier positions, which are all real.
+* **Independent rows.** The loss is the *sum* of per-chunk mean cross-entropies, so each
+  vector's gradient is what it would be alone; Adam is elementwise, so one Adam state per
+  chunk is just one row of a (B, d) tensor; each chunk has its own step count (bias
+  correction, warmup) and its own stop. The start vector is seeded from the chunk's own
+  ids. Batch-mates therefore change a result only through floating-point rounding of
+  different matmul shapes, which the margin absorbs and verification checks.
+* **Stop on margin, keep what was measured.** A chunk stops when, at every position, the
+  target's logit beats every other logit by at least ``margin``. The vector that produced
+  those logits (before any further update) is the one verified and returned.
+* **Verify the stored form.** The stopped vector is rounded to fp16 and decoded with
+  :func:`llmzip.decode.decode` on the caller's (fp32) model. It is accepted only if it
+  reproduces the ids with a decode margin of at least ``verify_margin``. A converged chunk
+  that fails goes back into the batch with a doubled margin for at most ``extra_steps``
+  more steps, then is verified once more and reported as it is.
+* **Training dtype.** Optimisation may run on a copy of the model in ``train_dtype``;
+  its logits only steer the search, acceptance is decided by the fp32 decode. The default
+  is fp32 (no copy): on this AVX2-only CPU a bf16 vocabulary projection was 1.5x slower
+  forward and ~130x slower backward than fp32 (BENCHMARKS.md). bf16 is for hardware
+  with native bf16 matmuls.
+* **A candidate softmax.** The output projection (262k rows for Gemma 3) was most of a
+  full step. Between full-vocabulary checks each chunk's softmax runs over its targets
+  and the ``candidates`` tokens that scored highest at each of its positions at the last
+  check (see :meth:`MemoryTrainer._evaluate`); a chunk stops only on a full-vocabulary
+  check. Hidden states at padding positions never reach the projection.
+
+Whether a chunk's tokens decode back to its exact bytes is the caller's check (the codec
+owns the tokenizer); this module works on ids only.
+"""
+
+import copy
+import time
+import zlib
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from llmzip.decode import DecodeResult, decode, prompt_embeddings
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of the optimisation. Defaults are the measured choices for Gemma 3 270M
+    on CPU (BENCHMARKS.md, "Engine speed")."""
+
+    lr: float = 0.1  # Adam step size, in units of the RMS of one input-embedding element
+    warmup_steps: int = 10  # linear warmup from lr/warmup_steps; constant afterwards
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    margin: float = 0.5  # stop when every target logit beats the runner-up by this much
+    verify_margin: float = 0.25  # fp32 decode of the fp16 vector must keep this gap
+    max_steps: int = 1500  # optimiser steps per chunk before giving up
+    extra_steps: int = 200  # more steps for a converged chunk whose verification failed
+    batch_size: int = 8  # chunks per forward/backward
+    candidates: int = 32  # softmax over targets + this many top tokens per position; 0 = full vocabulary
+    refresh_every: int = 10  # steps between full-vocabulary checks that refresh the candidates
+    train_dtype: str = "float32"  # weights of the training copy; "float32" or "bfloat16"
+    device: Optional[str] = None  # where to train; None = where the model is
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.train_dtype not in DTYPES:
+            raise ValueError(f"train_dtype must be one of {sorted(DTYPES)}, got {self.train_dtype!r}")
+        if self.margin <= 0 or self.verify_margin < 0:
+            raise ValueError("margin must be positive and verify_margin non-negative")
+        if min(self.max_steps, self.batch_size, self.warmup_steps, self.refresh_every) < 1 or self.candidates < 0:
+            raise ValueError("max_steps, batch_size, warmup_steps, refresh_every must be >= 1, candidates >= 0")
+
+
+@dataclass
+class ChunkResult:
+    vector: torch.Tensor  # (d,) float16 on CPU: exactly what will be stored
+    exact: bool  # decode() of this fp16 vector reproduced the tokens exactly
+    accepted: bool  # exact, and decode_min_margin >= config.verify_margin: store it
+    decode_min_margin: float  # from decode() of the stored vector
+    steps: int  # optimiser steps taken
+    seconds: float  # wall time from entering the batch to verified (batch-mates overlap)
+    loss: float  # mean cross-entropy at the last evaluation
+    token_accuracy: float  # teacher-forced argmax accuracy at the last evaluation
+    train_min_margin: float  # smallest target-vs-runner-up gap at the last evaluation
+    converged: bool  # reached the training margin within the step budget
+
+
+class _Chunk:
+    """One chunk's optimisation state: its vector and its own Adam moments and clock."""
+
+    def __init__(self, index: int, ids: torch.Tensor, vector: torch.Tensor, margin: float, budget: int):
+        self.index = index
+        self.ids = ids  # (T,)
+        self.vector = vector  # (d,) float32
+        self.exp_avg = torch.zeros_like(vector)
+        self.exp_avg_sq = torch.zeros_like(vector)
+        self.steps = 0
+        self.margin = margin
+        self.budget = budget
+        self.retried = False
+        self.candidates = ids  # token ids kept in the restricted softmax; see _evaluate
+        self.started = time.perf_counter()
+        self.loss = self.token_accuracy = self.min_margin = float("nan")
+
+
+class MemoryTrainer:
+    """Holds the models and the configuration; :meth:`train` can be called many times."""
+
+    def __init__(self, model, config: Optional[TrainConfig] = None):
+        self.model = model  # the decode model: never modified
+        self.config = config if config is not None else TrainConfig()
+        weight = model.get_input_embeddings().weight
+        device = torch.device(self.config.device) if self.config.device else weight.device
+        dtype = DTYPES[self.config.train_dtype]
+        if dtype == weight.dtype and device == weight.device:
+            self.train_model = model
+        else:
+            self.train_model = copy.deepcopy(model).to(device=device, dtype=dtype).eval()
+            self.train_model.requires_grad_(False)
+        self.device = device
+        self.embed_rms = self._embedding_rms()
+        self.final_softcap = getattr(model.config, "final_logit_softcapping", None)
+
+    @torch.no_grad()
+    def _embedding_rms(self) -> float:
+        """RMS of one element of a real (scaled) input embedding, over a spread of the
+        vocabulary: the scale for the start vectors and the learning rate."""
+        n_vocab = self.train_model.get_input_embeddings().weight.shape[0]
+        ids = torch.arange(0, n_vocab, max(1, n_vocab // 4096), device=self.device)
+        embeddings = self.train_model.get_input_embeddings()(ids).float()  # (K, d)
+        return embeddings.pow(2).mean().sqrt().item()
+
+    def _start(self, index: int, ids: Sequence[int], margin: float) -> _Chunk:
+        """A fresh chunk whose start vector depends only on the seed and its own ids."""
+        d = self.model.get_input_embeddings().weight.shape[1]
+        ids_tensor = torch.tensor(list(ids), dtype=torch.long)
+        generator = torch.Generator().manual_seed(self.config.seed * 2**32 + zlib.crc32(ids_tensor.numpy().tobytes()))
+        vector = torch.randn(d, generator=generator) * self.embed_rms
+        return _Chunk(index, ids_tensor, vector.to(self.device), margin, self.config.max_steps)
+
+    def train(
+        self,
+        chunks: Sequence[Sequence[int]],
+        *,
+        on_chunk_done: Optional[Callable[[int, ChunkResult], None]] = None,
+        on_step: Optional[Callable[[int, int, float], None]] = None,
+    ) -> list[ChunkResult]:
+        """Train and verify one vector per chunk of token ids, in the order given.
+
+        ``on_chunk_done(index, result)`` is called as soon as a chunk is verified (so a
+        caller can journal progress); ``on_step(step, n_active, mean_loss)`` after every
+        batched step.
+        """
+        if any(len(ids) == 0 for ids in chunks):
+            raise ValueError("every chunk needs at least one token")
+        results: list[Optional[ChunkResult]] = [None] * len(chunks)
+        waiting = deque(range(len(chunks)))
+        active: list[_Chunk] = []
+        step = 0
+        while waiting or active:
+            while waiting and len(active) < self.config.batch_size:
+                index = waiting.popleft()
+                active.append(self._start(index, chunks[index], self.config.margin))
+            vectors = torch.stack([c.vector for c in active]).requires_grad_()  # (B, d)
+            losses, loss, accuracy, min_margin, checked = self._evaluate(vectors, active)
+            (grad,) = torch.autograd.grad(losses.sum(), vectors)  # (B, d)
+            step += 1
+            if on_step is not None:
+                on_step(step, len(active), losses.mean().item())
+            still_active, rows = [], []
+            for row, chunk in enumerate(active):
+                chunk.loss, chunk.token_accuracy, chunk.min_margin = (
+                    loss[row].item(), accuracy[row].item(), min_margin[row].item())
+                if checked[row] and (chunk.min_margin >= chunk.margin or chunk.steps >= chunk.budget):
+                    result = self._verify(chunk)
+                    if result is not None:
+                        results[chunk.index] = result
+                        if on_chunk_done is not None:
+                            on_chunk_done(chunk.index, result)
+                        continue
+                    # failed verification: train on with a larger margin (see _verify)
+                still_active.append(chunk)
+                rows.append(row)
+            self._adam_step(still_active, grad[rows])
+            active = still_active
+        return results
+
+    def _evaluate(self, vectors: torch.Tensor, active: list[_Chunk]):
+        """Teacher-forced pass for a batch of chunks.
+
+        Returns the per-chunk mean cross-entropy to differentiate (B,), and per-chunk
+        statistics without grad: loss, token accuracy, smallest target-vs-runner-up gap
+        (B,) each, and ``checked`` (B,), True where those three come from the full
+        vocabulary (only then may a chunk stop). With ``candidates`` set, each chunk's softmax
+        runs over its own candidate tokens only (one projection onto the union, the others
+        masked, so batch-mates do not change its loss); a chunk is checked against the full
+        vocabulary on its first step, every ``refresh_every`` steps, at its step budget,
+        and whenever it reaches its margin among its candidates. The full-vocabulary gap
+        is never larger than the candidate gap, so no chunk can stop without a full check.
+        """
+        model = self.train_model
+        ids = [c.ids for c in active]
+        lengths = torch.tensor([len(t) for t in ids], device=self.device)  # (B,)
+        padded = torch.nn.utils.rnn.pad_sequence(ids, batch_first=True).to(self.device)  # (B, T)
+        text = model.get_input_embeddings()(padded[:, :-1])  # (B, T-1, d)
+        prefix = prompt_embeddings(model, vectors.to(text.dtype))  # (B, 2, d)
+        hidden = model.base_model(inputs_embeds=torch.cat([prefix, text], dim=1)).last_hidden_state
+        real = torch.arange(padded.shape[1], device=self.device) < lengths[:, None]  # (B, T)
+        hidden = hidden[:, prefix.shape[1] - 1 :][real]  # (N, d), N = sum of lengths: m's position predicts t_0
+        targets = padded[real]  # (N,)
+        row = torch.arange(len(ids), device=self.device)[:, None].expand_as(real)[real]  # (N,)
+
+        if not self.config.candidates:
+            losses, accuracy, margin = _chunk_stats(self._logits(hidden), targets, row, lengths)
+            return losses, losses.detach(), accuracy, margin, torch.ones_like(real[:, 0])
+
+        due = torch.tensor([c.steps % self.config.refresh_every == 0 or c.steps >= c.budget for c in active], device=self.device)
+        full = self._full_check(hidden, targets, row, lengths, due, active)
+        vocab = torch.unique(torch.cat([c.candidates for c in active]))  # (C,) sorted
+        own = torch.stack([torch.isin(vocab, c.candidates) for c in active])  # (B, C)
+        logits = self._logits(hidden, vocab).masked_fill(~own[row], float("-inf"))  # (N, C)
+        losses, accuracy, margin = _chunk_stats(logits, torch.searchsorted(vocab, targets), row, lengths)
+        claims = ~due & (margin >= torch.tensor([c.margin for c in active], device=self.device))
+        if claims.any():
+            claimed = self._full_check(hidden, targets, row, lengths, claims, active)
+            full = tuple(torch.where(claims, c, f) for c, f in zip(claimed, full))
+        checked = due | claims
+        stats = tuple(torch.where(checked, f, c) for f, c in zip(full, (losses.detach(), accuracy, margin)))
+        return (losses, *stats, checked)
+
+    @torch.no_grad()
+    def _full_check(self, hidden, targets, row, lengths, chunks_mask, active):
+        """Full-vocabulary statistics for the chunks in ``chunks_mask`` (B,), (B,) each,
+        meaningful only there; refreshes those chunks' candidates: their targets and the
+        ``candidates`` highest-scoring tokens at each of their positions."""
+        selected = chunks_mask[row]  # (N,)
+        if not selected.any():
+            return (torch.zeros(len(active), device=self.device),) * 3
+        logits = self._logits(hidden[selected].detach())  # (n, V)
+        top = logits.topk(self.config.candidates, dim=-1).indices  # (n, k)
+        for i in chunks_mask.nonzero()[:, 0].tolist():
+            mine = row[selected] == i
+            active[i].candidates = torch.unique(torch.cat([active[i].ids.to(self.device), top[mine].flatten()]))
+        return _chunk_stats(logits, targets[selected], row[selected], lengths)
+
+    def _logits(self, hidden: torch.Tensor, vocab: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Output logits in fp32 for (N, d) hidden states: over the whole vocabulary (N, V),
+        or over the token ids in ``vocab`` only (N, C), with the model's final softcap."""
+        head = self.train_model.get_output_embeddings()
+        if vocab is None:
+            logits = head(hidden)
+        else:
+            logits = F.linear(hidden, head.weight[vocab], None if head.bias is None else head.bias[vocab])
+        logits = logits.float()
+        if self.final_softcap:
+            logits = torch.tanh(logits / self.final_softcap) * self.final_softcap
+        return logits
+
+    @torch.no_grad()
+    def _adam_step(self, chunks: list[_Chunk], g: torch.Tensor) -> None:
+        """Adam (no weight decay) on the chunks still training; ``g`` is their (B', d)
+        gradient. Each chunk has its own step count for bias correction and warmup."""
+        if not chunks:
+            return
+        beta1, beta2 = self.config.betas
+        vector = torch.stack([c.vector for c in chunks])  # (B', d)
+        exp_avg = torch.stack([c.exp_avg for c in chunks]).lerp_(g, 1 - beta1)
+        exp_avg_sq = torch.stack([c.exp_avg_sq for c in chunks]).mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        t = torch.tensor([c.steps + 1 for c in chunks], dtype=torch.float32, device=g.device)[:, None]  # (B', 1)
+        lr = self.config.lr * self.embed_rms * torch.clamp(t / self.config.warmup_steps, max=1.0)
+        denom = (exp_avg_sq / (1 - beta2**t)).sqrt_().add_(self.config.eps)
+        vector -= lr / (1 - beta1**t) * exp_avg / denom
+        for i, chunk in enumerate(chunks):
+            chunk.vector, chunk.exp_avg, chunk.exp_avg_sq = vector[i], exp_avg[i], exp_avg_sq[i]
+            chunk.steps += 1
+
+    def _verify(self, chunk: _Chunk) -> Optional[ChunkResult]:
+        """Decode the fp16 form of the vector just measured. Returns the final result, or
+        None when the chunk should train on (converged, failed, retry not yet used)."""
+        converged = chunk.min_margin >= chunk.margin
+        stored = chunk.vector.detach().to("cpu", torch.float16)  # (d,)
+        if chunk.token_accuracy < 1.0:
+            # Teacher forcing already mispredicts a token, so greedy decoding cannot pass
+            # with a margin; skip its n_tokens forward passes (they dominate when many
+            # chunks fail, e.g. text far beyond capacity).
+            decoded = DecodeResult(token_ids=[], min_margin=float("-inf"))
+        else:
+            decoded = decode(self.model, stored, len(chunk.ids))
+        exact = decoded.token_ids == chunk.ids.tolist()
+        accepted = exact and decoded.min_margin >= self.config.verify_margin
+        if converged and not accepted and not chunk.retried:
+            chunk.retried = True
+            chunk.margin *= 2
+            chunk.budget = chunk.steps + self.config.extra_steps
+            return None
+        return ChunkResult(
+            vector=stored,
+            exact=exact,
+            accepted=accepted,
+            decode_min_margin=decoded.min_margin,
+            steps=chunk.steps,
+            seconds=time.perf_counter() - chunk.started,
+            loss=chunk.loss,
+            token_accuracy=chunk.token_accuracy,
+            train_min_margin=chunk.min_margin,
+            converged=converged,
+        )
+
+
+def _chunk_stats(logits: torch.Tensor, targets: torch.Tensor, row: torch.Tensor, lengths: torch.Tensor):
+    """Per-chunk mean cross-entropy (with grad), token accuracy and smallest gap between
+    the target's logit and the best other logit (negative where the argmax is wrong), from
+    (N, V) logits, (N,) targets and the (N,) chunk index of each position. Each (B,)."""
+    n_chunks = len(lengths)
+    token_loss = F.cross_entropy(logits, targets, reduction="none")  # (N,)
+    losses = torch.zeros(n_chunks, device=logits.device).index_add(0, row, token_loss) / lengths
+    with torch.no_grad():
+        top = logits.topk(2, dim=-1)  # (N, 2)
+        hit = top.indices[:, 0] == targets
+        runner_up = torch.where(hit, top.values[:, 1], top.values[:, 0])
+        gap = logits.gather(1, targets[:, None])[:, 0] - runner_up  # (N,)
+        margin = torch.full((n_chunks,), float("inf"), device=logits.device).scatter_reduce(0, row, gap, reduce="amin")
+        accuracy = torch.zeros(n_chunks, device=logits.device).index_add(0, row, hit.float()) / lengths
+    return losses, accuracy, margin

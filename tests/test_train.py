@@ -1,0 +1,167 @@
+"""MemoryTrainer: batched training of memory vectors with per-chunk stop and verification.
+
+The tiny fixture model has memorised a small corpus: a memory vector can steer it to a
+corpus passage within tens of steps, while unseen text does not fit in one vector.
+"""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from llmzip.decode import decode
+from llmzip.train import ChunkResult, MemoryTrainer, TrainConfig
+
+# Corpus passages of different lengths (5 to 30 tokens) that the fixture can reproduce.
+PASSAGES = [
+    "The quick brown fox",
+    "The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs.",
+    "How vexingly quick daft zebras jump!",
+    "El veloz murciélago hindú comía feliz cardillo y kiwi.",
+]
+UNSEEN = "Zygote plumbers negotiate vivid xylophones at midnight in Reykjavik."
+
+
+def fast(**overrides) -> TrainConfig:
+    """fp32 keeps the tiny model's runs comparable across batch shapes; lr suits it."""
+    return TrainConfig(**{"lr": 1.0, "train_dtype": "float32", "max_steps": 200, **overrides})
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation="sdpa")
+    model.eval().requires_grad_(False)
+    return model, AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def ids_of(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False).input_ids
+
+
+@pytest.fixture(scope="module")
+def passages(tiny):
+    _, tokenizer = tiny
+    return [ids_of(tokenizer, text) for text in PASSAGES]
+
+
+@pytest.fixture(scope="module")
+def batch_run(tiny, passages):
+    """All passages in one batch, with the callbacks recorded."""
+    model, _ = tiny
+    done, steps = [], []
+    results = MemoryTrainer(model, fast(batch_size=len(passages))).train(
+        passages,
+        on_chunk_done=lambda index, result: done.append((index, result)),
+        on_step=lambda step, n_active, loss: steps.append((step, n_active, loss)),
+    )
+    return results, done, steps
+
+
+@pytest.mark.parametrize("candidates", [0, 32])  # full-vocabulary softmax, candidate softmax
+def test_short_chunk_trains_to_exact_and_decodes_from_fp16(tiny, candidates):
+    model, tokenizer = tiny
+    ids = ids_of(tokenizer, "The quick brown fox jumps over the lazy dog.")
+    (result,) = MemoryTrainer(model, fast(candidates=candidates)).train([ids])
+    assert isinstance(result, ChunkResult)
+    assert result.vector.dtype == torch.float16 and result.vector.shape == (model.config.hidden_size,)
+    assert result.vector.device.type == "cpu"
+    assert result.exact and result.accepted and result.converged
+    assert result.token_accuracy == 1.0
+    assert result.steps < 50
+    decoded = decode(model, result.vector, len(ids))
+    assert decoded.token_ids == ids
+    assert decoded.min_margin == result.decode_min_margin
+
+
+def test_batch_of_different_lengths_converges_independently(passages, batch_run):
+    results, done, steps = batch_run
+    assert len({len(ids) for ids in passages}) == len(passages)
+    assert all(r.accepted and r.converged for r in results)
+    assert len({r.steps for r in results}) > 1  # each stopped on its own
+    # on_chunk_done fires once per chunk, as each finishes, with the chunk's own result
+    assert sorted(index for index, _ in done) == list(range(len(passages)))
+    assert all(results[index] is result for index, result in done)
+    # converged chunks leave the batch
+    n_active = [n for _, n, _ in steps]
+    assert n_active[0] == len(passages) and n_active[-1] < len(passages)
+    assert n_active == sorted(n_active, reverse=True)
+    assert len(steps) == max(r.steps for r in results) + 1
+
+
+def test_results_do_not_depend_on_batch_mates(tiny, passages, batch_run):
+    """Alone or in a batch, a chunk starts from the same vector and follows the same
+    gradients; only rounding differs, so the outcome and step count agree."""
+    model, _ = tiny
+    batched, _, _ = batch_run
+    trainer = MemoryTrainer(model, fast(batch_size=1))
+    for ids, together in zip(passages, batched):
+        (alone,) = trainer.train([ids])
+        assert alone.accepted == together.accepted
+        assert abs(alone.steps - together.steps) <= 1
+        torch.testing.assert_close(alone.vector, together.vector, atol=0.05, rtol=0.01)
+
+
+def test_margin_is_honoured(tiny, passages):
+    model, _ = tiny
+    ids = passages[2]
+    (low,) = MemoryTrainer(model, fast(margin=0.5)).train([ids])
+    (high,) = MemoryTrainer(model, fast(margin=3.0)).train([ids])
+    assert low.converged and high.converged
+    assert low.train_min_margin >= 0.5 and high.train_min_margin >= 3.0
+    assert high.steps > low.steps
+    assert high.decode_min_margin > low.decode_min_margin
+
+
+def test_chunk_beyond_capacity_fails_within_budget(tiny):
+    model, tokenizer = tiny
+    ids = ids_of(tokenizer, UNSEEN)
+    (result,) = MemoryTrainer(model, fast(max_steps=40)).train([ids])
+    assert result.steps == 40
+    assert not result.converged and not result.exact and not result.accepted
+    assert result.token_accuracy < 1.0 and result.train_min_margin < 0
+    assert result.vector.dtype == torch.float16  # still returned, for diagnostics
+
+
+def test_failed_verification_gets_bounded_extra_steps(tiny, passages):
+    """An unreachable decode margin makes verification fail: the chunk trains on with a
+    doubled margin for at most extra_steps, then is reported as not accepted."""
+    model, _ = tiny
+    ids = passages[0]
+    (plain,) = MemoryTrainer(model, fast()).train([ids])
+    (result,) = MemoryTrainer(model, fast(verify_margin=1e6, extra_steps=7)).train([ids])
+    assert result.exact and not result.accepted
+    assert plain.steps < result.steps <= plain.steps + 7
+
+
+def test_callers_model_is_left_alone(tiny, passages):
+    model, _ = tiny
+    before = {name: p.clone() for name, p in model.state_dict().items()}
+    trainer = MemoryTrainer(model, fast(train_dtype="bfloat16", max_steps=5))
+    trainer.train(passages[:2])
+    assert trainer.train_model is not model
+    assert all(p.dtype == torch.float32 and not p.requires_grad and p.grad is None for p in model.parameters())
+    for name, p in model.state_dict().items():
+        assert torch.equal(p, before[name]), name
+
+
+def test_config_is_checked():
+    with pytest.raises(ValueError):
+        TrainConfig(train_dtype="float16")
+    with pytest.raises(ValueError):
+        TrainConfig(margin=0)
+
+
+def test_empty_chunk_is_rejected(tiny):
+    model, _ = tiny
+    with pytest.raises(ValueError):
+        MemoryTrainer(model, fast()).train([[]])
+
+
+@pytest.mark.slow
+def test_default_model_trains_a_short_chunk():
+    from llmzip.model import load_model
+
+    loaded = load_model("default")
+    ids = ids_of(loaded.tokenizer, "Memory tokens compress text.")
+    (result,) = MemoryTrainer(loaded.model, TrainConfig(max_steps=400)).train([ids])
+    assert result.accepted
+    assert decode(loaded.model, result.vector, len(ids)).token_ids == ids
