@@ -1,0 +1,54 @@
+"""Steps to converge for one engine setting on chosen benchmark rows (an A/B probe).
+
+Step counts do not depend on machine load, so probes can share the machine; their wall
+times are not comparable.
+
+    python bench/probe_setting.py --rows 3,4 --candidates 0        # full-vocabulary softmax
+    python bench/probe_setting.py --rows 3,4 --template mem        # vector alone, no BOS
+
+``--template mem`` swaps :func:`llmzip.decode.prompt_embeddings` for the vector alone in
+both training and decode(), for this process only: llmzip itself has one layout.
+"""
+
+import argparse
+import sys
+import time
+
+import torch
+
+import llmzip.decode
+import llmzip.train
+from corpus import read_rows
+from llmzip.model import load_model
+from llmzip.train import MemoryTrainer, TrainConfig
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", default="3,4", help="comma-separated CSV row numbers")
+    parser.add_argument("--template", choices=["bos+mem", "mem"], default="bos+mem")
+    parser.add_argument("--lr", type=float, default=TrainConfig.lr)
+    parser.add_argument("--candidates", type=int, default=TrainConfig.candidates)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.template == "mem":
+        llmzip.decode.prompt_embeddings = llmzip.train.prompt_embeddings = lambda model, vectors: vectors[:, None]
+
+    rows = [int(r) for r in args.rows.split(",")]
+    loaded = load_model("default")
+    texts = read_rows(max(rows) + 1)
+    chunks = [loaded.tokenizer(texts[r], add_special_tokens=False).input_ids for r in rows]
+    config = TrainConfig(lr=args.lr, candidates=args.candidates)
+    start = time.perf_counter()
+
+    def report(index, result):
+        print(f"row {rows[index]}: steps {result.steps} accepted {result.accepted} "
+              f"margin {result.decode_min_margin:.2f} at {time.perf_counter() - start:.0f}s", flush=True)
+
+    results = MemoryTrainer(loaded.model, config).train(chunks, on_chunk_done=report)
+    print(f"{vars(args)}: steps {[r.steps for r in results]}, accepted {[r.accepted for r in results]}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
