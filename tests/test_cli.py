@@ -4,6 +4,7 @@ outputs) and in subprocesses where a real process matters (SIGKILL and resume)."
 import io
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -36,8 +37,14 @@ def model_args(tiny_model_dir):
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"The quick brown fox jumps over the lazy dog.\r\n", "caf\u00e9 \u6771\u4eac \U0001f642\n".encode(), bytes(range(256)) * 4],
-    ids=["empty", "ascii-crlf", "utf-8", "binary"],
+    [
+        b"",
+        b"The quick brown fox jumps over the lazy dog.\r\n",
+        "caf\u00e9 \u6771\u4eac \U0001f642\n".encode(),
+        bytes(range(256)) * 4,
+        random.Random(3).randbytes(1 << 20),  # 1 MB: the API test covers 1 MB of text
+    ],
+    ids=["empty", "ascii-crlf", "utf-8", "binary", "1mb-binary"],
 )
 def test_compress_then_extract_is_byte_exact(run, model_args, tmp_path, data):
     source = tmp_path / "doc.txt"
