@@ -1,15 +1,17 @@
 """The ``llmzip`` command line.
 
 Exit status: 0 success, 1 an llmzip error (message on stderr, one line), 2 usage error
-(click's), 130 interrupted. Heavy modules (torch, transformers) are imported inside the
-commands that need them, so ``llmzip --help`` and ``llmzip info`` start in well under a
-second.
+(click's), 130 interrupted (143 for SIGTERM). Heavy modules (torch, transformers) are
+imported inside the commands that need them, so ``llmzip --help`` and ``llmzip info``
+start in well under a second.
 """
 
 import json
 import os
+import signal
 import sys
 import tempfile
+import threading
 
 import click
 
@@ -161,8 +163,20 @@ def _write_output(output: str | None, data: bytes, force: bool) -> None:
     """Write to stdout (output None) or atomically to a file: a temporary file in the
     target directory, fsync, rename. A failure leaves no file under the final name."""
     if output is None:
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
+        try:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+        except OSError as exc:  # a full disk or closed pipe behind stdout
+            raise InputError(f"stdout: cannot write: {exc.strerror}") from None
+        return
+    if os.path.exists(output) and not os.path.isfile(output):
+        # A device or pipe (/dev/null, /dev/full, a FIFO) is written in place: renaming a
+        # temporary file over it would replace the device node itself.
+        try:
+            with open(output, "wb") as handle:
+                handle.write(data)
+        except OSError as exc:
+            raise InputError(f"{output}: cannot write: {exc.strerror}") from None
         return
     directory = os.path.dirname(os.path.abspath(output))
     try:
@@ -389,23 +403,42 @@ def export(file, output, force):
     _write_output(output, save({"vectors": numpy.stack(vectors)}, metadata=metadata), force)
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that ``finally`` blocks remove temporary files."""
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated
+
+
 def main(argv=None):
-    """Console entry point: run the click group and map errors to exit codes."""
+    """Console entry point: run the click group and map errors to exit codes.
+
+    SIGTERM is handled like SIGINT while a command runs (Python's default would end the
+    process without cleanup, leaving a temporary output file behind); it exits 143.
+    """
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
+    try:
+        _run(argv)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(argv):
     try:
         # standalone_mode=False: errors come here to be mapped; ctx.exit(n) comes back as n.
         status = cli.main(args=argv, prog_name="llmzip", standalone_mode=False)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, KeyboardInterrupt) as exc:  # click wraps Ctrl-C in Abort
         click.echo("llmzip: interrupted", err=True)
-        sys.exit(130)
+        sys.exit(128 + signal.SIGTERM if isinstance(exc.__cause__ or exc, _Terminated) else 130)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
     except LmzError as exc:
         click.echo(f"llmzip: error: {exc}", err=True)
         sys.exit(1)
-    except KeyboardInterrupt:
-        click.echo("llmzip: interrupted", err=True)
-        sys.exit(130)
     sys.exit(status if isinstance(status, int) else 0)
 
 

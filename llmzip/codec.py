@@ -205,6 +205,8 @@ class LmzCompressor:
             journal = Journal(Path(journal_path), key)
         results: dict[int, JournalEntry] = {}
         done = 0
+        if on_chunk is not None:
+            on_chunk(0, len(eligible))  # the total is known before the first group finishes
         try:
             for number, group in enumerate(groups):
                 entries = journal.groups.get(number) if journal is not None else None
@@ -228,7 +230,10 @@ class LmzCompressor:
         token_lists = [chunks[index].token_ids for index in group]
         entries = []
         for index, ids, result in zip(group, token_lists, self.trainer.train(token_lists, on_step=on_step)):
-            keep = result.accepted and self._restores(result.vector, ids, chunks[index].data)
+            # n_tokens <= length is what extract checks before decoding (_check_token_counts).
+            keep = result.accepted and len(ids) <= len(chunks[index].data) and self._restores(
+                result.vector, ids, chunks[index].data
+            )
             entries.append(
                 JournalEntry(
                     index=index,
@@ -296,10 +301,16 @@ class LmzDecompressor:
         memory = [c for c in archive.chunks if isinstance(c, container.MemoryChunk)]
         loaded = None
         if memory:
+            _check_token_counts(archive)
             template = archive.header.settings.get("template")
             if template != TEMPLATE:
                 raise FormatError(f"archive uses prompt template {template!r}; this llmzip decodes {TEMPLATE!r}")
             loaded = self.model_for(archive)
+            if archive.header.vector_dim != loaded.identity.hidden_size:  # the identity alone may lie
+                raise FormatError(
+                    f"archive's vector_dim {archive.header.vector_dim} is not the model's hidden size "
+                    f"{loaded.identity.hidden_size}"
+                )
         for index, chunk in enumerate(archive.chunks):
             if isinstance(chunk, container.FallbackChunk):  # the container checked its xxh64
                 yield ChunkCheck(index, "zstd", chunk.length, None, None), chunk.data
@@ -328,6 +339,15 @@ def journal_path_for(output: str | Path) -> Path:
     """Where compress journals its progress for ``output``: beside it."""
     output = Path(output)
     return output.with_name(output.name + ".journal")
+
+
+def _check_token_counts(archive: container.Archive) -> None:
+    """Refuse, before loading a model, a memory chunk that asks for more tokens than it
+    has bytes. Every token of a chunk the writer stores decodes to at least one byte, so
+    such a record is corrupt; decoding it anyway would cost up to 65,536 model steps."""
+    for index, chunk in enumerate(archive.chunks):
+        if isinstance(chunk, container.MemoryChunk) and chunk.n_tokens > chunk.length:
+            raise FormatError(f"chunk {index}: n_tokens {chunk.n_tokens} exceeds its length {chunk.length} B")
 
 
 def _join_checked(archive: container.Archive, pieces: list[bytes]) -> bytes:

@@ -321,7 +321,15 @@ def _read_file(path) -> bytes:
             size = os.fstat(file.fileno()).st_size
             if size > MAX_ARCHIVE_SIZE:
                 raise LimitError(f"archive is {size} bytes, over the limit {MAX_ARCHIVE_SIZE}")
-            return file.read(MAX_ARCHIVE_SIZE + 1)  # a pipe has no size; _parse bounds it
+            if size:  # one read of the file's size (+1 notices growth); _parse bounds the result
+                return file.read(size + 1)
+            # A pipe has no size. Read in blocks: file.read(MAX_ARCHIVE_SIZE + 1) would
+            # allocate 4 GiB up front, a MemoryError under any address-space limit.
+            blocks, total = [], 0
+            while total <= MAX_ARCHIVE_SIZE and (block := file.read(1 << 20)):
+                blocks.append(block)
+                total += len(block)
+            return b"".join(blocks)
     except OSError as exc:
         raise InputError(f"cannot read archive: {exc.strerror or exc}") from None
 
