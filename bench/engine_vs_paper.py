@@ -1,7 +1,7 @@
 """Our memory-token engine against the paper's recipe, on the same chunks, in one process.
 
-(a) ours: :class:`llmzip.train.MemoryTrainer` with its defaults (batched, bf16 training
-    copy, AdamW-style per-chunk Adam, margin, candidate softmax, fp16 verification);
+(a) ours: :class:`llmzip.train.MemoryTrainer` with its defaults (batched, fp32,
+    per-chunk Adam, margin, candidate softmax, fp16 verification);
 (b) the paper's recipe (Sastre & Rosá 2025): one vector at a time, plain SGD at lr 5.0,
     fp32, stop as soon as the teacher-forced argmax matches every target, at most 3000
     steps.
@@ -15,16 +15,15 @@ judged by the same :func:`llmzip.decode.decode` of the fp16-rounded vector.
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from dataclasses import dataclass, asdict
 
 import torch
 import torch.nn.functional as F
-import transformers
 
 from corpus import read_rows
+from llmzip.bench import machine as bench_machine
 from llmzip.decode import decode, prompt_embeddings
 from llmzip.model import load_model
 from llmzip.train import MemoryTrainer, TrainConfig
@@ -114,16 +113,7 @@ def main() -> None:
     texts = read_rows(args.rows)
     chunks = [loaded.tokenizer(t, add_special_tokens=False).input_ids for t in texts]
     assert all(loaded.tokenizer.decode(ids) == t for ids, t in zip(chunks, texts)), "tokens do not round-trip"
-    machine = {
-        "cpu": platform.processor() or platform.machine(),
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
-        "load_average_start": os.getloadavg(),
-        "tokens_per_chunk": [len(c) for c in chunks],
-    }
+    machine = {**bench_machine(), "load_average_start": os.getloadavg(), "tokens_per_chunk": [len(c) for c in chunks]}
     print(json.dumps(machine), file=sys.stderr, flush=True)
 
     summaries, per_chunk = [], {}

@@ -6,12 +6,14 @@ imported inside the commands that need them, so ``llmzip --help`` and ``llmzip i
 start in well under a second.
 """
 
+import dataclasses
 import json
 import os
 import signal
 import sys
 import tempfile
 import threading
+import time
 
 import click
 
@@ -96,6 +98,10 @@ def _show(value) -> str:
     """Printable strings as they are, anything else as JSON: a hostile archive's strings
     cannot put control characters (terminal escapes, newlines) on the user's terminal."""
     return value if isinstance(value, str) and value.isprintable() else json.dumps(value)
+
+
+def _margin(margin: float | None) -> str:
+    return "-" if margin is None else f"{margin:.2f}"
 
 
 def _ratio(ratio) -> str:
@@ -401,6 +407,83 @@ def export(file, output, force):
         "llmzip.settings": json.dumps(archive.header.settings, sort_keys=True),
     }
     _write_output(output, save({"vectors": numpy.stack(vectors)}, metadata=metadata), force)
+
+
+@cli.command()
+@click.argument("corpus", type=click.Path(dir_okay=False))
+@click.option("--rows", type=click.IntRange(1), default=20, show_default=True, help="Use the first ROWS data rows.")
+@click.option("--column", default="chunk", show_default=True, help="CSV column holding the text.")
+@click.option("--model", default="default", show_default=True, help="default, org/name@<commit>, a model directory or a .gguf file.")
+@click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda, cuda:1, ...")
+@click.option("--max-steps", type=click.IntRange(1), help="Optimiser steps per row [default: 1500].")
+@click.option("--margin", type=click.FloatRange(0, min_open=True), help="Logit margin every position must win by [default: 0.5].")
+@click.option("--batch-size", type=click.IntRange(1), help="Rows trained together [default: 8].")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), help="Adam step size in embedding-RMS units [default: 0.1].")
+@click.option("--threads", type=click.IntRange(1), help="Torch CPU threads [default: torch's choice].")
+@click.option("--capacity", is_flag=True, help="For rows not stored, bisect the longest token prefix one vector holds.")
+@click.option("--resolution", type=click.IntRange(1), default=2, show_default=True, help="Capacity bisection stops at this many tokens.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write every measurement here as JSON.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG of accuracy against row length here.")
+@click.option("-f", "--force", is_flag=True, help="Overwrite existing --json/--plot files.")
+@_verbosity
+def bench(corpus, rows, column, model, device, max_steps, margin, batch_size, lr, threads, capacity, resolution,
+          json_path, plot_path, force, quiet, verbose, no_progress):
+    """Reproduce the memory-token paper's measurements on CORPUS, a CSV with a text column.
+
+    Trains one vector per row (each row whole, as the paper does) and prints the paper's
+    table: mean teacher-forced token accuracy ("Avg. Acc") and rows regenerated exactly
+    by greedy decoding ("Reconstructed"), plus how many llmzip would store (exact and
+    within its margin), steps and seconds. Per-row results go to stderr as they finish.
+    """
+    _setup_logging(quiet, verbose)
+    for path in (json_path, plot_path):
+        if path is not None:
+            _check_output(path, force, source=corpus, binary=False)
+    from llmzip import bench as measure
+
+    texts = measure.read_corpus(corpus, rows=rows, column=column)
+    if plot_path is not None:
+        measure.check_plotting()
+
+    import torch
+
+    from llmzip.model import load_model
+    from llmzip.train import TrainConfig
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    overrides = {"max_steps": max_steps, "margin": margin, "batch_size": batch_size, "lr": lr}
+    config = TrainConfig(**{name: value for name, value in overrides.items() if value is not None}, device=device)
+    loaded = load_model(model, device=device)
+
+    def row_done(result):
+        if not quiet:
+            click.echo(f"llmzip bench: row {result.row}: {result.tokens} tokens, {result.steps} steps, "
+                       f"acc {result.token_accuracy:.3f}, reconstructed {'yes' if result.reconstructed else 'no'}, "
+                       f"decode margin {_margin(result.decode_min_margin)}, {result.seconds:.0f} s", err=True)
+
+    start = time.perf_counter()
+    with _TrainingProgress(enabled=_show_progress(quiet, no_progress)) as progress:
+        results = measure.run(loaded.model, loaded.tokenizer, texts, config, on_row=row_done, on_step=progress.step)
+    summary = measure.summarise(results, time.perf_counter() - start)
+    capacities = []
+    if capacity:
+        failed = [(r.row, ids) for r, ids in zip(results, measure.tokenize(loaded.tokenizer, texts)) if not r.stored]
+        capacities = measure.capacity(loaded.model, failed, config, resolution=resolution)
+    name = loaded.identity.source_id if model != "default" else "Gemma 3 270M (default)"
+    click.echo(measure.paper_table(summary, name))
+    click.echo("\n" + measure.rows_table(results))
+    for c in capacities:
+        click.echo(f"capacity: row {c.row} ({c.row_tokens} tokens): longest stored prefix {c.longest_stored} tokens, "
+                   f"shortest failed {c.shortest_failed} (trials: "
+                   + ", ".join(f"{t.tokens}{'+' if t.stored else '-'}" for t in c.trials) + ")")
+    if json_path is not None:
+        document = measure.report(results, summary, capacities, corpus=os.path.basename(corpus), column=column,
+                                  model=loaded.identity.to_dict(), config=dataclasses.asdict(config), machine=measure.machine())
+        _write_output(json_path, (json.dumps(document, indent=1, sort_keys=True) + "\n").encode(), force)
+    if plot_path is not None:
+        title = f"{os.path.basename(corpus)}, first {len(results)} rows, {name}"
+        _write_output(plot_path, measure.plot(results, title=title), force)
 
 
 class _Terminated(KeyboardInterrupt):

@@ -36,3 +36,17 @@ def default_model():
     from llmzip.model import load_model
 
     return load_model("default")
+
+
+@pytest.fixture
+def run(capfd):
+    """``run(*argv)`` -> (exit status, stdout, stderr) of the CLI, in this process."""
+    from llmzip.cli import main
+
+    def run(*args):
+        with pytest.raises(SystemExit) as stop:
+            main([str(a) for a in args])
+        out, err = capfd.readouterr()
+        return stop.value.code, out, err
+
+    return run

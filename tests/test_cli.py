@@ -20,17 +20,6 @@ TINY = ["--chunk-tokens", "16", "--max-steps", "40"]
 
 
 @pytest.fixture
-def run(capfd):
-    def run(*args):
-        with pytest.raises(SystemExit) as stop:
-            main([str(a) for a in args])
-        out, err = capfd.readouterr()
-        return stop.value.code, out, err
-
-    return run
-
-
-@pytest.fixture
 def model_args(tiny_model_dir):
     return ["--model", str(tiny_model_dir)]
 
