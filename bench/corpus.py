@@ -1,11 +1,11 @@
-"""The benchmark corpus: the memory-token paper's 100-character chunks of a Raschka article."""
+"""The benchmark corpora: the memory-token paper's CSV files (column ``chunk``)."""
 
-import csv
+from llmzip.bench import read_corpus
 
-CSV_PATH = "/work/shared/data/memory-token-paper/raschka_chunks_100.csv"
+PAPER_DATA = "/work/shared/data/memory-token-paper/"
+CSV_PATH = PAPER_DATA + "raschka_chunks_100.csv"  # 100-character chunks of a Raschka article
 
 
-def read_rows(n_rows: int) -> list[str]:
-    """The first ``n_rows`` chunks (column ``chunk``), in file order."""
-    with open(CSV_PATH, newline="") as f:
-        return [row["chunk"] for _, row in zip(range(n_rows), csv.DictReader(f))]
+def read_rows(n_rows: int, path: str = CSV_PATH) -> list[str]:
+    """The first ``n_rows`` chunks, in file order."""
+    return read_corpus(path, rows=n_rows)

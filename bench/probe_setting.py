@@ -5,6 +5,7 @@ times are not comparable.
 
     python bench/probe_setting.py --rows 3,4 --candidates 0        # full-vocabulary softmax
     python bench/probe_setting.py --rows 3,4 --template mem        # vector alone, no BOS
+    python bench/probe_setting.py --csv /work/shared/data/memory-token-paper/raschka_chunks_1000.csv --tokens 64 --lr 1
 
 ``--template mem`` swaps :func:`llmzip.decode.prompt_embeddings` for the vector alone in
 both training and decode(), for this process only: llmzip itself has one layout.
@@ -18,7 +19,7 @@ import torch
 
 import llmzip.decode
 import llmzip.train
-from corpus import read_rows
+from corpus import CSV_PATH, read_rows
 from llmzip.model import load_model
 from llmzip.train import MemoryTrainer, TrainConfig
 
@@ -26,6 +27,8 @@ from llmzip.train import MemoryTrainer, TrainConfig
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default="3,4", help="comma-separated CSV row numbers")
+    parser.add_argument("--csv", default=CSV_PATH, help="corpus (column 'chunk')")
+    parser.add_argument("--tokens", type=int, help="train only the first TOKENS tokens of each row")
     parser.add_argument("--template", choices=["bos+mem", "mem"], default="bos+mem")
     parser.add_argument("--lr", type=float, default=TrainConfig.lr)
     parser.add_argument("--candidates", type=int, default=TrainConfig.candidates)
@@ -37,8 +40,8 @@ def main() -> None:
 
     rows = [int(r) for r in args.rows.split(",")]
     loaded = load_model("default")
-    texts = read_rows(max(rows) + 1)
-    chunks = [loaded.tokenizer(texts[r], add_special_tokens=False).input_ids for r in rows]
+    texts = read_rows(max(rows) + 1, args.csv)
+    chunks = [loaded.tokenizer(texts[r], add_special_tokens=False).input_ids[: args.tokens] for r in rows]
     config = TrainConfig(lr=args.lr, candidates=args.candidates)
     start = time.perf_counter()
 

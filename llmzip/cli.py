@@ -418,15 +418,16 @@ def export(file, output, force):
 @click.option("--max-steps", type=click.IntRange(1), help="Optimiser steps per row [default: 1500].")
 @click.option("--margin", type=click.FloatRange(0, min_open=True), help="Logit margin every position must win by [default: 0.5].")
 @click.option("--batch-size", type=click.IntRange(1), help="Rows trained together [default: 8].")
-@click.option("--lr", type=click.FloatRange(0, min_open=True), help="Adam step size in embedding-RMS units [default: 0.1].")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), help="Adam step size in embedding-RMS units [default: 1.0].")
 @click.option("--threads", type=click.IntRange(1), help="Torch CPU threads [default: torch's choice].")
 @click.option("--capacity", is_flag=True, help="For rows not stored, bisect the longest token prefix one vector holds.")
+@click.option("--probes", type=click.IntRange(1), default=3, show_default=True, help="Prefix lengths tried per row in each capacity round (1 = plain bisection).")
 @click.option("--resolution", type=click.IntRange(1), default=2, show_default=True, help="Capacity bisection stops at this many tokens.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write every measurement here as JSON.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG of accuracy against row length here.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing --json/--plot files.")
 @_verbosity
-def bench(corpus, rows, column, model, device, max_steps, margin, batch_size, lr, threads, capacity, resolution,
+def bench(corpus, rows, column, model, device, max_steps, margin, batch_size, lr, threads, capacity, probes, resolution,
           json_path, plot_path, force, quiet, verbose, no_progress):
     """Reproduce the memory-token paper's measurements on CORPUS, a CSV with a text column.
 
@@ -466,13 +467,19 @@ def bench(corpus, rows, column, model, device, max_steps, margin, batch_size, lr
     with _TrainingProgress(enabled=_show_progress(quiet, no_progress)) as progress:
         results = measure.run(loaded.model, loaded.tokenizer, texts, config, on_row=row_done, on_step=progress.step)
     summary = measure.summarise(results, time.perf_counter() - start)
-    capacities = []
-    if capacity:
-        failed = [(r.row, ids) for r, ids in zip(results, measure.tokenize(loaded.tokenizer, texts)) if not r.stored]
-        capacities = measure.capacity(loaded.model, failed, config, resolution=resolution)
     name = loaded.identity.source_id if model != "default" else "Gemma 3 270M (default)"
     click.echo(measure.paper_table(summary, name))
     click.echo("\n" + measure.rows_table(results))
+    capacities = []
+    if capacity:
+        failed = [(r.row, ids) for r, ids in zip(results, measure.tokenize(loaded.tokenizer, texts)) if not r.stored]
+
+        def round_done(number, found):
+            if not quiet:
+                intervals = ", ".join(f"row {c.row}: {c.longest_stored}-{c.shortest_failed}" for c in found)
+                click.echo(f"llmzip bench: capacity round {number}: stored-failed {intervals}", err=True)
+
+        capacities = measure.capacity(loaded.model, failed, config, probes=probes, resolution=resolution, on_round=round_done)
     for c in capacities:
         click.echo(f"capacity: row {c.row} ({c.row_tokens} tokens): longest stored prefix {c.longest_stored} tokens, "
                    f"shortest failed {c.shortest_failed} (trials: "

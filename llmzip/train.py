@@ -61,7 +61,7 @@ class TrainConfig:
     """Every knob of the optimisation. Defaults are the measured choices for Gemma 3 270M
     on CPU (BENCHMARKS.md, "Engine speed")."""
 
-    lr: float = 0.1  # Adam step size, in units of the RMS of one input-embedding element
+    lr: float = 1.0  # Adam step size, in units of the RMS of one input-embedding element (BENCHMARKS.md, attempt 8)
     warmup_steps: int = 10  # linear warmup from lr/warmup_steps; constant afterwards
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8

@@ -70,10 +70,11 @@ def test_plot_is_a_png(measured):
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
 
 
-def test_capacity_bisects_to_the_resolution(tiny_model):
+@pytest.mark.parametrize("probes", [1, 3])
+def test_capacity_bisects_to_the_resolution(tiny_model, probes):
     ids = tiny_model.tokenizer(UNSEEN, add_special_tokens=False).input_ids
     rounds = []
-    (found,) = bench.capacity(tiny_model.model, [(7, ids)], FAST, resolution=2,
+    (found,) = bench.capacity(tiny_model.model, [(7, ids)], FAST, probes=probes, resolution=2,
                               on_round=lambda n, results: rounds.append(n))
     assert found.row == 7 and found.row_tokens == len(ids)
     assert found.shortest_failed - found.longest_stored <= 2
@@ -111,10 +112,10 @@ def test_cli_prints_the_table_and_writes_json_and_plot(run, tiny_model_dir, tmp_
 
 def test_cli_capacity_line(run, tiny_model_dir, tmp_path):
     corpus = write_csv(tmp_path / "c.csv", [UNSEEN])
-    status, out, err = run("bench", corpus, "--model", tiny_model_dir, *FAST_ARGS, "--capacity", "--resolution", "8", "-q")
+    status, out, err = run("bench", corpus, "--model", tiny_model_dir, *FAST_ARGS, "--capacity", "--resolution", "8")
     assert status == 0, err
     assert "capacity: row 0" in out and "longest stored prefix" in out
-    assert err == ""
+    assert "llmzip bench: capacity round 1: stored-failed row 0:" in err
 
 
 @pytest.mark.parametrize(
