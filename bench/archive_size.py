@@ -45,8 +45,8 @@ def measure(path: str, tokenizer, chunk_tokens: int, vector_bytes: int) -> dict:
             "lmz": info.archive_size,
             "lmz chunks": sum(info.chunk_counts.values()),
             "share as vectors": vectors / max(1, sum(info.chunk_counts.values())),
-            "bytes per vector": info.vector_bytes / vectors if vectors else None,
-            "text bytes per vector": info.input_bytes["memory"] / vectors if vectors else None,
+            "bytes per vector": round(info.vector_bytes / vectors) if vectors else None,
+            "text bytes per vector": round(info.input_bytes["memory"] / vectors) if vectors else None,
             "lmz overhead": info.overhead_bytes,
         })
     return row
@@ -63,8 +63,9 @@ def plot(rows: list[dict], path: str) -> None:
     width = 0.8 / len(kinds)
     for k, kind in enumerate(kinds):
         xs = [i + (k - len(kinds) / 2 + 0.5) * width for i, row in enumerate(rows) if kind in row]
-        axes.bar(xs, [row[kind] for row in rows if kind in row], width, label=kind)
-    axes.set_xticks(range(len(rows)), [os.path.basename(row["file"]) for row in rows], fontsize=7)
+        label = "llmzip .lmz (measured)" if kind == "lmz" else kind
+        axes.bar(xs, [row[kind] for row in rows if kind in row], width, label=label)
+    axes.set_xticks(range(len(rows)), [os.path.basename(row["file"]) for row in rows], fontsize=7, rotation=15)
     axes.set_yscale("log")
     axes.set_ylabel("bytes (log scale)")
     axes.legend(fontsize=7)

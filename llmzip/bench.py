@@ -10,8 +10,8 @@ seconds, tokens and decode margins per row, and how many rows llmzip would actua
 
 Where a row does not fit in one vector, :func:`capacity` finds the longest token prefix
 that does: a batched bisection over prefix length (several lengths per chunk trained in
-one batch per round). It assumes that a prefix fits whenever a longer one does, which
-holds for the mean but not for every chunk; the trials are all reported.
+one batch per round). It assumes that a prefix fits whenever a longer one does; that
+need not hold for every chunk, so every trial is reported.
 
 Rows are trained *whole*, never split by :mod:`llmzip.chunking`: the point is to measure
 one vector per row, as the paper does.
@@ -68,15 +68,16 @@ class CapacityResult:
     trials: list[CapacityTrial] = field(default_factory=list)
 
 
-def read_corpus(path: str | os.PathLike, *, rows: int, column: str = "chunk") -> list[str]:
-    """The first ``rows`` values of ``column`` in a UTF-8 CSV file with a header line."""
-    csv.field_size_limit(MAX_CSV_FIELD)
+def read_corpus(path: str | os.PathLike, *, rows: int, column: str = "chunk", start: int = 0) -> list[str]:
+    """``rows`` values of ``column`` from data row ``start`` on (0-based), in a UTF-8 CSV
+    file with a header line."""
+    previous_limit = csv.field_size_limit(MAX_CSV_FIELD)  # a process-wide setting: restored below
     try:
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
             if reader.fieldnames is None or column not in reader.fieldnames:
                 raise InputError(f"{path}: no column {column!r} (columns: {', '.join(reader.fieldnames or [])})")
-            texts = [record[column] for _, record in zip(range(rows), reader)]
+            texts = [record[column] for _, record in zip(range(start + rows), reader)][start:]
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except OSError as exc:
@@ -85,8 +86,10 @@ def read_corpus(path: str | os.PathLike, *, rows: int, column: str = "chunk") ->
         raise InputError(f"{path}: not UTF-8 text") from None
     except csv.Error as exc:
         raise InputError(f"{path}: not a valid CSV file ({exc})") from None
+    finally:
+        csv.field_size_limit(previous_limit)
     if not texts:
-        raise InputError(f"{path}: no data rows")
+        raise InputError(f"{path}: no data rows" + (f" from row {start} on" if start else ""))
     if any(text == "" or text is None for text in texts):
         raise InputError(f"{path}: an empty {column!r} value (every row must have text to train on)")
     return texts
@@ -103,10 +106,12 @@ def run(
     texts: Sequence[str],
     config,
     *,
+    first_row: int = 0,
     on_row: Optional[Callable[[RowResult], None]] = None,
     on_step: Optional[Callable[[int, int, float], None]] = None,
 ) -> list[RowResult]:
-    """Train one vector per text with ``config`` (a :class:`llmzip.train.TrainConfig`)."""
+    """Train one vector per text with ``config`` (a :class:`llmzip.train.TrainConfig`);
+    ``first_row`` is the CSV row number of ``texts[0]``, for the results' ``row``."""
     from llmzip.train import MemoryTrainer
 
     ids = tokenize(tokenizer, texts)
@@ -116,7 +121,7 @@ def run(
     def finished(index: int, chunk) -> None:
         reconstructed = chunk.exact and restores[index]
         results[index] = RowResult(
-            row=index,
+            row=first_row + index,
             chars=len(texts[index]),
             tokens=len(ids[index]),
             steps=chunk.steps,
@@ -252,24 +257,29 @@ def check_plotting() -> None:
 
 
 def plot(results: Sequence[RowResult], *, title: str) -> bytes:
-    """A PNG of teacher-forced accuracy against row length in tokens, one dot per row,
-    filled green where the row was reconstructed exactly, hollow red where not."""
+    """A PNG with one dot per row against its length in tokens: teacher-forced accuracy
+    (left) and optimiser steps (right); filled green where the row was reconstructed
+    exactly, hollow red where not."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display; the figure only goes to a file
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(6.4, 3.6), dpi=120)
+    figure, (accuracy_axes, steps_axes) = plt.subplots(1, 2, figsize=(9.6, 3.6), dpi=120)
     for reconstructed, style in ((True, dict(color="tab:green", label="reconstructed exactly")),
                                  (False, dict(facecolors="none", edgecolors="tab:red", label="not reconstructed"))):
         picked = [r for r in results if r.reconstructed == reconstructed]
         if picked:
-            axes.scatter([r.tokens for r in picked], [r.token_accuracy for r in picked], **style)
-    axes.set_xlabel("row length (tokens)")
-    axes.set_ylabel("teacher-forced token accuracy")
-    axes.set_ylim(-0.03, 1.05)
-    axes.set_title(title, fontsize=9)
-    axes.legend(loc="lower left", fontsize=8)
+            accuracy_axes.scatter([r.tokens for r in picked], [r.token_accuracy for r in picked], **style)
+            steps_axes.scatter([r.tokens for r in picked], [r.steps for r in picked], **style)
+    accuracy_axes.set_ylabel("teacher-forced token accuracy")
+    accuracy_axes.set_ylim(-0.03, 1.05)
+    accuracy_axes.legend(loc="lower left", fontsize=8)
+    steps_axes.set_ylabel("optimiser steps")
+    steps_axes.set_ylim(bottom=0)
+    for axes in (accuracy_axes, steps_axes):
+        axes.set_xlabel("row length (tokens)")
+    figure.suptitle(title, fontsize=9)
     figure.tight_layout()
     png = io.BytesIO()
     figure.savefig(png, format="png")

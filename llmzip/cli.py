@@ -411,7 +411,8 @@ def export(file, output, force):
 
 @cli.command()
 @click.argument("corpus", type=click.Path(dir_okay=False))
-@click.option("--rows", type=click.IntRange(1), default=20, show_default=True, help="Use the first ROWS data rows.")
+@click.option("--rows", type=click.IntRange(1), default=20, show_default=True, help="Use ROWS data rows.")
+@click.option("--start", type=click.IntRange(0), default=0, show_default=True, help="First data row to use (0-based), to run a corpus in slices.")
 @click.option("--column", default="chunk", show_default=True, help="CSV column holding the text.")
 @click.option("--model", default="default", show_default=True, help="default, org/name@<commit>, a model directory or a .gguf file.")
 @click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda, cuda:1, ...")
@@ -427,7 +428,7 @@ def export(file, output, force):
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG of accuracy against row length here.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing --json/--plot files.")
 @_verbosity
-def bench(corpus, rows, column, model, device, max_steps, margin, batch_size, lr, threads, capacity, probes, resolution,
+def bench(corpus, rows, start, column, model, device, max_steps, margin, batch_size, lr, threads, capacity, probes, resolution,
           json_path, plot_path, force, quiet, verbose, no_progress):
     """Reproduce the memory-token paper's measurements on CORPUS, a CSV with a text column.
 
@@ -442,7 +443,7 @@ def bench(corpus, rows, column, model, device, max_steps, margin, batch_size, lr
             _check_output(path, force, source=corpus, binary=False)
     from llmzip import bench as measure
 
-    texts = measure.read_corpus(corpus, rows=rows, column=column)
+    texts = measure.read_corpus(corpus, rows=rows, column=column, start=start)
     if plot_path is not None:
         measure.check_plotting()
 
@@ -463,10 +464,11 @@ def bench(corpus, rows, column, model, device, max_steps, margin, batch_size, lr
                        f"acc {result.token_accuracy:.3f}, reconstructed {'yes' if result.reconstructed else 'no'}, "
                        f"decode margin {_margin(result.decode_min_margin)}, {result.seconds:.0f} s", err=True)
 
-    start = time.perf_counter()
+    began = time.perf_counter()
     with _TrainingProgress(enabled=_show_progress(quiet, no_progress)) as progress:
-        results = measure.run(loaded.model, loaded.tokenizer, texts, config, on_row=row_done, on_step=progress.step)
-    summary = measure.summarise(results, time.perf_counter() - start)
+        results = measure.run(loaded.model, loaded.tokenizer, texts, config, first_row=start,
+                              on_row=row_done, on_step=progress.step)
+    summary = measure.summarise(results, time.perf_counter() - began)
     name = loaded.identity.source_id if model != "default" else "Gemma 3 270M (default)"
     click.echo(measure.paper_table(summary, name))
     click.echo("\n" + measure.rows_table(results))
@@ -489,7 +491,7 @@ def bench(corpus, rows, column, model, device, max_steps, margin, batch_size, lr
                                   model=loaded.identity.to_dict(), config=dataclasses.asdict(config), machine=measure.machine())
         _write_output(json_path, (json.dumps(document, indent=1, sort_keys=True) + "\n").encode(), force)
     if plot_path is not None:
-        title = f"{os.path.basename(corpus)}, first {len(results)} rows, {name}"
+        title = f"{os.path.basename(corpus)}, rows {start}-{start + len(results) - 1}, {name}"
         _write_output(plot_path, measure.plot(results, title=title), force)
 
 

@@ -110,6 +110,18 @@ def test_cli_prints_the_table_and_writes_json_and_plot(run, tiny_model_dir, tmp_
     assert (tmp_path / "r.png").read_bytes().startswith(b"\x89PNG")
 
 
+def test_start_selects_a_slice_and_keeps_file_row_numbers(run, tiny_model_dir, tmp_path):
+    corpus = write_csv(tmp_path / "c.csv", [UNSEEN, UNSEEN, PASSAGES[0], PASSAGES[1], UNSEEN])
+    assert bench.read_corpus(corpus, rows=2, start=2) == PASSAGES[:2]
+    status, out, err = run("bench", corpus, "--start", "2", "--rows", "2", "--model", tiny_model_dir, *FAST_ARGS,
+                           "--json", tmp_path / "r.json")
+    assert status == 0, err
+    assert "| 2/2 | 2/2 |" in out
+    assert [r["row"] for r in json.loads((tmp_path / "r.json").read_text())["rows"]] == [2, 3]
+    with pytest.raises(InputError, match="no data rows from row 5 on"):
+        bench.read_corpus(corpus, rows=2, start=5)
+
+
 def test_cli_capacity_line(run, tiny_model_dir, tmp_path):
     corpus = write_csv(tmp_path / "c.csv", [UNSEEN])
     status, out, err = run("bench", corpus, "--model", tiny_model_dir, *FAST_ARGS, "--capacity", "--resolution", "8")
