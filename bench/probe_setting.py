@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, help="train only the first TOKENS tokens of each row")
     parser.add_argument("--template", choices=["bos+mem", "mem"], default="bos+mem")
     parser.add_argument("--lr", type=float, default=TrainConfig.lr)
+    parser.add_argument("--max-steps", type=int, default=TrainConfig.max_steps)
     parser.add_argument("--candidates", type=int, default=TrainConfig.candidates)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -42,11 +43,11 @@ def main() -> None:
     loaded = load_model("default")
     texts = read_rows(max(rows) + 1, args.csv)
     chunks = [loaded.tokenizer(texts[r], add_special_tokens=False).input_ids[: args.tokens] for r in rows]
-    config = TrainConfig(lr=args.lr, candidates=args.candidates)
+    config = TrainConfig(lr=args.lr, candidates=args.candidates, max_steps=args.max_steps)
     start = time.perf_counter()
 
     def report(index, result):
-        print(f"row {rows[index]}: steps {result.steps} accepted {result.accepted} "
+        print(f"row {rows[index]}: steps {result.steps} accepted {result.accepted} acc {result.token_accuracy:.3f} "
               f"margin {result.decode_min_margin:.2f} at {time.perf_counter() - start:.0f}s", flush=True)
 
     results = MemoryTrainer(loaded.model, config).train(chunks, on_chunk_done=report)
