@@ -251,10 +251,8 @@ def compress(file, output, to_stdout, force, model, device, chunk_tokens, max_st
     data = _read_input(file)
 
     from llmzip import codec
-    from llmzip.train import TrainConfig
 
-    overrides = {"max_steps": max_steps, "margin": margin, "batch_size": batch_size}
-    train = TrainConfig(**{name: value for name, value in overrides.items() if value is not None}, device=device)
+    train = _train_config(device, max_steps=max_steps, margin=margin, batch_size=batch_size)
     compressor = codec.LmzCompressor(model=model, device=device, chunk_tokens=chunk_tokens, train=train)
     journal = codec.journal_path_for(target) if target is not None else None
     with _TrainingProgress(enabled=_show_progress(quiet, no_progress)) as progress:
@@ -272,6 +270,13 @@ def compress(file, output, to_stdout, force, model, device, chunk_tokens, max_st
             f"{report.input_size:,} B -> {report.archive_size:,} B, {report.seconds:.1f} s",
             err=True,
         )
+
+
+def _train_config(device: str, **options):
+    """A TrainConfig with the options the user gave (None = the documented default)."""
+    from llmzip.train import TrainConfig
+
+    return TrainConfig(**{name: value for name, value in options.items() if value is not None}, device=device)
 
 
 class _TrainingProgress:
@@ -450,12 +455,10 @@ def bench(corpus, rows, start, column, model, device, max_steps, margin, batch_s
     import torch
 
     from llmzip.model import load_model
-    from llmzip.train import TrainConfig
 
     if threads is not None:
         torch.set_num_threads(threads)
-    overrides = {"max_steps": max_steps, "margin": margin, "batch_size": batch_size, "lr": lr}
-    config = TrainConfig(**{name: value for name, value in overrides.items() if value is not None}, device=device)
+    config = _train_config(device, max_steps=max_steps, margin=margin, batch_size=batch_size, lr=lr)
     loaded = load_model(model, device=device)
 
     def row_done(result):
@@ -487,7 +490,7 @@ def bench(corpus, rows, start, column, model, device, max_steps, margin, batch_s
                    f"shortest failed {c.shortest_failed} (trials: "
                    + ", ".join(f"{t.tokens}{'+' if t.stored else '-'}" for t in c.trials) + ")")
     if json_path is not None:
-        document = measure.report(results, summary, capacities, corpus=os.path.basename(corpus), column=column,
+        document = measure.report(results, summary, capacities, corpus=os.path.basename(corpus), column=column, start=start,
                                   model=loaded.identity.to_dict(), config=dataclasses.asdict(config), machine=measure.machine())
         _write_output(json_path, (json.dumps(document, indent=1, sort_keys=True) + "\n").encode(), force)
     if plot_path is not None:
