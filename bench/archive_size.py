@@ -16,6 +16,7 @@ import json
 import lzma
 import os
 import sys
+from pathlib import Path
 
 import zstandard
 
@@ -26,7 +27,7 @@ from llmzip.model import load_model
 
 
 def measure(path: str, tokenizer, chunk_tokens: int, vector_bytes: int) -> dict:
-    data = open(path, "rb").read()
+    data = Path(path).read_bytes()
     chunks = split(data, tokenizer, max_tokens=chunk_tokens)
     row = {
         "file": path,
