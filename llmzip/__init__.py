@@ -26,11 +26,13 @@ except _metadata.PackageNotFoundError:  # running from a source tree that is not
 _LAZY = {
     "compress": "llmzip.codec",
     "decompress": "llmzip.codec",
+    "export": "llmzip.codec",
     "LmzCompressor": "llmzip.codec",
     "LmzDecompressor": "llmzip.codec",
     "TrainConfig": "llmzip.train",
     "read_header": "llmzip.container",
     "load_model": "llmzip.model",
+    "model_directory": "llmzip.model",
     "ModelIdentity": "llmzip.model",
 }
 

@@ -26,6 +26,7 @@ import platform
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional, Sequence
 
+from llmzip.chunking import detokenize
 from llmzip.errors import InputError, LmzError
 
 MAX_CSV_FIELD = 1 << 20  # a bench row longer than 1 MiB is a mistake, not a chunk
@@ -115,7 +116,7 @@ def run(
     from llmzip.train import MemoryTrainer
 
     ids = tokenize(tokenizer, texts)
-    restores = [tokenizer.decode(row_ids) == text for row_ids, text in zip(ids, texts)]
+    restores = [detokenize(tokenizer, row_ids) == text for row_ids, text in zip(ids, texts)]
     results: list[Optional[RowResult]] = [None] * len(texts)
 
     def finished(index: int, chunk) -> None:

@@ -141,6 +141,18 @@ def split(data: bytes, tokenizer, *, max_tokens: int) -> list[Chunk]:
     return chunks
 
 
+def detokenize(tokenizer, token_ids) -> str:
+    """The one way llmzip turns token ids back into text: chunking's round-trip check,
+    every kind that decodes, and ``llmzip bench`` all call this (format/CODEC.md: no special
+    tokens skipped, no clean-up of spaces)."""
+    return tokenizer.decode(list(token_ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
+def text_bytes(text: str) -> bytes:
+    """A chunk's bytes from its text: UTF-8, with any lone surrogates kept as they came."""
+    return text.encode("utf-8", "surrogatepass")
+
+
 def ineligible_bytes(chunks: Iterable[Chunk]) -> Counter[Ineligible]:
     """Bytes per reason that go to zstd, for messages such as "input is not valid UTF-8;
     N bytes stored with zstd" (``ineligible_bytes(chunks)[Ineligible.NOT_UTF8]``)."""
@@ -303,9 +315,7 @@ class _TextSplitter:
         while pending:
             chunks = [blocks[b].text[start:stop] for b, start, stop in pending]
             encoded = self.tokenizer(chunks, add_special_tokens=False, verbose=False)["input_ids"]
-            decoded = self.tokenizer.batch_decode(
-                encoded, skip_special_tokens=False, clean_up_tokenization_spaces=False
-            )
+            decoded = [detokenize(self.tokenizer, ids) for ids in encoded]
             retry = []
             for (b, start, stop), chunk, ids, back in zip(pending, chunks, encoded, decoded):
                 if len(ids) > self.budget:

@@ -56,7 +56,7 @@ def info(files, as_json):
         if not as_json:
             click.echo(("\n" if len(described) > 1 else "") + _describe(*described[-1]))
     if as_json:
-        objects = [{"file": path, **archive.to_dict()} for path, archive in described]
+        objects = [{"file": path, **_info_dict(archive)} for path, archive in described]
         click.echo(json.dumps(objects, indent=2, sort_keys=True))
     elif len(described) > 1:
         archive_size = sum(archive.archive_size for _, archive in described)
@@ -80,24 +80,42 @@ def _describe(path, archive) -> str:
         f"  archive size    {archive.archive_size:,} B",
         f"  input size      {archive.header.input_size:,} B, xxh64 {archive.header.input_xxh64:016x}",
         f"  ratio           {_ratio(archive.ratio)}",
-        f"  stored bytes    vectors {archive.vector_bytes:,} B, fallback {archive.fallback_bytes:,} B, "
-        f"overhead {archive.overhead_bytes:,} B",
+        "  stored bytes    " + ", ".join(f"{kind} {size:,} B" for kind, size in archive.stored_bytes.items())
+        + f", overhead {archive.overhead_bytes:,} B",
         f"  chunks          {sum(counts.values())}: {chunks}",
         f"  min margin      {min_margin}",
         f"  vector dim      {archive.header.vector_dim}",
     ]
-    for title, fields in (("model", archive.header.model), ("settings", archive.header.settings),
-                          ("metadata", archive.header.metadata)):
+    info = _info_dict(archive)
+    for title in ("model", "settings", "metadata"):
+        fields = info[title]
         lines.append(f"  {title}")
         width = max((len(_show(key)) for key in fields), default=0)
         lines.extend(f"    {_show(key):<{width}}  {_show(value)}" for key, value in fields.items())
     return "\n".join(lines)
 
 
+def _info_dict(archive) -> dict:
+    """``ArchiveInfo.to_dict()`` with the model identity under its full field names (a
+    format 2 header stores one-letter keys); the raw map if it is not a valid identity."""
+    from llmzip.identity import recorded_identity
+
+    info = archive.to_dict()
+    try:
+        info["model"] = recorded_identity(archive.version, archive.header).to_dict()
+    except LmzError:
+        pass
+    return info
+
+
 def _show(value) -> str:
     """Printable strings as they are, anything else as JSON: a hostile archive's strings
     cannot put control characters (terminal escapes, newlines) on the user's terminal."""
     return value if isinstance(value, str) and value.isprintable() else json.dumps(value)
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _margin(margin: float | None) -> str:
@@ -367,13 +385,17 @@ def verify(files, model, device, quiet, verbose, no_progress):
             click.echo(f"llmzip: error: {_show(path)}: {exc}", err=True)
             failed += 1
             continue
-        memory = [c for c in checks if c.kind == "memory"]
-        margin = f", min decode margin {min(c.margin for c in memory):.3f}" if memory else ""
+        counts: dict[str, int] = {}
+        for check in checks:
+            counts[check.kind] = counts.get(check.kind, 0) + 1
+        margins = [c.decode_margin for c in checks if c.decode_margin is not None]
+        margin = f", min decode margin {min(margins):.3f}" if margins else ""
+        by_kind = ", ".join(f"{n} {kind}" for kind, n in counts.items())
         if not quiet:
-            click.echo(f"{_show(path)}: OK ({len(checks)} chunks: {len(memory)} memory, {len(checks) - len(memory)} zstd{margin})")
+            click.echo(f"{_show(path)}: OK ({_plural(len(checks), 'chunk')}: {by_kind}{margin})")
         if verbose:
             for c in checks:
-                detail = f"decode margin {c.margin:.3f} (recorded {c.promised_margin:.3f})" if c.kind == "memory" else ""
+                detail = "" if c.decode_margin is None else f"decode margin {c.decode_margin:.3f} (recorded {c.recorded_margin:.3f})"
                 click.echo(f"  chunk {c.index:>5}  {c.kind:<6} {c.length:>7} B  {detail}".rstrip())
     if failed:
         sys.exit(1)
@@ -388,30 +410,13 @@ def export(file, output, force):
 
     Tensor "vectors" is (N, d) float16, one row per memory chunk in input order. The
     metadata holds, as JSON strings: "llmzip.chunks" (per row: chunk index, byte offset,
-    length, token count, xxh64, recorded margin), "llmzip.model" (the model identity) and
-    "llmzip.settings" (including the prompt template). No model is loaded.
+    length, token count, recorded margin), "llmzip.model" (the model identity) and
+    "llmzip.settings". format/CODEC.md says how to decode a row. No model is loaded.
     """
     _check_output(output, force, source=file, binary=True)
-    from llmzip.container import MemoryChunk, unpack
-    import numpy
-    from safetensors.numpy import save
+    from llmzip import codec
 
-    archive = unpack(_read_input(file))
-    rows, vectors, offset = [], [], 0
-    for index, chunk in enumerate(archive.chunks):
-        if isinstance(chunk, MemoryChunk):
-            rows.append({"chunk": index, "offset": offset, "length": chunk.length, "n_tokens": chunk.n_tokens,
-                         "xxh64": f"{chunk.xxh64:016x}", "min_margin": chunk.min_margin})
-            vectors.append(numpy.frombuffer(chunk.vector, dtype="<f2"))
-        offset += chunk.length
-    if not vectors:
-        raise InputError(f"{file}: has no memory vectors (every chunk is stored with zstd)")
-    metadata = {
-        "llmzip.chunks": json.dumps(rows),
-        "llmzip.model": json.dumps(archive.header.model, sort_keys=True),
-        "llmzip.settings": json.dumps(archive.header.settings, sort_keys=True),
-    }
-    _write_output(output, save({"vectors": numpy.stack(vectors)}, metadata=metadata), force)
+    _write_output(output, codec.export(_read_input(file)), force)
 
 
 @cli.command()

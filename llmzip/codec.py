@@ -18,6 +18,7 @@ returned unless every check passed.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -26,19 +27,21 @@ from pathlib import Path
 
 import torch
 
-from llmzip import __version__, chunking, container
-from llmzip.decode import TEMPLATE, decode
-from llmzip.errors import ChecksumError, FormatError, ModelError
+from llmzip import __version__, chunking, container, kinds
+from llmzip.errors import ChecksumError, FormatError, InputError, LimitError, ModelError, ModelMismatchError
+from llmzip.identity import ModelIdentity, recorded_identity
 from llmzip.journal import Journal, JournalEntry
-from llmzip.model import DEFAULT_SPEC, LoadedModel, ModelIdentity, load_model
+from llmzip.kinds.memory import MemoryChunk
+from llmzip.kinds.zstd import FallbackChunk
+from llmzip.model import DEFAULT_SPEC, LoadedModel, load_model, peek_hidden_size
 from llmzip.train import MemoryTrainer, TrainConfig
 
 log = logging.getLogger(__name__)
 
 # Default token budget per chunk, by model source. See README "Choosing --chunk-tokens":
-# the engine benchmark (BENCHMARKS.md) trains 22-24-token chunks in ~300 steps and an
-# 81-token chunk in ~700 on Gemma 3 270M; 64 tokens keeps one vector per ~250 bytes of
-# English at a few hundred steps. Other models start from the conservative 32.
+# 64-token chunks of Gemma 3 270M train in 121-238 steps (BENCHMARKS.md) and hold about
+# 250 bytes of English each; 146-token prefixes still fit one vector, 195 did not in 600
+# steps. Other models start from the conservative 32.
 DEFAULT_CHUNK_TOKENS = {"default": 64}
 FALLBACK_CHUNK_TOKENS = 32
 
@@ -67,10 +70,10 @@ class ChunkCheck:
     """One chunk restored at extract/verify time."""
 
     index: int
-    kind: str  # "memory" | "zstd"
+    kind: str  # the kind's name: "memory", "zstd", ...
     length: int
-    margin: float | None  # decode's smallest top-1/top-2 gap (memory chunks only)
-    promised_margin: float | None  # the margin recorded at compress time
+    decode_margin: float | None  # smallest top-1/top-2 gap of this decode (kinds that decode)
+    recorded_margin: float | None  # the smallest gap measured at compress time
 
 
 class LmzCompressor:
@@ -99,7 +102,7 @@ class LmzCompressor:
         loaded: LoadedModel | None = None,
     ):
         if chunk_tokens is not None and not 1 <= chunk_tokens <= container.MAX_TOKENS_PER_CHUNK:
-            raise ValueError(f"chunk_tokens must be in 1..{container.MAX_TOKENS_PER_CHUNK}, got {chunk_tokens}")
+            raise InputError(f"chunk_tokens must be in 1..{container.MAX_TOKENS_PER_CHUNK}, got {chunk_tokens}")
         self.loaded = loaded if loaded is not None else load_model(model, device=device)
         self.chunk_tokens = chunk_tokens or DEFAULT_CHUNK_TOKENS.get(
             self.loaded.identity.source_kind, FALLBACK_CHUNK_TOKENS
@@ -110,14 +113,22 @@ class LmzCompressor:
         self.metadata = {"creator": f"llmzip {__version__}", **(metadata or {})}
 
     def settings(self) -> dict:
-        """Everything that determines the archive besides input and model (recorded in it)."""
-        train = {
-            name: value
-            for name, value in dataclasses.asdict(self.train_config).items()
-            if name != "device"  # where training ran does not change what is stored
+        """What the archive header records of the settings (format/CODEC.md, "Settings"):
+        the chunk budget and the margin every stored vector was verified with."""
+        names = {"chunk_tokens": self.chunk_tokens, "verify_margin": self.train_config.verify_margin}
+        return {container.SETTINGS_KEYS[name]: value for name, value in names.items()}
+
+    def _journal_key(self, data: bytes) -> dict:
+        """Everything that determines the stored chunks: a journal is resumed only if all match."""
+        train = {name: value for name, value in dataclasses.asdict(self.train_config).items() if name != "device"}
+        train["betas"] = list(train["betas"])
+        return {
+            "input_size": len(data),
+            "input_xxh64": container.checksum(data),
+            "chunk_tokens": self.chunk_tokens,
+            "train": train,
+            "model": self.loaded.identity.to_dict(),
         }
-        train["betas"] = ",".join(str(b) for b in train["betas"])
-        return {"template": TEMPLATE, "chunk_tokens": self.chunk_tokens, **train}
 
     def compress(self, data: bytes, **kwargs) -> bytes:
         """Compress ``data`` to archive bytes (see :meth:`compress_with_report`)."""
@@ -139,9 +150,9 @@ class LmzCompressor:
         deletes it once the archive itself is safely written.
         """
         started = time.perf_counter()
-        data = bytes(data)
+        data = _as_bytes(data)
         if len(data) > container.MAX_INPUT_SIZE:
-            raise ValueError(f"input is {len(data)} bytes; the format's limit is {container.MAX_INPUT_SIZE}")
+            raise LimitError(f"input is {len(data):,} bytes; the format's limit is {container.MAX_INPUT_SIZE:,}")
         tokenizer = self.loaded.tokenizer
         chunks = chunking.split(data, tokenizer, max_tokens=self.chunk_tokens)
         report = CompressReport(input_size=len(data), chunks=len(chunks))
@@ -152,25 +163,23 @@ class LmzCompressor:
             log.warning("llmzip: input is not valid UTF-8; %d bytes stored with zstd", report.not_utf8_bytes)
 
         trained = self._train_eligible(data, chunks, journal_path, report, on_step, on_chunk)
-        stored: list[container.Chunk] = []
-        min_margins = []
+        stored = []
         for index, chunk in enumerate(chunks):
             entry = trained.get(index)
             if entry is not None and entry.vector is not None:
-                stored.append(
-                    container.MemoryChunk(
-                        vector=entry.vector,
-                        n_tokens=entry.n_tokens,
-                        length=len(chunk.data),
-                        xxh64=container.checksum(chunk.data),
-                        min_margin=entry.min_margin,
-                    )
-                )
-                min_margins.append(entry.min_margin)
+                stored.append(MemoryChunk(
+                    vector=entry.vector,
+                    n_tokens=entry.n_tokens,
+                    length=len(chunk.data),
+                    check=container.chunk_check(chunk.data),
+                    min_margin=entry.min_margin,
+                ))
+                report.memory_chunks += 1
             else:
-                stored.append(container.FallbackChunk(data=chunk.data))
+                stored.append(FallbackChunk(data=chunk.data))
+                report.fallback_chunks += 1
         header = container.Header(
-            model=self.loaded.identity.to_dict(),
+            model=self.loaded.identity.to_header(),
             settings=self.settings(),
             vector_dim=self.loaded.identity.hidden_size,
             input_size=len(data),
@@ -179,8 +188,6 @@ class LmzCompressor:
         )
         archive = container.pack(header, stored, zstd_level=self.zstd_level)
         report.archive_size = len(archive)
-        report.memory_chunks = len(min_margins)
-        report.fallback_chunks = len(stored) - len(min_margins)
         report.seconds = time.perf_counter() - started
         return archive, report
 
@@ -194,15 +201,7 @@ class LmzCompressor:
         eligible = [index for index, chunk in enumerate(chunks) if chunk.eligible]
         size = self.train_config.batch_size
         groups = [eligible[start : start + size] for start in range(0, len(eligible), size)]
-        journal = None
-        if journal_path is not None and groups:
-            key = {
-                "input_size": len(data),
-                "input_xxh64": container.checksum(data),
-                "settings": self.settings(),
-                "model": self.loaded.identity.to_dict(),
-            }
-            journal = Journal(Path(journal_path), key)
+        journal = Journal(Path(journal_path), self._journal_key(data)) if journal_path is not None and groups else None
         results: dict[int, JournalEntry] = {}
         done = 0
         if on_chunk is not None:
@@ -230,8 +229,8 @@ class LmzCompressor:
         token_lists = [chunks[index].token_ids for index in group]
         entries = []
         for index, ids, result in zip(group, token_lists, self.trainer.train(token_lists, on_step=on_step)):
-            # n_tokens <= length is what extract checks before decoding (_check_token_counts).
-            keep = result.accepted and len(ids) <= len(chunks[index].data) and self._restores(
+            # n_tokens <= length is what extract checks before decoding (MemoryKind.check_before_model).
+            keep = result.accepted and len(ids) <= len(chunks[index].data) and self._ids_restore(
                 ids, chunks[index].data
             )
             entries.append(
@@ -244,14 +243,13 @@ class LmzCompressor:
             )
         return entries
 
-    def _restores(self, ids, expected: bytes) -> bool:
+    def _ids_restore(self, ids, expected: bytes) -> bool:
         """Invariant 1, end to end. ``result.accepted`` means decode() of the stored fp16
-        vector gave exactly ``ids``; here those ids go through the same tokenizer call
+        vector gave exactly ``ids``; here those ids go through the same detokenisation
         extract uses, so a tokenizer that decodes differently than chunking assumed cannot
-        slip a wrong vector into an archive. (Re-running decode() here would repeat the
-        trainer's verification: ~10 s per chunk on Gemma 3 270M.)
+        slip a wrong vector into an archive.
         """
-        return _detokenize(self.loaded, ids) == expected
+        return chunking.text_bytes(chunking.detokenize(self.loaded.tokenizer, ids)) == expected
 
 
 class LmzDecompressor:
@@ -269,13 +267,13 @@ class LmzDecompressor:
 
     def decompress(self, data: bytes) -> bytes:
         """Restore the exact input bytes, or raise an ``LmzError``."""
-        archive = container.unpack(data)
+        archive = container.unpack(_as_bytes(data))
         pieces = [piece for _, piece in self._restore(archive)]
         return _join_checked(archive, pieces)
 
     def verify(self, data: bytes) -> list[ChunkCheck]:
         """Restore every chunk and check every checksum without keeping the output."""
-        archive = container.unpack(data)
+        archive = container.unpack(_as_bytes(data))
         checks, pieces = [], []
         for check, piece in self._restore(archive):
             checks.append(check)
@@ -284,43 +282,45 @@ class LmzDecompressor:
         return checks
 
     def model_for(self, archive: container.Archive) -> LoadedModel:
-        """The model to decode ``archive`` with, its identity checked against the archive's."""
-        expected = ModelIdentity.from_dict(archive.header.model)
+        """The model to decode ``archive`` with, its identity checked against the archive's.
+
+        What the header alone can rule out (the hidden size, from the model's config.json)
+        is compared before any weights load."""
+        expected = recorded_identity(archive.version, archive.header)
         spec = self.model_spec or _spec_from_identity(expected)
         if spec not in self._loaded:
+            hidden_size = peek_hidden_size(spec)
+            if hidden_size is not None and hidden_size != expected.hidden_size:
+                raise ModelMismatchError(
+                    f"model {spec!r} has hidden size {hidden_size}, but the archive's model "
+                    f"{expected.describe()} has {expected.hidden_size}: refusing before loading it"
+                )
             self._loaded[spec] = load_model(spec, device=self.device, dtype=_torch_dtype(expected.dtype),
                                             attn_implementation=expected.attn_implementation)
         loaded = self._loaded[spec]
-        loaded.identity.check_matches(expected)
+        loaded.identity_for(expected.fingerprint_version).check_matches(expected)
         return loaded
 
     def _restore(self, archive: container.Archive) -> Iterator[tuple[ChunkCheck, bytes]]:
-        """Yield each chunk's check and bytes, raising ``ChecksumError`` on any mismatch."""
-        memory = [c for c in archive.chunks if isinstance(c, container.MemoryChunk)]
-        loaded = None
-        if memory:
-            _check_token_counts(archive)
-            template = archive.header.settings.get("template")
-            if template != TEMPLATE:
-                raise FormatError(f"archive uses prompt template {template!r}; this llmzip decodes {TEMPLATE!r}")
-            loaded = self.model_for(archive)
-            if archive.header.vector_dim != loaded.identity.hidden_size:  # the identity alone may lie
-                raise FormatError(
-                    f"archive's vector_dim {archive.header.vector_dim} is not the model's hidden size "
-                    f"{loaded.identity.hidden_size}"
-                )
+        """Yield each chunk's check and bytes in archive order, raising ``ChecksumError``
+        on any mismatch. Each kind restores all of its chunks at once (so it can batch)."""
+        by_kind: dict = {}
         for index, chunk in enumerate(archive.chunks):
-            if isinstance(chunk, container.FallbackChunk):  # the container checked its xxh64
-                yield ChunkCheck(index, "zstd", chunk.length, None, None), chunk.data
-                continue
-            vector = torch.frombuffer(bytearray(chunk.vector), dtype=torch.float16)  # (d,)
-            piece, margin = _decode_bytes(loaded, vector, chunk.n_tokens)
-            if len(piece) != chunk.length or container.checksum(piece) != chunk.xxh64:
-                raise ChecksumError(
-                    f"chunk {index}: decoded bytes do not match the stored xxh64 "
-                    f"(decode margin {margin:.3f}, recorded {chunk.min_margin:.3f})"
-                )
-            yield ChunkCheck(index, "memory", chunk.length, margin, chunk.min_margin), piece
+            by_kind.setdefault(kinds.of(chunk), []).append((index, chunk))
+        for kind, items in by_kind.items():
+            kind.check_before_model(items, archive)
+        loaded = self.model_for(archive) if any(kind.needs_model for kind in by_kind) else None
+        restored = {}
+        for kind, items in by_kind.items():
+            for result in kind.restore(items, loaded if kind.needs_model else None):
+                restored[result.index] = (kind, result)
+        for index, chunk in enumerate(archive.chunks):
+            kind, result = restored[index]
+            if len(result.data) != chunk.length or container.chunk_check(result.data, archive.version) != _recorded_check(chunk, archive):
+                detail = "" if result.margin is None else f" (decode margin {result.margin:.3f}, recorded {kind.margin(chunk):.3f})"
+                raise ChecksumError(f"chunk {index}: restored bytes do not match the stored checksum{detail}")
+            check = ChunkCheck(index, kind.name, chunk.length, result.margin, kind.margin(chunk))
+            yield check, result.data
 
 
 def compress(data: bytes, **options) -> bytes:
@@ -333,19 +333,56 @@ def decompress(data: bytes, **options) -> bytes:
     return LmzDecompressor(**options).decompress(data)
 
 
+def export(data: bytes) -> bytes:
+    """The memory vectors of an archive as safetensors bytes, for use as soft prompts.
+
+    Tensor ``vectors`` is (N, d) float16, one row per chunk that has a vector, in input
+    order. Metadata (JSON strings): ``llmzip.chunks`` (per row: chunk index, byte offset,
+    length, token count, recorded margin), ``llmzip.model`` (the model identity),
+    ``llmzip.settings``. format/CODEC.md says how to decode a row with plain transformers.
+    No model is loaded.
+    """
+    import numpy
+    from safetensors.numpy import save
+
+    archive = container.unpack(_as_bytes(data))
+    rows, vectors, offset = [], [], 0
+    for index, chunk in enumerate(archive.chunks):
+        row = kinds.of(chunk).export_row(chunk)
+        if row is not None:
+            vectors.append(row.pop("vector"))
+            rows.append({"chunk": index, "offset": offset, "length": chunk.length, **row})
+        offset += chunk.length
+    if not vectors:
+        raise InputError("the archive has no memory vectors (every chunk is stored another way)")
+    metadata = {
+        "llmzip.chunks": json.dumps(rows),
+        "llmzip.model": json.dumps(recorded_identity(archive.version, archive.header).to_dict(), sort_keys=True),
+        "llmzip.settings": json.dumps(archive.header.settings, sort_keys=True),
+    }
+    return save({"vectors": numpy.stack(vectors)}, metadata=metadata)
+
+
 def journal_path_for(output: str | Path) -> Path:
     """Where compress journals its progress for ``output``: beside it."""
     output = Path(output)
     return output.with_name(output.name + ".journal")
 
 
-def _check_token_counts(archive: container.Archive) -> None:
-    """Refuse, before loading a model, a memory chunk that asks for more tokens than it
-    has bytes. Every token of a chunk the writer stores decodes to at least one byte, so
-    such a record is corrupt; decoding it anyway would cost up to 65,536 model steps."""
-    for index, chunk in enumerate(archive.chunks):
-        if isinstance(chunk, container.MemoryChunk) and chunk.n_tokens > chunk.length:
-            raise FormatError(f"chunk {index}: n_tokens {chunk.n_tokens} exceeds its length {chunk.length} B")
+def _as_bytes(data) -> bytes:
+    """Bytes-like input as bytes; a ``str`` is refused with a message that says what to do."""
+    if isinstance(data, str):
+        raise TypeError("llmzip works on bytes, not str: pass text.encode('utf-8') (or the file's raw bytes)")
+    try:
+        return bytes(data)
+    except TypeError:
+        raise TypeError(f"llmzip works on bytes, not {type(data).__name__}") from None
+
+
+def _recorded_check(chunk, archive: container.Archive) -> int:
+    if isinstance(chunk, FallbackChunk):  # the container verified its bytes against the record
+        return container.chunk_check(chunk.data, archive.version)
+    return chunk.check
 
 
 def _join_checked(archive: container.Archive, pieces: list[bytes]) -> bytes:
@@ -353,18 +390,6 @@ def _join_checked(archive: container.Archive, pieces: list[bytes]) -> bytes:
     if len(output) != archive.header.input_size or container.checksum(output) != archive.header.input_xxh64:
         raise ChecksumError("restored input does not match the archive's whole-input xxh64")
     return output
-
-
-def _decode_bytes(loaded: LoadedModel, vector: torch.Tensor, n_tokens: int) -> tuple[bytes, float]:
-    """The one path from a stored vector to bytes: decode() then the tokenizer.
-    Returns the bytes and decode's smallest top-1/top-2 logit gap."""
-    result = decode(loaded.model, vector, n_tokens)
-    return _detokenize(loaded, result.token_ids), result.min_margin
-
-
-def _detokenize(loaded: LoadedModel, token_ids) -> bytes:
-    text = loaded.tokenizer.decode(list(token_ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
-    return text.encode("utf-8", "surrogatepass")
 
 
 def _vector_bytes(vector: torch.Tensor) -> bytes:
@@ -383,8 +408,11 @@ def _spec_from_identity(identity: ModelIdentity) -> str:
     )
 
 
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
 def _torch_dtype(name: str) -> torch.dtype:
-    dtype = getattr(torch, name, None)
-    if not isinstance(dtype, torch.dtype):
+    """The model dtype an archive names, from a fixed list (never getattr on archive text)."""
+    if name not in _DTYPES:
         raise FormatError(f"archive names an unknown model dtype {name!r}")
-    return dtype
+    return _DTYPES[name]

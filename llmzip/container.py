@@ -1,8 +1,10 @@
-"""The .lmz container, format 1.0: pack and unpack archives, read them without a model.
+"""The .lmz container: pack and unpack archives, read them without a model.
 
-``format/SPEC.md`` defines the format; this module is one reader and writer of it. It
-imports no torch, so ``llmzip.read_header`` and ``llmzip info`` work without a model and
-start in well under a second.
+``format/SPEC.md`` defines the bytes; this module is one reader and writer of them. It
+writes format 2.0 and reads 1.x (llmzip 0.1.0) and 2.x. It imports no torch, so
+``llmzip.read_header`` and ``llmzip info`` work without a model and start in well under a
+second. What a chunk record's kind-specific fields mean is each kind's business
+(:mod:`llmzip.kinds`); this module frames records and looks kinds up in the registry.
 
 Archives are untrusted input (DESIGN.md, invariant 5). The reader checks every length
 against the format's limits and against the bytes actually present before it slices or
@@ -23,7 +25,6 @@ import reprlib
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, NamedTuple, Union
 
 import msgpack
 import xxhash
@@ -38,8 +39,9 @@ from llmzip.errors import (
 )
 
 MAGIC = b"\x89LMZ\r\n\x1a\n"
-VERSION = (1, 0)  # (major, minor) this module writes, and the newest it fully reads
-MUST_UNDERSTAND_FLAGS = 0  # must-understand flag bits defined in format 1.0: none
+VERSION = (2, 0)  # (major, minor) this module writes
+READS = {1: 0, 2: 0}  # major -> the newest minor whose chunk kinds this reader knows
+MUST_UNDERSTAND_FLAGS = 0  # must-understand flag bits defined so far: none
 
 # Hard limits (SPEC.md, "Limits"). A reader rejects anything beyond them before allocating.
 MAX_ARCHIVE_SIZE = 1 << 32
@@ -51,80 +53,74 @@ MAX_TOKENS_PER_CHUNK = 1 << 16
 MAX_VECTOR_DIM = 1 << 15
 MAX_ENTRIES = 256  # per header map or array
 MAX_KEY_SIZE = 256  # bytes of UTF-8
-MAX_STRING_SIZE = 1 << 16  # bytes of UTF-8
+MAX_STRING_SIZE = 1 << 16  # bytes of UTF-8 (and of bin, in format 2)
 MAX_DEPTH = 2  # the header map is level 1; maps and arrays inside it are level 2
 MAX_WINDOW_SIZE = 1 << 27
+MAX_FIELDS_SIZE = 1 << 24  # bytes of one record's kind-specific fields
 
 # Fixed-layout parts, all little-endian (SPEC.md, "Layout").
 PREFIX = struct.Struct("<8sBBHHI")  # magic, major, minor, must-understand, ignorable, header size
-RECORD = struct.Struct("<BIIQ")  # kind, size of the kind's fields, chunk length, chunk xxh64
-MEMORY_FIELDS = struct.Struct("<Id")  # n_tokens, min_margin; the vector follows
+RECORD_V1 = struct.Struct("<BIIQ")  # kind, size of the kind's fields, chunk length, chunk xxh64
+CHECK_V2 = struct.Struct("<I")  # format 2 record: kind u8, fields size varint, length varint, xxh32
 TRAILER = struct.Struct("<Q")  # xxh64 of every byte before it
 ZSTD_FRAME_MAGIC = b"\x28\xb5\x2f\xfd"
+MIN_RECORD_SIZE = {1: RECORD_V1.size, 2: 1 + 1 + 1 + CHECK_V2.size}
 
 _U64_MAX = (1 << 64) - 1
-_HEADER_FIELDS = ("model", "settings", "vector_dim", "input_size", "input_xxh64", "chunk_count",
-                  "metadata")
-# Maps a byte to 1 when, as the high byte of a little-endian fp16, its exponent bits are all
-# ones (infinity or NaN). Translating a vector's high bytes through it finds them in C.
-_FP16_NONFINITE = bytes(int(b & 0x7C == 0x7C) for b in range(256))
+
+# Header keys by major version: (field, key, required). Format 2 spends one byte a key.
+_HEADER_KEYS = {
+    1: [("model", "model", True), ("settings", "settings", True), ("vector_dim", "vector_dim", True),
+        ("input_size", "input_size", True), ("input_xxh64", "input_xxh64", True),
+        ("chunk_count", "chunk_count", True), ("metadata", "metadata", True)],
+    2: [("model", "m", True), ("settings", "s", False), ("vector_dim", "d", True), ("input_size", "n", True),
+        ("input_xxh64", "x", True), ("chunk_count", "c", True), ("metadata", "w", False)],
+}
+
+# Format 2 settings keys (header "s"): name -> key. Informational (nothing decodes by them),
+# recorded so that `info` can say how an archive was made.
+SETTINGS_KEYS = {"chunk_tokens": "c", "verify_margin": "m", "decode_group": "g"}
+
+
+def settings_by_name(settings: dict, version: tuple[int, int]) -> dict:
+    """A header's settings map with format 2's one-letter keys spelled out."""
+    if version[0] < 2:
+        return dict(settings)
+    names = {key: name for name, key in SETTINGS_KEYS.items()}
+    return {names.get(key, key): value for key, value in settings.items()}
 
 
 def checksum(data) -> int:
-    """xxh64 with seed 0: the one checksum of chunks, inputs and the archive trailer."""
+    """xxh64 with seed 0: the checksum of whole inputs and of the archive (the trailer)."""
     return xxhash.xxh64_intdigest(data)
+
+
+def chunk_check(data, version: tuple[int, int] = VERSION) -> int:
+    """A chunk's checksum in a format ``version`` record: xxh64 in 1.x, xxh32 in 2.x (four
+    bytes a chunk; the whole-input xxh64 and the trailer still cover every byte)."""
+    return xxhash.xxh64_intdigest(data) if version[0] == 1 else xxhash.xxh32_intdigest(data)
 
 
 @dataclass(frozen=True)
 class Header:
     """Archive-wide fields, stored as the msgpack header (SPEC.md, "Header")."""
 
-    model: dict  # the model layer's ModelIdentity.to_dict(): str -> str | int | None
+    model: dict  # the model layer's identity map: str -> str | int | bytes | None
     settings: dict  # codec settings: str -> str | int | float | bool | None
-    vector_dim: int  # d: every memory chunk holds exactly d fp16 values
+    vector_dim: int  # d: the model's hidden size, which memory kinds' vectors are read with
     input_size: int  # bytes of the whole input
     input_xxh64: int  # checksum() of the whole input
-    metadata: dict  # free-form str -> str (creator, creation time, ...)
-
-
-@dataclass(frozen=True)
-class MemoryChunk:
-    """A chunk the frozen model regenerates from one memory vector by greedy decoding."""
-
-    kind: ClassVar[str] = "memory"
-    code: ClassVar[int] = 1
-
-    vector: bytes  # 2 * vector_dim bytes: fp16, little-endian
-    n_tokens: int  # tokens the decoder must generate
-    length: int  # bytes of the chunk's text
-    xxh64: int  # checksum() of the chunk's bytes
-    min_margin: float  # smallest top-1/top-2 logit gap seen at compress-time verification
-
-
-@dataclass(frozen=True)
-class FallbackChunk:
-    """A chunk stored as its bytes. The container compresses and checks them itself."""
-
-    kind: ClassVar[str] = "zstd"
-    code: ClassVar[int] = 2
-
-    data: bytes
-
-    @property
-    def length(self) -> int:
-        return len(self.data)
-
-
-Chunk = Union[MemoryChunk, FallbackChunk]
+    metadata: dict  # free-form str -> str (creator, ...)
 
 
 @dataclass(frozen=True)
 class Archive:
-    """A whole archive as ``unpack`` returns it, every container-level check passed."""
+    """A whole archive as ``unpack`` returns it, every container-level check passed.
+    ``chunks`` are the registered kinds' chunk objects, in input order."""
 
     version: tuple[int, int]
     header: Header
-    chunks: tuple[Chunk, ...]
+    chunks: tuple
 
 
 @dataclass(frozen=True)
@@ -137,7 +133,7 @@ class _OpaqueChunk:
     offset: int
 
     @property
-    def kind(self) -> str:
+    def kind_name(self) -> str:
         return f"kind {self.code}"
 
 
@@ -152,16 +148,15 @@ class ArchiveInfo:
     version: tuple[int, int]
     header: Header
     archive_size: int
-    chunk_counts: dict  # kind -> number of chunks; "memory" and "zstd" always present
-    input_bytes: dict  # kind -> input bytes those chunks restore
-    vector_bytes: int  # bytes of fp16 vectors
-    fallback_bytes: int  # bytes of the zstd frame holding every fallback chunk
-    min_margin: float | None  # smallest min_margin of any memory chunk
+    chunk_counts: dict  # kind name -> number of chunks
+    input_bytes: dict  # kind name -> input bytes those chunks restore
+    stored_bytes: dict  # kind name -> archive bytes of their payload (zstd: the shared frame)
+    min_margin: float | None  # smallest recorded margin of any chunk that has one
 
     @property
     def overhead_bytes(self) -> int:
-        """Archive bytes that are neither vectors nor fallback: framing, header, records."""
-        return self.archive_size - self.vector_bytes - self.fallback_bytes
+        """Archive bytes that are no kind's payload: framing, header, records, trailer."""
+        return self.archive_size - sum(self.stored_bytes.values())
 
     @property
     def ratio(self) -> float | None:
@@ -170,6 +165,7 @@ class ArchiveInfo:
 
     def to_dict(self) -> dict:
         """The JSON-ready form behind ``llmzip info --json`` (its keys are stable)."""
+        model = {key: value.hex() if isinstance(value, bytes) else value for key, value in self.header.model.items()}
         return {
             "format_version": f"{self.version[0]}.{self.version[1]}",
             "archive_size": self.archive_size,
@@ -179,14 +175,10 @@ class ArchiveInfo:
             "vector_dim": self.header.vector_dim,
             "chunks": dict(self.chunk_counts),
             "input_bytes": dict(self.input_bytes),
-            "stored_bytes": {
-                "vectors": self.vector_bytes,
-                "fallback": self.fallback_bytes,
-                "overhead": self.overhead_bytes,
-            },
+            "stored_bytes": {**self.stored_bytes, "overhead": self.overhead_bytes},
             "min_margin": self.min_margin,
-            "model": dict(self.header.model),
-            "settings": dict(self.header.settings),
+            "model": model,
+            "settings": settings_by_name(self.header.settings, self.version),
             "metadata": dict(self.header.metadata),
         }
 
@@ -195,37 +187,52 @@ class ArchiveInfo:
 class _Parsed:
     version: tuple[int, int]
     header: Header
-    chunks: list  # MemoryChunk | FallbackChunk | _OpaqueChunk, in input order
+    chunks: list  # registered kinds' chunk objects | _OpaqueChunk, in input order
     archive_size: int
     fallback_bytes: int
+
+
+def _kinds():
+    """The registry (imported late: the kinds import this module's helpers)."""
+    from llmzip import kinds
+
+    return kinds
 
 
 # --------------------------------------------------------------------------- writing
 
 
-def pack(header: Header, chunks: Sequence[Chunk], *, zstd_level: int = 19) -> bytes:
-    """Build a format 1.0 archive: ``header`` and ``chunks`` in input order.
+def pack(header: Header, chunks: Sequence, *, zstd_level: int = 19) -> bytes:
+    """Build a format 2.0 archive: ``header`` and ``chunks`` (kind chunk objects) in input order.
 
-    Fallback chunks are compressed together as one zstd frame at ``zstd_level`` (SPEC.md
-    says why one frame). Raises ``FormatError`` or ``LimitError`` for anything the reader
-    would reject: a writer must never produce an archive it cannot read back.
+    Consecutive zstd chunks become one record (up to the chunk length limit) and all zstd
+    chunks share one frame at ``zstd_level`` (SPEC.md says why). Raises ``FormatError`` or
+    ``LimitError`` for anything the reader would reject: a writer must never produce an
+    archive it cannot read back.
     """
+    kinds = _kinds()
+    chunks = _merge_fallback(chunks, kinds)
     header_bytes = _encode_header(header, len(chunks))
+    context = kinds.WireContext(VERSION, header.vector_dim)
     records, fallback = [], []
     for index, chunk in enumerate(chunks):
         where = f"chunk {index}"
-        if isinstance(chunk, MemoryChunk):
-            _check_memory(chunk, header.vector_dim, where)
-            fields = MEMORY_FIELDS.pack(chunk.n_tokens, chunk.min_margin) + chunk.vector
-            records.append(RECORD.pack(chunk.code, len(fields), chunk.length, chunk.xxh64) + fields)
-        elif isinstance(chunk, FallbackChunk):
-            if not isinstance(chunk.data, bytes):
-                raise FormatError(f"{where}: data is {_type_name(chunk.data)}, not bytes")
-            _check_int(chunk.length, f"{where}: length", 1, MAX_CHUNK_LENGTH)
-            records.append(RECORD.pack(chunk.code, 0, chunk.length, checksum(chunk.data)))
+        try:
+            kind = kinds.of(chunk)
+        except TypeError as exc:
+            raise FormatError(f"{where}: {exc}") from None
+        check_int(chunk.length, f"{where}: length", 1, MAX_CHUNK_LENGTH)
+        try:
+            fields = kind.encode_fields(chunk, context)
+        except FormatError as exc:  # LimitError included: keep the class, add the place
+            raise type(exc)(f"{where}: {exc}") from None
+        if kind.in_fallback_frame:
             fallback.append(chunk.data)
+            check = chunk_check(chunk.data)
         else:
-            raise FormatError(f"{where}: {_type_name(chunk)} is not a MemoryChunk or FallbackChunk")
+            check = chunk.check
+            check_int(check, f"{where}: check", 0, 0xFFFFFFFF)
+        records.append(bytes([kind.code]) + varint(len(fields)) + varint(chunk.length) + CHECK_V2.pack(check) + fields)
     _check_lengths_sum(chunks, header.input_size)
     frame = _compress(b"".join(fallback), zstd_level) if fallback else b""
     prefix = PREFIX.pack(MAGIC, *VERSION, 0, 0, len(header_bytes))
@@ -236,18 +243,35 @@ def pack(header: Header, chunks: Sequence[Chunk], *, zstd_level: int = 19) -> by
     return body + TRAILER.pack(checksum(body))
 
 
+def _merge_fallback(chunks: Sequence, kinds) -> list:
+    """Consecutive chunks of a fallback-frame kind as one chunk, each at most
+    ``MAX_CHUNK_LENGTH`` bytes: one record instead of one per chunk."""
+    merged = []
+    for chunk in chunks:
+        previous = merged[-1] if merged else None
+        if (
+            previous is not None
+            and type(previous) is type(chunk)
+            and kinds.of(chunk).in_fallback_frame
+            and isinstance(chunk.data, bytes)
+            and isinstance(previous.data, bytes)
+            and previous.length + chunk.length <= MAX_CHUNK_LENGTH
+        ):
+            merged[-1] = type(chunk)(previous.data + chunk.data)
+        else:
+            merged.append(chunk)
+    return merged
+
+
 def _encode_header(header: Header, chunk_count: int) -> bytes:
     """The header as canonical msgpack (keys sorted), checked by the reader's own rules."""
+    values = {**vars(header), "chunk_count": chunk_count}
     fields = {
-        "model": header.model,
-        "settings": header.settings,
-        "vector_dim": header.vector_dim,
-        "input_size": header.input_size,
-        "input_xxh64": header.input_xxh64,
-        "chunk_count": chunk_count,
-        "metadata": header.metadata,
+        key: values[name]
+        for name, key, required in _HEADER_KEYS[VERSION[0]]
+        if required or values[name]  # optional maps are left out when empty
     }
-    _decode_header(fields)
+    _decode_header(fields, VERSION)
     canonical = {
         key: dict(sorted(value.items())) if isinstance(value, dict) else value
         for key, value in sorted(fields.items())
@@ -260,11 +284,39 @@ def _encode_header(header: Header, chunk_count: int) -> bytes:
 
 def _compress(data: bytes, level: int) -> bytes:
     """One zstd frame that declares its content size; no frame checksum (the chunks'
-    xxh64 and the trailer already cover these bytes) and no dictionary."""
+    checks and the trailer already cover these bytes) and no dictionary."""
     compressor = zstandard.ZstdCompressor(
         level=level, write_content_size=True, write_checksum=False, write_dict_id=False
     )
     return compressor.compress(data)
+
+
+def varint(value: int) -> bytes:
+    """Unsigned LEB128: 7 bits a byte, low bits first, high bit set on all but the last."""
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def read_varint(view, offset: int, where: str, *, limit: int = 1 << 32) -> tuple[int, int]:
+    """Decode one LEB128 varint at ``offset``: (value, offset after it). At most 5 bytes,
+    in its shortest form (so every value has exactly one encoding), and below ``limit``."""
+    value = 0
+    for position in range(5):
+        if offset + position >= len(view):
+            raise FormatError(f"{where}: truncated varint")
+        byte = view[offset + position]
+        value |= (byte & 0x7F) << (7 * position)
+        if not byte & 0x80:
+            if byte == 0 and position:
+                raise FormatError(f"{where}: varint is not in its shortest form")
+            if value >= limit:
+                raise LimitError(f"{where}: {value} is over the limit {limit - 1}")
+            return value, offset + position + 1
+    raise FormatError(f"{where}: varint longer than 5 bytes")
 
 
 # --------------------------------------------------------------------------- reading
@@ -273,17 +325,17 @@ def _compress(data: bytes, level: int) -> bytes:
 def unpack(data) -> Archive:
     """Parse and fully check an archive held in memory (any bytes-like object).
 
-    Fallback chunks come back decompressed, their length and xxh64 checked. Memory chunks
-    come back as stored: only the model can check them (the codec compares their decoded
-    bytes with ``length`` and ``xxh64``).
+    Fallback chunks come back decompressed, their length and check verified. Other chunks
+    come back as stored: only the model can check them (the codec compares their restored
+    bytes with ``length`` and ``check``).
     """
     parsed = _parse(data)
     for index, chunk in enumerate(parsed.chunks):
         if isinstance(chunk, _OpaqueChunk):
             raise UnsupportedVersionError(
-                f"chunk {index} (record at offset {chunk.offset}): {chunk.kind} is from format "
-                f"{parsed.version[0]}.{parsed.version[1]}; this reader knows kinds of format "
-                f"{VERSION[0]}.{VERSION[1]} (a newer llmzip can extract it)"
+                f"chunk {index} (record at offset {chunk.offset}): {chunk.kind_name} is from format "
+                f"{parsed.version[0]}.{parsed.version[1]}; this reader knows the kinds of format "
+                f"{parsed.version[0]}.{READS[parsed.version[0]]} (a newer llmzip can extract it)"
             )
     return Archive(parsed.version, parsed.header, tuple(parsed.chunks))
 
@@ -297,21 +349,28 @@ def read_header(path_or_bytes) -> ArchiveInfo:
     if isinstance(path_or_bytes, (str, os.PathLike)):
         path_or_bytes = _read_file(path_or_bytes)
     parsed = _parse(path_or_bytes)
-    counts = {MemoryChunk.kind: 0, FallbackChunk.kind: 0}
-    input_bytes = dict(counts)
+    kinds = _kinds()
+    counts = {kind.name: 0 for kind in kinds.KINDS}
+    input_bytes, stored = dict(counts), dict(counts)
+    margins = []
     for chunk in parsed.chunks:
-        counts[chunk.kind] = counts.get(chunk.kind, 0) + 1
-        input_bytes[chunk.kind] = input_bytes.get(chunk.kind, 0) + chunk.length
-    memory = [chunk for chunk in parsed.chunks if isinstance(chunk, MemoryChunk)]
+        kind = None if isinstance(chunk, _OpaqueChunk) else kinds.of(chunk)
+        name = chunk.kind_name if kind is None else kind.name
+        counts[name] = counts.get(name, 0) + 1
+        input_bytes[name] = input_bytes.get(name, 0) + chunk.length
+        if kind is not None:
+            stored[name] = stored.get(name, 0) + kind.stored_bytes(chunk)
+            if kind.margin(chunk) is not None:
+                margins.append(kind.margin(chunk))
+    stored[kinds.zstd.KIND.name] += parsed.fallback_bytes
     return ArchiveInfo(
         version=parsed.version,
         header=parsed.header,
         archive_size=parsed.archive_size,
         chunk_counts=counts,
         input_bytes=input_bytes,
-        vector_bytes=sum(len(chunk.vector) for chunk in memory),
-        fallback_bytes=parsed.fallback_bytes,
-        min_margin=min((chunk.min_margin for chunk in memory), default=None),
+        stored_bytes=stored,
+        min_margin=min(margins, default=None),
     )
 
 
@@ -334,14 +393,15 @@ def _read_file(path) -> bytes:
         raise InputError(f"cannot read archive: {exc.strerror or exc}") from None
 
 
-class _Record(NamedTuple):
+@dataclass(frozen=True)
+class _Record:
     """A chunk record's framing, before its kind-specific fields are decoded."""
 
     index: int
     offset: int
     code: int
     length: int
-    xxh64: int
+    check: int
     fields: memoryview
 
     @property
@@ -352,7 +412,7 @@ class _Record(NamedTuple):
 def _parse(data) -> _Parsed:
     """Every container-level check, in the order of SPEC.md's "Reading, step by step"."""
     view = memoryview(data).cast("B")
-    major, minor, header_end = _check_prefix(view)
+    version, header_end = _check_prefix(view)
     body_end = view.nbytes - TRAILER.size
     (stored,) = TRAILER.unpack_from(view, body_end)
     computed = checksum(view[:body_end])
@@ -361,17 +421,19 @@ def _parse(data) -> _Parsed:
             f"trailer checksum (offset {body_end}) is {stored:016x}, but the bytes before it "
             f"hash to {computed:016x}: the archive is corrupted or truncated"
         )
-    header, chunk_count = _decode_header(_unpack_msgpack(view[PREFIX.size : header_end]))
-    records, frame_offset = _read_records(view, header_end, body_end, chunk_count, minor)
+    header, chunk_count = _decode_header(_unpack_msgpack(view[PREFIX.size : header_end]), version)
+    records, frame_offset = _read_records(view, header_end, body_end, chunk_count, version)
     _check_lengths_sum(records, header.input_size)
-    fallback_size = sum(record.length for record in records if record.code == FallbackChunk.code)
+    kinds = _kinds()
+    in_frame = {kind.code for kind in kinds.KINDS if kind.in_fallback_frame}
+    fallback_size = sum(record.length for record in records if record.code in in_frame)
     fallback = _decompress(view[frame_offset:body_end], frame_offset, fallback_size)
-    chunks = _decode_chunks(records, fallback, header.vector_dim)
-    return _Parsed((major, minor), header, chunks, view.nbytes, body_end - frame_offset)
+    chunks = _decode_chunks(records, fallback, header.vector_dim, version)
+    return _Parsed(version, header, chunks, view.nbytes, body_end - frame_offset)
 
 
-def _check_prefix(view: memoryview) -> tuple[int, int, int]:
-    """Size, magic, version, flags and header size; returns (major, minor, header end).
+def _check_prefix(view: memoryview) -> tuple[tuple[int, int], int]:
+    """Size, magic, version, flags and header size; returns (version, header end).
 
     These come before the trailer because a later major version or must-understand flag
     may lay out the rest of the file, trailer included, differently.
@@ -387,10 +449,9 @@ def _check_prefix(view: memoryview) -> tuple[int, int, int]:
     if size < PREFIX.size + TRAILER.size:
         raise FormatError(f"truncated: {size} bytes, under the {PREFIX.size + TRAILER.size}-byte minimum")
     _, major, minor, must_understand, _ignorable, header_size = PREFIX.unpack_from(view)
-    if major != VERSION[0]:
-        raise UnsupportedVersionError(
-            f"format version {major}.{minor} (offset 8) is not supported; this reader reads {VERSION[0]}.x"
-        )
+    if major not in READS:
+        known = " and ".join(f"{m}.x" for m in sorted(READS))
+        raise UnsupportedVersionError(f"format version {major}.{minor} (offset 8) is not supported; this reader reads {known}")
     unknown_flags = must_understand & ~MUST_UNDERSTAND_FLAGS
     if unknown_flags:
         raise UnsupportedVersionError(f"unknown must-understand flags 0x{unknown_flags:04x} (offset 10)")
@@ -398,69 +459,67 @@ def _check_prefix(view: memoryview) -> tuple[int, int, int]:
         raise LimitError(f"header size {header_size} (offset 14) is over the limit {MAX_HEADER_SIZE}")
     if PREFIX.size + header_size > size - TRAILER.size:
         raise FormatError(f"truncated: header size {header_size} (offset 14) runs past the end of the file")
-    return major, minor, PREFIX.size + header_size
+    return (major, minor), PREFIX.size + header_size
 
 
-def _read_records(view: memoryview, offset: int, end: int, count: int, minor: int):
+def _read_records(view: memoryview, offset: int, end: int, count: int, version: tuple[int, int]):
     """The framing of ``count`` records from ``offset``, every size bounded before use.
 
     Returns the records and the offset just after the last one, where the frame starts.
     """
-    if count > (end - offset) // RECORD.size:
+    smallest = MIN_RECORD_SIZE[version[0]]
+    if count > (end - offset) // smallest:
         raise FormatError(
-            f"header['chunk_count'] is {count}, but the {end - offset} bytes from offset "
-            f"{offset} to the trailer hold at most {(end - offset) // RECORD.size} records"
+            f"header chunk_count is {count}, but the {end - offset} bytes from offset "
+            f"{offset} to the trailer hold at most {(end - offset) // smallest} records"
         )
     records = []
     for index in range(count):
-        if offset + RECORD.size > end:
+        if offset + smallest > end:
             raise FormatError(f"truncated: chunk {index} (record at offset {offset}) runs into the trailer")
-        code, fields_size, length, digest = RECORD.unpack_from(view, offset)
-        start = offset + RECORD.size
-        record = _Record(index, offset, code, length, digest, view[start : start + fields_size])
+        start_of_record = offset
+        where = f"chunk {index} (record at offset {offset})"
+        if version[0] == 1:
+            code, fields_size, length, check = RECORD_V1.unpack_from(view, offset)
+            start = offset + RECORD_V1.size
+        else:
+            code = view[offset]
+            fields_size, at = read_varint(view[:end], offset + 1, f"{where}: fields size", limit=MAX_FIELDS_SIZE + 1)
+            length, at = read_varint(view[:end], at, f"{where}: length", limit=MAX_CHUNK_LENGTH + 1)
+            if at + CHECK_V2.size > end:
+                raise FormatError(f"truncated: {where} runs into the trailer")
+            (check,) = CHECK_V2.unpack_from(view, at)
+            start = at + CHECK_V2.size
+        record = _Record(index, start_of_record, code, length, check, view[start : start + fields_size])
         if fields_size > end - start:
             raise FormatError(f"{record.where}: its {fields_size} bytes of fields run into the trailer")
-        _check_int(length, f"{record.where}: length", 1, MAX_CHUNK_LENGTH)
-        if code not in (MemoryChunk.code, FallbackChunk.code) and minor <= VERSION[1]:
-            raise FormatError(f"{record.where}: unknown chunk kind {code} in a format 1.{minor} archive")
+        check_int(length, f"{record.where}: length", 1, MAX_CHUNK_LENGTH)
+        if _kinds().by_code(code) is None and version[1] <= READS[version[0]]:
+            raise FormatError(f"{record.where}: unknown chunk kind {code} in a format {version[0]}.{version[1]} archive")
         records.append(record)
         offset = start + fields_size
     return records, offset
 
 
-def _decode_chunks(records: list, fallback: bytes, vector_dim: int) -> list:
-    """Each record's kind-specific fields; zstd chunks take consecutive slices of ``fallback``."""
-    chunks, position = [], 0
+def _decode_chunks(records: list, fallback: bytes, vector_dim: int, version: tuple[int, int]) -> list:
+    """Each record's kind-specific fields, decoded by its kind; kinds that live in the
+    fallback frame take consecutive slices of ``fallback``."""
+    position = 0
+
+    def take_fallback(length: int) -> bytes:
+        nonlocal position
+        position += length
+        return fallback[position - length : position]
+
+    context = _kinds().WireContext(version, vector_dim, take_fallback)
+    chunks = []
     for record in records:
-        if record.code == MemoryChunk.code:
-            chunks.append(_memory_chunk(record, vector_dim))
-        elif record.code == FallbackChunk.code:
-            if record.fields.nbytes:
-                size = record.fields.nbytes
-                raise FormatError(f"{record.where}: a zstd record has no fields, not {size} bytes")
-            data = fallback[position : position + record.length]
-            position += record.length
-            if checksum(data) != record.xxh64:
-                raise ChecksumError(
-                    f"{record.where}: its fallback bytes hash to {checksum(data):016x}, "
-                    f"the record says {record.xxh64:016x}"
-                )
-            chunks.append(FallbackChunk(data))
-        else:
+        kind = _kinds().by_code(record.code)
+        if kind is None:
             chunks.append(_OpaqueChunk(record.code, record.length, record.offset))
+        else:
+            chunks.append(kind.decode_fields(record.fields, record.length, record.check, context, record.where))
     return chunks
-
-
-def _memory_chunk(record: _Record, vector_dim: int) -> MemoryChunk:
-    expected = MEMORY_FIELDS.size + 2 * vector_dim
-    if record.fields.nbytes != expected:
-        size = record.fields.nbytes
-        raise FormatError(f"{record.where}: a memory record has {expected} bytes of fields, not {size}")
-    n_tokens, min_margin = MEMORY_FIELDS.unpack_from(record.fields)
-    vector = bytes(record.fields[MEMORY_FIELDS.size :])
-    chunk = MemoryChunk(vector, n_tokens, record.length, record.xxh64, min_margin)
-    _check_memory(chunk, vector_dim, record.where)
-    return chunk
 
 
 def _decompress(frame: memoryview, offset: int, expected: int) -> bytes:
@@ -482,7 +541,7 @@ def _decompress(frame: memoryview, offset: int, expected: int) -> bytes:
         declared = "no content size" if unknown else f"{params.content_size} bytes"
         raise FormatError(f"{where}: declares {declared}, but the zstd chunks hold {expected} bytes")
     if params.dict_id:
-        raise FormatError(f"{where}: needs zstd dictionary {params.dict_id}; format 1.0 uses none")
+        raise FormatError(f"{where}: needs zstd dictionary {params.dict_id}; the format uses none")
     if params.window_size > MAX_WINDOW_SIZE:
         raise LimitError(f"{where}: window size {params.window_size} is over the limit {MAX_WINDOW_SIZE}")
     decompressor = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW_SIZE)
@@ -528,7 +587,7 @@ def _unique_keys(pairs: list) -> dict:
     return result
 
 
-def _decode_header(fields) -> tuple[Header, int]:
+def _decode_header(fields, version: tuple[int, int]) -> tuple[Header, int]:
     """Check the header's decoded msgpack map; return it as a Header plus chunk_count.
 
     Unknown keys are allowed (a later minor version may add optional ones) but are
@@ -536,24 +595,43 @@ def _decode_header(fields) -> tuple[Header, int]:
     """
     if not isinstance(fields, dict):
         raise FormatError(f"header: expected a msgpack map, got {_type_name(fields)}")
-    _check_value(fields, "header", 1)
-    missing = [name for name in _HEADER_FIELDS if name not in fields]
+    _check_value(fields, "header", 1, allow_bin=version[0] >= 2)
+    keys = {name: key for name, key, _ in _HEADER_KEYS[version[0]]}
+    missing = [key for _, key, required in _HEADER_KEYS[version[0]] if required and key not in fields]
     if missing:
         raise FormatError(f"header: missing field(s) {', '.join(missing)}")
+
+    def where(name: str) -> str:
+        return f"header[{keys[name]!r}]"
+
+    def scalar_map(name: str, types: tuple) -> dict:
+        value = fields.get(keys[name], {})
+        if not isinstance(value, dict):
+            raise FormatError(f"{where(name)}: expected a map, got {_type_name(value)}")
+        for key, item in value.items():
+            if not isinstance(item, types):
+                raise FormatError(f"{where(name)}[{reprlib.repr(key)}]: {_type_name(item)} is not allowed here")
+        return value
+
+    model_types = (str, int, bytes, type(None)) if version[0] >= 2 else (str, int, type(None))
     header = Header(
-        model=_scalar_map(fields, "model", (str, int, type(None))),
-        settings=_scalar_map(fields, "settings", (str, int, float, type(None))),
-        vector_dim=_check_int(fields["vector_dim"], "header['vector_dim']", 1, MAX_VECTOR_DIM),
-        input_size=_check_int(fields["input_size"], "header['input_size']", 0, MAX_INPUT_SIZE),
-        input_xxh64=_check_int(fields["input_xxh64"], "header['input_xxh64']", 0, _U64_MAX),
-        metadata=_scalar_map(fields, "metadata", (str,)),
+        model=scalar_map("model", model_types),
+        settings=scalar_map("settings", (str, int, float, type(None))),
+        vector_dim=check_int(fields[keys["vector_dim"]], where("vector_dim"), 1, MAX_VECTOR_DIM),
+        input_size=check_int(fields[keys["input_size"]], where("input_size"), 0, MAX_INPUT_SIZE),
+        input_xxh64=check_int(fields[keys["input_xxh64"]], where("input_xxh64"), 0, _U64_MAX),
+        metadata=scalar_map("metadata", (str,)),
     )
-    return header, _check_int(fields["chunk_count"], "header['chunk_count']", 0, MAX_CHUNKS)
+    return header, check_int(fields[keys["chunk_count"]], where("chunk_count"), 0, MAX_CHUNKS)
 
 
-def _check_value(value, where: str, depth: int) -> None:
-    """Bound one header value: type, UTF-8 size, entry count and nesting depth."""
-    if isinstance(value, str):
+def _check_value(value, where: str, depth: int, *, allow_bin: bool) -> None:
+    """Bound one header value: type, UTF-8 size, entry count and nesting depth. bin is
+    allowed from format 2 on (fingerprints as raw bytes)."""
+    if isinstance(value, bytes) and allow_bin:
+        if len(value) > MAX_STRING_SIZE:
+            raise LimitError(f"{where}: bin over the limit of {MAX_STRING_SIZE} bytes")
+    elif isinstance(value, str):
         if _utf8_size(value, where) > MAX_STRING_SIZE:
             raise LimitError(f"{where}: string over the limit of {MAX_STRING_SIZE} bytes")
     elif isinstance(value, float):
@@ -570,7 +648,7 @@ def _check_value(value, where: str, depth: int) -> None:
         for key, item in value.items() if isinstance(value, dict) else enumerate(value):
             if isinstance(value, dict):
                 _check_key(key, where)
-            _check_value(item, f"{where}[{reprlib.repr(key)}]", depth + 1)
+            _check_value(item, f"{where}[{reprlib.repr(key)}]", depth + 1, allow_bin=allow_bin)
     elif value is not None:
         raise FormatError(f"{where}: unsupported type {_type_name(value)}")
 
@@ -589,18 +667,7 @@ def _utf8_size(text: str, where: str) -> int:
         raise FormatError(f"{where}: string {reprlib.repr(text)} is not valid UTF-8") from None
 
 
-def _scalar_map(fields: dict, name: str, types: tuple) -> dict:
-    """Header field ``name``: a map whose values are all of ``types`` (bool counts as int)."""
-    value, where = fields[name], f"header[{name!r}]"
-    if not isinstance(value, dict):
-        raise FormatError(f"{where}: expected a map, got {_type_name(value)}")
-    for key, item in value.items():
-        if not isinstance(item, types):
-            raise FormatError(f"{where}[{reprlib.repr(key)}]: {_type_name(item)} is not allowed here")
-    return value
-
-
-def _check_int(value, where: str, low: int, high: int) -> int:
+def check_int(value, where: str, low: int, high: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise FormatError(f"{where}: expected an integer, got {_type_name(value)}")
     if value < low:
@@ -608,19 +675,6 @@ def _check_int(value, where: str, low: int, high: int) -> int:
     if value > high:
         raise LimitError(f"{where}: {value} is over the limit {high}")
     return value
-
-
-def _check_memory(chunk: MemoryChunk, vector_dim: int, where: str) -> None:
-    _check_int(chunk.n_tokens, f"{where}: n_tokens", 1, MAX_TOKENS_PER_CHUNK)
-    _check_int(chunk.length, f"{where}: length", 1, MAX_CHUNK_LENGTH)
-    _check_int(chunk.xxh64, f"{where}: xxh64", 0, _U64_MAX)
-    margin = chunk.min_margin
-    if not isinstance(margin, (int, float)) or not math.isfinite(margin) or margin < 0:
-        raise FormatError(f"{where}: min_margin {margin!r} is not a finite number >= 0")
-    if not isinstance(chunk.vector, bytes) or len(chunk.vector) != 2 * vector_dim:
-        raise FormatError(f"{where}: vector is not {2 * vector_dim} bytes ({vector_dim} fp16 values)")
-    if 1 in chunk.vector[1::2].translate(_FP16_NONFINITE):
-        raise FormatError(f"{where}: vector holds an infinite or NaN fp16 value")
 
 
 def _check_lengths_sum(chunks: Sequence, input_size: int) -> None:

@@ -28,7 +28,6 @@ import msgpack
 log = logging.getLogger(__name__)
 
 JOURNAL_VERSION = 1
-SUFFIX = ".journal"
 _MAX_JOURNAL_BYTES = 1 << 31  # a journal holds at most one archive's vectors
 
 
@@ -106,11 +105,6 @@ class Journal:
 
     def close(self) -> None:
         self._file.close()
-
-    def remove(self) -> None:
-        """Close and delete: the archive is safely written and the journal is no longer needed."""
-        self.close()
-        self.path.unlink(missing_ok=True)
 
 
 def _group_record(group: int, entries: list[JournalEntry]) -> dict:

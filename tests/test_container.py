@@ -18,15 +18,16 @@ from llmzip.container import (
     MAX_CHUNK_LENGTH,
     MAX_TOKENS_PER_CHUNK,
     Archive,
-    FallbackChunk,
     Header,
-    MemoryChunk,
     checksum,
+    chunk_check,
     pack,
     read_header,
     unpack,
 )
 from llmzip.errors import LmzError
+from llmzip.kinds.memory import MemoryChunk
+from llmzip.kinds.zstd import FallbackChunk
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
@@ -44,7 +45,7 @@ def bad_fixtures() -> dict:
 def make_archive(texts_and_kinds, *, vector_dim=4, **header_fields):
     """(header, chunks) for [(text, "memory" | "zstd")], with valid checksums."""
     chunks = [
-        MemoryChunk(struct.pack(f"<{vector_dim}e", *range(vector_dim)), 3, len(text), checksum(text), 0.25)
+        MemoryChunk(struct.pack(f"<{vector_dim}e", *range(vector_dim)), 3, len(text), chunk_check(text), 0.25)
         if kind == "memory" else FallbackChunk(text)
         for text, kind in texts_and_kinds
     ]
@@ -62,7 +63,19 @@ SAMPLE = [(b"First chunk. ", "memory"), (b"Second, stored with zstd. ", "zstd"),
 
 def test_round_trip_keeps_every_field():
     header, chunks = make_archive(SAMPLE)
-    assert unpack(pack(header, chunks)) == Archive((1, 0), header, tuple(chunks))
+    assert unpack(pack(header, chunks)) == Archive((2, 0), header, tuple(chunks))
+
+
+def test_consecutive_zstd_chunks_become_one_record():
+    header, chunks = make_archive([(b"a" * 10, "zstd"), (b"b" * 10, "zstd"), (b"c", "memory"), (b"d", "zstd")])
+    assert [(type(c).__name__, c.length) for c in unpack(pack(header, chunks)).chunks] == [
+        ("FallbackChunk", 20), ("MemoryChunk", 1), ("FallbackChunk", 1)]
+
+
+def test_a_run_of_zstd_chunks_is_split_at_the_chunk_length_limit():
+    texts = [(bytes([65 + i]) * (MAX_CHUNK_LENGTH // 2 + 1), "zstd") for i in range(3)]
+    header, chunks = make_archive(texts)
+    assert [c.length for c in unpack(pack(header, chunks)).chunks] == [MAX_CHUNK_LENGTH // 2 + 1] * 3
 
 
 def test_empty_input_round_trips():
@@ -77,10 +90,10 @@ def test_read_header_summarises_without_a_model():
     info = read_header(data)
     assert info.chunk_counts == {"memory": 2, "zstd": 1}
     assert info.input_bytes == {"memory": 20, "zstd": 26}
-    assert info.vector_bytes == 2 * 8
+    assert info.stored_bytes["memory"] == 2 * 8
     assert info.min_margin == 0.25
     assert info.archive_size == len(data)
-    assert info.vector_bytes + info.fallback_bytes + info.overhead_bytes == len(data)
+    assert sum(info.stored_bytes.values()) + info.overhead_bytes == len(data)
     assert info.ratio == len(data) / 46
 
 
@@ -104,33 +117,32 @@ def test_pack_is_canonical():
 
 
 def test_spec_example_is_what_pack_writes():
-    """The annotated 192-byte archive in format/SPEC.md, "Example"."""
-    header = Header(model={"source_kind": "local"}, settings={}, vector_dim=2, input_size=7,
+    """The annotated 93-byte archive in format/SPEC.md, "Example"."""
+    header = Header(model={"k": "local"}, settings={}, vector_dim=2, input_size=7,
                     input_xxh64=checksum(b"Hi! zz\n"), metadata={})
     vector = struct.pack("<2e", 1.0, -2.0)
-    chunks = [MemoryChunk(vector, 2, 4, checksum(b"Hi! "), 0.5), FallbackChunk(b"zz\n")]
+    chunks = [MemoryChunk(vector, 2, 4, chunk_check(b"Hi! "), 0.5), FallbackChunk(b"zz\n")]
     assert pack(header, chunks) == bytes.fromhex(
-        "894c4d5a0d0a1a0a 0100 0000 0000 68000000"
-        "87 ab6368756e6b5f636f756e74 02 aa696e7075745f73697a65 07"
-        "ab696e7075745f7878683634 cf3225e2db42dc3c6c a86d65746164617461 80"
-        "a56d6f64656c 81 ab736f757263655f6b696e64 a56c6f63616c a873657474696e6773 80"
-        "aa766563746f725f64696d 02"
-        "01 10000000 04000000 dc16efccc0d4f215 02000000 000000000000e03f 003c00c0"
-        "02 00000000 03000000 f5f17636c08ca68b"
+        "894c4d5a0d0a1a0a 0200 0000 0000 20000000"
+        "85 a163 02 a164 02 a16d 81 a16b a56c6f63616c a16e 07 a178 cf3225e2db42dc3c6c"
+        "01 09 04 70d708c0 02 0000003f 003c00c0"
+        "02 00 03 c20e1219"
         "28b52ffd2003190000 7a7a0a"
-        "40154f401fccf2a6"
+        "7cb232725d4bf309"
     )
 
 
-def test_checksum_is_xxh64_seed_0():
-    assert checksum(b"") == 0xEF46DB3751D8E999  # the test vector SPEC.md gives
+def test_checksums_are_xxh64_and_xxh32_seed_0():
+    assert checksum(b"") == 0xEF46DB3751D8E999  # the test vectors SPEC.md gives
+    assert chunk_check(b"") == 0x02CC5D05
+    assert chunk_check(b"", (1, 0)) == checksum(b"")
 
 
 # ---------------------------------------------------------------- the writer refuses what the reader would
 
 
 def _memory(**changes):
-    fields = dict(vector=b"\0\0" * 4, n_tokens=1, length=4, xxh64=checksum(b"abcd"), min_margin=0.5)
+    fields = dict(vector=b"\0\0" * 4, n_tokens=1, length=4, check=chunk_check(b"abcd"), min_margin=0.5)
     return MemoryChunk(**{**fields, **changes})
 
 
@@ -144,7 +156,7 @@ def _memory(**changes):
         (_memory(n_tokens=MAX_TOKENS_PER_CHUNK + 1), errors.LimitError),
         (_memory(min_margin=-0.1), errors.FormatError),
         (_memory(min_margin=float("nan")), errors.FormatError),
-        (_memory(xxh64=1 << 64), errors.LimitError),
+        (_memory(check=1 << 32), errors.LimitError),
         (FallbackChunk(b""), errors.FormatError),
         (FallbackChunk(b"x" * (MAX_CHUNK_LENGTH + 1)), errors.LimitError),
         ("abcd", errors.FormatError),
@@ -210,12 +222,20 @@ def test_bad_fixture_raises_its_error(name, error):
         read_header(BAD / name)
 
 
-@pytest.mark.parametrize("name", ["empty", "memory", "mixed", "fallback", "future_optional"])
+@pytest.mark.parametrize("name", ["empty", "memory", "mixed", "fallback", "future_optional",
+                                  "v2-empty", "v2-memory", "v2-mixed"])
 def test_golden_archives_unpack(name):
     data = (GOLDEN / f"{name}.lmz").read_bytes()
     archive = unpack(data)
-    if archive.version == (1, 0):  # pack writes 1.0, so only these re-encode to the same bytes
+    if archive.version == (2, 0):  # pack writes 2.0, so only these re-encode to the same bytes
         assert pack(archive.header, archive.chunks) == data
+
+
+def test_format_1_and_2_goldens_hold_the_same_chunks():
+    old, new = unpack((GOLDEN / "memory.lmz").read_bytes()), unpack((GOLDEN / "v2-memory.lmz").read_bytes())
+    assert [(c.vector, c.n_tokens, c.length, c.min_margin) for c in old.chunks] == [
+        (c.vector, c.n_tokens, c.length, c.min_margin) for c in new.chunks]
+    assert (old.header.input_size, old.header.input_xxh64) == (new.header.input_size, new.header.input_xxh64)
 
 
 def test_newer_minor_optional_parts_are_ignored():
@@ -226,9 +246,11 @@ def test_newer_minor_optional_parts_are_ignored():
     assert (newer.header, newer.chunks) == (mixed.header, mixed.chunks)
 
 
-def test_newer_minor_unknown_kind_is_described_but_not_extracted():
-    data = (GOLDEN / "future_kind.lmz").read_bytes()
-    assert read_header(data).chunk_counts == {"memory": 2, "zstd": 2, "kind 9": 1}
+@pytest.mark.parametrize("name, counts", [("future_kind", {"memory": 2, "zstd": 2, "kind 9": 1}),
+                                          ("v2-future_kind", {"memory": 2, "zstd": 1, "kind 9": 1})])
+def test_newer_minor_unknown_kind_is_described_but_not_extracted(name, counts):
+    data = (GOLDEN / f"{name}.lmz").read_bytes()
+    assert read_header(data).chunk_counts == counts
     with pytest.raises(errors.UnsupportedVersionError, match="kind 9"):
         unpack(data)
 
@@ -259,8 +281,8 @@ def archives(draw):
         vector=st.lists(fp16, min_size=dim, max_size=dim).map(lambda v: struct.pack(f"<{dim}e", *v)),
         n_tokens=st.integers(1, MAX_TOKENS_PER_CHUNK),
         length=st.integers(1, MAX_CHUNK_LENGTH),
-        xxh64=st.integers(0, (1 << 64) - 1),
-        min_margin=st.floats(min_value=0, allow_infinity=False),
+        check=st.integers(0, (1 << 32) - 1),
+        min_margin=st.floats(min_value=0, allow_infinity=False, width=32),  # format 2 stores f32
     )
     fallback = st.builds(FallbackChunk, st.binary(min_size=1, max_size=300))
     chunks = draw(st.lists(st.one_of(memory, fallback), max_size=8))
@@ -280,13 +302,20 @@ def archives(draw):
 def test_property_round_trip(archive):
     header, chunks = archive
     data = pack(header, chunks)
-    assert unpack(data) == Archive((1, 0), header, tuple(chunks))
+    merged = []  # what pack stores: consecutive zstd chunks as one
+    for chunk in chunks:
+        if merged and isinstance(chunk, FallbackChunk) and isinstance(merged[-1], FallbackChunk):
+            merged[-1] = FallbackChunk(merged[-1].data + chunk.data)
+        else:
+            merged.append(chunk)
+    assert unpack(data) == Archive((2, 0), header, tuple(merged))
     info = read_header(data)
-    assert sum(info.chunk_counts.values()) == len(chunks)
-    assert info.vector_bytes + info.fallback_bytes + info.overhead_bytes == len(data)
+    assert sum(info.chunk_counts.values()) == len(merged)
+    assert sum(info.stored_bytes.values()) + info.overhead_bytes == len(data)
 
 
-_SEEDS = [(GOLDEN / f"{name}.lmz").read_bytes() for name in ("mixed", "memory", "empty", "future_kind")]
+_SEEDS = [(GOLDEN / f"{name}.lmz").read_bytes()
+          for name in ("mixed", "memory", "empty", "future_kind", "v2-mixed", "v2-memory", "v2-empty", "v2-future_kind")]
 _mutation = st.tuples(st.sampled_from(["flip", "set", "delete", "insert", "truncate"]),
                       st.floats(0, 1, exclude_max=True), st.integers(0, 255))
 

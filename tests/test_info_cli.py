@@ -66,7 +66,7 @@ def test_human_output_names_everything_the_issue_asks_for():
         "archive size    898 B",
         "input size      425 B, xxh64 7ebe9d7546079f34",
         "ratio           2.113 (archive / input)",
-        "stored bytes    vectors 32 B, fallback 151 B, overhead 715 B",
+        "stored bytes    memory 32 B, zstd 151 B, overhead 715 B",
         "chunks          5: 2 memory (101 B of input), 3 zstd (324 B of input)",
         "min margin      0.5",
         "source_kind            default",

@@ -21,6 +21,7 @@ from reliability_helpers import (
     run_cli, tally_fixture,
 )
 from llmzip import container
+from llmzip.kinds.memory import MemoryChunk
 
 MAX_SECONDS = 1.0
 MAX_MIB = 64
@@ -35,9 +36,9 @@ def forged(loaded, *, n_tokens=None, vector_dim=None) -> bytes:
     padding = bytes(2 * (vector_dim - archive.header.vector_dim))
     chunks, first = [], True
     for chunk in archive.chunks:
-        if isinstance(chunk, container.MemoryChunk):
+        if isinstance(chunk, MemoryChunk):
             tokens = n_tokens if first and n_tokens else chunk.n_tokens
-            chunk = container.MemoryChunk(chunk.vector + padding, tokens, chunk.length, chunk.xxh64, chunk.min_margin)
+            chunk = MemoryChunk(chunk.vector + padding, tokens, chunk.length, chunk.check, chunk.min_margin)
             first = False
         chunks.append(chunk)
     return container.pack(dataclasses.replace(archive.header, vector_dim=vector_dim), chunks)
@@ -59,7 +60,7 @@ def hostile_files(tiny_model, tmp_path_factory):
     """fixtures/bad, plus the codec-level attacks (as bytes and as files)."""
     folder = tmp_path_factory.mktemp("hostile")
     memory = next(c for c in container.unpack(real_archive(tiny_model)).chunks
-                  if isinstance(c, container.MemoryChunk))
+                  if isinstance(c, MemoryChunk))
     built = {name: forged(tiny_model, **changes(memory)) for name, changes in CODEC_ATTACKS.items()}
     paths = sorted((REPO / "fixtures" / "bad").glob("*.lmz"))
     for index, data in enumerate(built.values()):

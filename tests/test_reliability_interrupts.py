@@ -20,6 +20,7 @@ import time
 import pytest
 
 from llmzip import container
+from llmzip.kinds.memory import MemoryChunk
 from reliability_helpers import archive_path  # noqa: F401 - a fixture
 from reliability_helpers import (
     CLEAN, EXACT, TINY_MODEL_DIR, classify, fork_server, run_cli, scaled, tally_fixture,
@@ -91,7 +92,7 @@ def test_interrupted_compress_resumes_to_the_identical_archive(tally, tmp_path):
     source.write_bytes(TEXT)
     duration = timed_run(["compress", source, "-o", tmp_path / "reference.lmz", *COMPRESS], tmp_path / "err")
     reference = (tmp_path / "reference.lmz").read_bytes()
-    assert any(isinstance(c, container.MemoryChunk) for c in container.unpack(reference).chunks)
+    assert any(isinstance(c, MemoryChunk) for c in container.unpack(reference).chunks)
     folder = tmp_path / "out"
     target = folder / "doc.txt.lmz"
     argv = ["compress", source, "-o", target, *COMPRESS]

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from llmzip import codec
+from llmzip import decode as decode_module
 from llmzip.errors import ModelMismatchError
 from llmzip.model import load_model
 from reliability_helpers import archive_path  # noqa: F401 - a fixture
@@ -54,7 +55,7 @@ def no_decoding(monkeypatch):
     """Fail the test if any chunk reaches the decoder."""
     def refuse(*args, **kwargs):
         raise AssertionError("decoded a chunk with the wrong model")
-    monkeypatch.setattr(codec, "decode", refuse)
+    monkeypatch.setattr(decode_module, "decode", refuse)
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -94,6 +95,6 @@ def test_another_dtype_is_refused(tally, tiny_model, no_decoding, method):
 def test_the_mismatch_check_runs_before_decoding(tiny_model):
     """The same archive with the right model does reach the decoder (the guard above is
     not vacuous)."""
-    with mock.patch.object(codec, "decode", wraps=codec.decode) as decode:
+    with mock.patch.object(decode_module, "decode", wraps=decode_module.decode) as decode:
         codec.LmzDecompressor(loaded=tiny_model).verify(real_archive(tiny_model))
     assert decode.call_count >= 1
