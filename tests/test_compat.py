@@ -1,0 +1,52 @@
+"""Archives written by released versions (fixtures/compat/) extract byte for byte.
+
+DESIGN.md, invariant 7: every archive ever written stays extractable. The default-model
+archive needs Gemma 3 270M, so its test is marked slow (it runs in CI too).
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from llmzip import codec, container
+
+COMPAT = Path(__file__).resolve().parent.parent / "fixtures" / "compat"
+
+
+def test_tiny_model_archive_from_0_1_0_extracts_exactly(tiny_model):
+    archive = (COMPAT / "tiny-model.lmz").read_bytes()
+    assert container.unpack(archive).version == (1, 0)
+    decompressor = codec.LmzDecompressor(loaded=tiny_model)
+    assert decompressor.decompress(archive) == (COMPAT / "tiny-model.txt").read_bytes()
+    checks = decompressor.verify(archive)
+    assert [c.kind for c in checks] == ["memory"] * 3 + ["zstd"]
+    assert all(c.decode_margin >= 0.25 for c in checks if c.kind == "memory")
+
+
+def test_0_1_0_archive_is_checked_with_the_0_1_0_fingerprints(tiny_model):
+    """The archive records fingerprint algorithm 1 (128-bit, serialisation-dependent); the
+    loaded model's algorithm-1 fingerprints are computed to compare with it."""
+    archive = container.unpack((COMPAT / "tiny-model.lmz").read_bytes())
+    recorded = archive.header.model
+    assert "fingerprint_version" not in recorded and len(recorded["weights_fingerprint"]) == 32
+    legacy = tiny_model.identity_for(1)
+    assert legacy.weights_fingerprint == recorded["weights_fingerprint"]
+    assert legacy.tokenizer_fingerprint == recorded["tokenizer_fingerprint"]
+
+
+def test_compat_archives_are_described_by_info(run):
+    for name in ("tiny-model.lmz", "default-model.lmz"):
+        code, out, _ = run("info", "--json", COMPAT / name)
+        assert code == 0
+        [described] = json.loads(out)
+        assert described["format_version"] == "1.0" and described["chunks"]["zstd"] == 1
+
+
+@pytest.mark.slow
+def test_default_model_archive_from_0_1_0_extracts_exactly(default_model):
+    archive = (COMPAT / "default-model.lmz").read_bytes()
+    decompressor = codec.LmzDecompressor(loaded=default_model)
+    checks = decompressor.verify(archive)
+    assert [c.kind for c in checks].count("memory") == 12
+    assert decompressor.decompress(archive) == (COMPAT / "default-model.txt").read_bytes()
