@@ -71,11 +71,12 @@ class ModelIdentity:
     def to_header(self) -> dict[str, Any]:
         """The compact map a format 2 header stores: one-letter keys, fingerprints and
         sha256 as raw bytes, hidden size left out (the header's vector_dim is it), and the
-        source id left out for the default model (the source kind names it)."""
+        source id and sha256 left out for the default model (its package pins both)."""
         header = {}
         for name, key in _COMPACT_KEYS.items():
             value = getattr(self, name)
-            if value is None or (name == "source_id" and self.source_kind == "default"):
+            implied = name in ("source_id", "source_sha256") and self.source_kind == "default"
+            if value is None or implied:  # the default package pins both
                 continue
             header[key] = bytes.fromhex(value) if name in _BINARY_FIELDS else value
         return header

@@ -60,3 +60,13 @@ def test_readme_export_example_regenerates_the_first_chunk(sample_archive, monke
 
 def test_readme_api_example_runs(default_model):
     exec(readme_python_blocks()[0], {})
+
+
+def test_empty_input_gives_an_archive_of_at_most_160_bytes(default_model):
+    """Issue 11's target: the compact format-2 header (the default model's identity,
+    settings and creator) plus framing stays small."""
+    from llmzip import codec
+
+    archive = codec.LmzCompressor(loaded=default_model).compress(b"")
+    assert len(archive) <= 160, len(archive)
+    assert codec.LmzDecompressor(loaded=default_model).decompress(archive) == b""
