@@ -6,6 +6,7 @@ imported inside the commands that need them, so ``llmzip --help`` and ``llmzip i
 start in well under a second.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -100,6 +101,29 @@ def _show(value) -> str:
     return value if isinstance(value, str) and value.isprintable() else json.dumps(value)
 
 
+def _file_name(path) -> str:
+    """How messages name a file: as given, "stdin" for -, never raw control characters."""
+    return "stdin" if path == "-" else _show(str(path))
+
+
+class _FileError(InputError):
+    """An error about one file; its message is ``FILE: message``, the file named once."""
+
+    def __init__(self, path, message):
+        super().__init__(f"{_file_name(path)}: {message}")
+
+
+@contextlib.contextmanager
+def _about(path):
+    """Errors raised while working on ``path`` name it, once: ``FILE: message``."""
+    try:
+        yield
+    except _FileError:
+        raise
+    except LmzError as exc:
+        raise _FileError(path, exc) from exc
+
+
 def _margin(margin: float | None) -> str:
     return "-" if margin is None else f"{margin:.2f}"
 
@@ -142,27 +166,51 @@ def _read_input(path: str) -> bytes:
         with open(path, "rb") as handle:
             return handle.read()
     except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
+        raise _FileError(path, "no such file") from None
     except IsADirectoryError:
-        raise InputError(f"{path}: is a directory") from None
+        raise _FileError(path, "is a directory") from None
     except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+        raise _FileError(path, f"cannot read: {exc.strerror}") from None
+
+
+def _in_place(output: str) -> bool:
+    """An existing output that is not a regular file (/dev/null, a FIFO, a device) is
+    written in place, as gzip and zstd do: no -f needed, no temporary file, no rename."""
+    return os.path.exists(output) and not os.path.isfile(output) and not os.path.isdir(output)
+
+
+def _probe_directory(directory: str) -> None:
+    """Raise OSError unless a file can be created in ``directory`` (os.access cannot
+    tell: it says yes to root on a read-only mount and in /proc)."""
+    handle, name = tempfile.mkstemp(dir=directory, prefix=".llmzip-probe.", suffix=".tmp")
+    os.close(handle)
+    os.unlink(name)
 
 
 def _check_output(output: str | None, force: bool, *, source: str, binary: bool) -> None:
-    """Refuse before any work: an existing output without -f, the input as output, or
-    archive bytes to a terminal."""
+    """Refuse before any work (before a model loads): an existing output without -f, the
+    input as output, archive bytes to a terminal, or a directory llmzip cannot write in."""
     if output is None:
         if binary and sys.stdout.isatty():
             raise InputError("refusing to write archive bytes to a terminal; use -o FILE or redirect stdout")
         return
     if source != "-" and os.path.exists(source) and os.path.exists(output) and os.path.samefile(source, output):
-        raise InputError(f"{output}: output would overwrite the input")
+        raise _FileError(output, "output would overwrite the input")
+    if os.path.isdir(output):
+        raise _FileError(output, "is a directory")
+    if _in_place(output):
+        return
     if os.path.exists(output) and not force:
-        raise InputError(f"{output}: already exists; use -f to overwrite")
+        raise _FileError(output, "already exists; use -f to overwrite")
     directory = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(directory):
-        raise InputError(f"{output}: directory {directory} does not exist")
+        if os.path.exists(directory):
+            raise _FileError(output, f"{_show(directory)} is not a directory")
+        raise _FileError(output, f"directory {_show(directory)} does not exist")
+    try:
+        _probe_directory(directory)
+    except OSError as exc:
+        raise _FileError(output, f"cannot write in {_show(directory)}: {exc.strerror}") from None
 
 
 def _write_output(output: str | None, data: bytes, force: bool) -> None:
@@ -175,30 +223,30 @@ def _write_output(output: str | None, data: bytes, force: bool) -> None:
         except OSError as exc:  # a full disk or closed pipe behind stdout
             raise InputError(f"stdout: cannot write: {exc.strerror}") from None
         return
-    if os.path.exists(output) and not os.path.isfile(output):
+    if _in_place(output):
         # A device or pipe (/dev/null, /dev/full, a FIFO) is written in place: renaming a
         # temporary file over it would replace the device node itself.
         try:
             with open(output, "wb") as handle:
                 handle.write(data)
         except OSError as exc:
-            raise InputError(f"{output}: cannot write: {exc.strerror}") from None
+            raise _FileError(output, f"cannot write: {exc.strerror}") from None
         return
     directory = os.path.dirname(os.path.abspath(output))
     try:
         handle = tempfile.NamedTemporaryFile(dir=directory, prefix="." + os.path.basename(output) + ".", suffix=".tmp", delete=False)
     except OSError as exc:
-        raise InputError(f"{output}: cannot write in {directory}: {exc.strerror}") from None
+        raise _FileError(output, f"cannot write in {_show(directory)}: {exc.strerror}") from None
     try:
         with handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         if os.path.exists(output) and not force:  # appeared while we worked
-            raise InputError(f"{output}: already exists; use -f to overwrite")
+            raise _FileError(output, "already exists; use -f to overwrite")
         os.replace(handle.name, output)
     except OSError as exc:
-        raise InputError(f"{output}: cannot write: {exc.strerror}") from None
+        raise _FileError(output, f"cannot write: {exc.strerror}") from None
     finally:
         if os.path.exists(handle.name):
             os.unlink(handle.name)
@@ -221,15 +269,17 @@ def _fsync_directory(directory: str) -> None:
 
 def _output_path(file: str, output: str | None, to_stdout: bool, derive) -> str | None:
     """None means stdout. ``derive(file)`` gives the default output name."""
+    if to_stdout and output is not None:
+        raise click.UsageError("-c/--stdout and -o/--output cannot be used together", click.get_current_context())
     if to_stdout or output == "-" or (output is None and file == "-"):
         return None
     return output if output is not None else derive(file)
 
 
 @cli.command()
-@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True), help="Archive path (default FILE.lmz; - for stdout).")
-@click.option("-c", "--stdout", "to_stdout", is_flag=True, help="Write the archive to stdout.")
+@click.argument("file", type=click.Path(allow_dash=True))
+@click.option("-o", "--output", type=click.Path(allow_dash=True), help="Archive path (default FILE.lmz; - for stdout).")
+@click.option("-c", "--stdout", "to_stdout", is_flag=True, help="Write the archive to stdout (not with -o).")
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--model", default="default", show_default=True, help="default, org/name@<commit>, a model directory or a .gguf file.")
 @click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda, cuda:1, ...")
@@ -255,7 +305,7 @@ def compress(file, output, to_stdout, force, model, device, chunk_tokens, max_st
     train = _train_config(device, max_steps=max_steps, margin=margin, batch_size=batch_size)
     compressor = codec.LmzCompressor(model=model, device=device, chunk_tokens=chunk_tokens, train=train)
     journal = codec.journal_path_for(target) if target is not None else None
-    with _TrainingProgress(enabled=_show_progress(quiet, no_progress)) as progress:
+    with _about(file), _TrainingProgress(enabled=_show_progress(quiet, no_progress)) as progress:
         archive, report = compressor.compress_with_report(
             data, journal_path=journal, on_step=progress.step, on_chunk=progress.chunk
         )
@@ -315,9 +365,9 @@ class _TrainingProgress:
 
 
 @cli.command()
-@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True), help="Output path (default FILE without .lmz; - for stdout).")
-@click.option("-c", "--stdout", "to_stdout", is_flag=True, help="Write to stdout.")
+@click.argument("file", type=click.Path(allow_dash=True))
+@click.option("-o", "--output", type=click.Path(allow_dash=True), help="Output path (default FILE without .lmz; - for stdout).")
+@click.option("-c", "--stdout", "to_stdout", is_flag=True, help="Write to stdout (not with -o).")
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--model", default=None, help="Model spec [default: the one the archive names].")
 @click.option("--device", default="cpu", show_default=True, help="Torch device.")
@@ -335,18 +385,19 @@ def extract(file, output, to_stdout, force, model, device, quiet, verbose, no_pr
 
     from llmzip import codec
 
-    data = codec.LmzDecompressor(model=model, device=device).decompress(archive)
+    with _about(file):
+        data = codec.LmzDecompressor(model=model, device=device).decompress(archive)
     _write_output(target, data, force)
 
 
 def _strip_lmz(name: str) -> str:
     if not name.endswith(".lmz") or name == ".lmz":
-        raise InputError(f"{name}: does not end in .lmz; name the output with -o")
+        raise _FileError(name, "does not end in .lmz; name the output with -o")
     return name[: -len(".lmz")]
 
 
 @cli.command()
-@click.argument("files", nargs=-1, required=True, metavar="FILE.lmz...", type=click.Path(dir_okay=False))
+@click.argument("files", nargs=-1, required=True, metavar="FILE.lmz...", type=click.Path())
 @click.option("--model", default=None, help="Model spec [default: the one each archive names].")
 @click.option("--device", default="cpu", show_default=True, help="Torch device.")
 @_verbosity
@@ -362,9 +413,10 @@ def verify(files, model, device, quiet, verbose, no_progress):
     failed = 0
     for path in files:
         try:
-            checks = decompressor.verify(_read_input(path))
+            with _about(path):
+                checks = decompressor.verify(_read_input(path))
         except LmzError as exc:
-            click.echo(f"llmzip: error: {_show(path)}: {exc}", err=True)
+            click.echo(f"llmzip: error: {exc}", err=True)
             failed += 1
             continue
         memory = [c for c in checks if c.kind == "memory"]
@@ -380,8 +432,8 @@ def verify(files, model, device, quiet, verbose, no_progress):
 
 
 @cli.command()
-@click.argument("file", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The .safetensors file to write.")
+@click.argument("file", type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(), help="The .safetensors file to write.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output.")
 def export(file, output, force):
     """Write the memory vectors of FILE.lmz as safetensors, for use as soft prompts.
@@ -396,7 +448,8 @@ def export(file, output, force):
     import numpy
     from safetensors.numpy import save
 
-    archive = unpack(_read_input(file))
+    with _about(file):
+        archive = unpack(_read_input(file))
     rows, vectors, offset = [], [], 0
     for index, chunk in enumerate(archive.chunks):
         if isinstance(chunk, MemoryChunk):
@@ -405,7 +458,7 @@ def export(file, output, force):
             vectors.append(numpy.frombuffer(chunk.vector, dtype="<f2"))
         offset += chunk.length
     if not vectors:
-        raise InputError(f"{file}: has no memory vectors (every chunk is stored with zstd)")
+        raise _FileError(file, "has no memory vectors (every chunk is stored with zstd)")
     metadata = {
         "llmzip.chunks": json.dumps(rows),
         "llmzip.model": json.dumps(archive.header.model, sort_keys=True),
@@ -415,7 +468,7 @@ def export(file, output, force):
 
 
 @cli.command()
-@click.argument("corpus", type=click.Path(dir_okay=False))
+@click.argument("corpus", type=click.Path())
 @click.option("--rows", type=click.IntRange(1), default=20, show_default=True, help="Use ROWS data rows.")
 @click.option("--start", type=click.IntRange(0), default=0, show_default=True, help="First data row to use (0-based), to run a corpus in slices.")
 @click.option("--column", default="chunk", show_default=True, help="CSV column holding the text.")
@@ -429,8 +482,8 @@ def export(file, output, force):
 @click.option("--capacity", is_flag=True, help="For rows not stored, bisect the longest token prefix one vector holds.")
 @click.option("--probes", type=click.IntRange(1), default=3, show_default=True, help="Prefix lengths tried per row in each capacity round (1 = plain bisection).")
 @click.option("--resolution", type=click.IntRange(1), default=2, show_default=True, help="Capacity bisection stops at this many tokens.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write every measurement here as JSON.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG of accuracy against row length here.")
+@click.option("--json", "json_path", type=click.Path(), help="Write every measurement here as JSON.")
+@click.option("--plot", "plot_path", type=click.Path(), help="Write a PNG of accuracy against row length here.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing --json/--plot files.")
 @_verbosity
 def bench(corpus, rows, start, column, model, device, max_steps, margin, batch_size, lr, threads, capacity, probes, resolution,

@@ -1,0 +1,126 @@
+"""What a new user trips over (issue 12): each item through the command line, in process.
+
+Every error is one line on stderr, ``llmzip: error: FILE: message`` where a file is at
+fault, and comes before the model loads wherever the arguments alone show it; outputs
+are ordinary files; -v says more; --threads applies for one command and no longer.
+"""
+
+import os
+
+import pytest
+
+from llmzip import codec
+
+TINY = ["--chunk-tokens", "16", "--max-steps", "40"]
+LEARNED = b"The quick brown fox jumps over the lazy dog."  # the fixture model stores it as one vector
+BAD = os.path.join(os.path.dirname(__file__), "..", "fixtures", "bad", "bitflip_trailer.lmz")
+
+
+@pytest.fixture
+def model_args(tiny_model_dir):
+    return ["--model", str(tiny_model_dir)]
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fail loudly if anything starts loading a model."""
+    import llmzip.model
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(codec, "load_model", refuse)
+    monkeypatch.setattr(llmzip.model, "load_model", refuse)
+
+
+def one_error_line(err: str, *needles) -> bool:
+    return err.count("\n") == 1 and err.startswith("llmzip: error: ") and "Traceback" not in err and all(
+        needle in err for needle in needles
+    )
+
+
+def compressed(run, model_args, tmp_path, data=LEARNED, name="doc.txt"):
+    source = tmp_path / name
+    source.write_bytes(data)
+    code, _, err = run("compress", source, *model_args, *TINY, "-q")
+    assert code == 0, err
+    return source, tmp_path / (name + ".lmz")
+
+
+# 1. An output directory llmzip cannot write in: one line, exit 1, before the model loads.
+
+
+@pytest.mark.parametrize("where", ["proc", "under-a-file", "read-only"])
+def test_unwritable_output_directory_is_refused_before_the_model_loads(run, tmp_path, no_model, where):
+    source = tmp_path / "one.txt"
+    source.write_bytes(b"one")
+    if where == "proc":
+        if not os.path.isdir("/proc"):
+            pytest.skip("no /proc")
+        output, message = "/proc/x.lmz", "cannot write in /proc"
+    elif where == "under-a-file":
+        (tmp_path / "somefile").write_bytes(b"")
+        output, message = tmp_path / "somefile" / "x.lmz", "somefile is not a directory"
+    else:
+        if os.geteuid() == 0:
+            pytest.skip("root writes in a read-only directory (the /proc case covers root)")
+        (tmp_path / "rodir").mkdir(mode=0o555)
+        output, message = tmp_path / "rodir" / "x.lmz", "cannot write in"
+    code, out, err = run("compress", source, "-o", output, "--model", tmp_path / "no-model-is-loaded")
+    assert code == 1 and out == ""
+    assert one_error_line(err, f"{output}: ", message), err
+    assert not os.path.exists(str(output) + ".journal")
+
+
+# 4. Every per-file error is `llmzip: error: FILE: message`, the file named once.
+
+
+def test_every_per_file_error_names_the_file_once(run, tmp_path, monkeypatch, no_model):
+    monkeypatch.chdir(tmp_path)
+    assert run("verify", "missing.lmz") == (1, "", "llmzip: error: missing.lmz: no such file\n")
+    assert run("extract", "missing.lmz") == (1, "", "llmzip: error: missing.lmz: no such file\n")
+    assert run("export", "missing.lmz", "-o", "v.safetensors") == (1, "", "llmzip: error: missing.lmz: no such file\n")
+    for command in (["extract", BAD, "-o", "out.txt"], ["verify", BAD], ["export", BAD, "-o", "v.safetensors"],
+                    ["info", BAD]):
+        code, _, err = run(*command)
+        assert code == 1 and one_error_line(err, f"llmzip: error: {BAD}: ") and err.count(BAD) == 1, (command, err)
+    assert not (tmp_path / "out.txt").exists() and not (tmp_path / "v.safetensors").exists()
+
+
+def test_a_decoding_error_names_the_archive(run, model_args, tmp_path):
+    _, archive = compressed(run, model_args, tmp_path)
+    code, _, err = run("extract", archive, "-o", tmp_path / "out.txt", "--model", tmp_path / "no-such-model")
+    assert code == 1 and one_error_line(err, f"llmzip: error: {archive}: ") and err.count(str(archive)) == 1, err
+
+
+# 7. -c with -o is a usage error; devices need no -f.
+
+
+@pytest.mark.parametrize("command", ["compress", "extract"])
+def test_stdout_and_an_output_file_together_are_a_usage_error(run, tmp_path, no_model, command):
+    (tmp_path / "doc.txt.lmz").write_bytes(b"")
+    code, out, err = run(command, tmp_path / "doc.txt.lmz", "-c", "-o", tmp_path / "out")
+    assert code == 2 and out == "" and "-c/--stdout and -o/--output cannot be used together" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_existing_device_is_written_without_force(run, model_args, tmp_path):
+    _, archive = compressed(run, model_args, tmp_path)
+    code, _, err = run("extract", archive, "-o", os.devnull, *model_args, "-q")
+    assert code == 0, err
+    assert os.path.exists(os.devnull) and not os.path.isfile(os.devnull)
+    code, _, err = run("extract", archive, "-o", tmp_path, *model_args)  # a directory is no device
+    assert code == 1 and one_error_line(err, f"{tmp_path}: is a directory"), err
+
+
+# 8. A directory as input: exit 1 and one line from every command.
+
+
+@pytest.mark.parametrize("command", [["compress"], ["extract", "-o", "out"], ["verify"], ["info"],
+                                     ["export", "-o", "out"], ["bench"]])
+def test_a_directory_as_input_is_one_line_and_exit_1(run, tmp_path, monkeypatch, no_model, command):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "folder").mkdir()
+    code, out, err = run(command[0], "folder", *command[1:])
+    assert code == 1 and out == ""
+    assert one_error_line(err, "llmzip: error: folder: ") and "directory" in err, err
