@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import signal
+import stat
 import sys
 import tempfile
 import threading
@@ -173,6 +174,18 @@ def _read_input(path: str) -> bytes:
         raise _FileError(path, f"cannot read: {exc.strerror}") from None
 
 
+def _source_stat(path: str) -> os.stat_result | None:
+    """The input whose permissions and times an output takes, as gzip and zstd do: a
+    regular file (not stdin, a pipe or a device), stat'ed before it is read."""
+    if path == "-":
+        return None
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None  # _read_input says why
+    return status if stat.S_ISREG(status.st_mode) else None
+
+
 def _in_place(output: str) -> bool:
     """An existing output that is not a regular file (/dev/null, a FIFO, a device) is
     written in place, as gzip and zstd do: no -f needed, no temporary file, no rename."""
@@ -213,9 +226,13 @@ def _check_output(output: str | None, force: bool, *, source: str, binary: bool)
         raise _FileError(output, f"cannot write in {_show(directory)}: {exc.strerror}") from None
 
 
-def _write_output(output: str | None, data: bytes, force: bool) -> None:
+def _write_output(output: str | None, data: bytes, force: bool, *, like: os.stat_result | None = None) -> None:
     """Write to stdout (output None) or atomically to a file: a temporary file in the
-    target directory, fsync, rename. A failure leaves no file under the final name."""
+    target directory, fsync, rename. A failure leaves no file under the final name.
+
+    A new file gets the permission bits and times of ``like`` (the input, as gzip and
+    zstd do), else 0666 minus the umask, as any newly created file.
+    """
     if output is None:
         try:
             sys.stdout.buffer.write(data)
@@ -241,7 +258,11 @@ def _write_output(output: str | None, data: bytes, force: bool) -> None:
         with handle:
             handle.write(data)
             handle.flush()
+            # tempfile creates 0600; the output is an ordinary file (see the docstring).
+            os.fchmod(handle.fileno(), stat.S_IMODE(like.st_mode) & 0o777 if like else 0o666 & ~_umask())
             os.fsync(handle.fileno())
+        if like is not None:
+            os.utime(handle.name, ns=(like.st_atime_ns, like.st_mtime_ns))
         if os.path.exists(output) and not force:  # appeared while we worked
             raise _FileError(output, "already exists; use -f to overwrite")
         os.replace(handle.name, output)
@@ -251,6 +272,13 @@ def _write_output(output: str | None, data: bytes, force: bool) -> None:
         if os.path.exists(handle.name):
             os.unlink(handle.name)
     _fsync_directory(directory)
+
+
+def _umask() -> int:
+    """The process umask (reading it means setting it: set back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_directory(directory: str) -> None:
@@ -298,6 +326,7 @@ def compress(file, output, to_stdout, force, model, device, chunk_tokens, max_st
     _setup_logging(quiet, verbose)
     target = _output_path(file, output, to_stdout, lambda name: name + ".lmz")
     _check_output(target, force, source=file, binary=True)
+    like = _source_stat(file)
     data = _read_input(file)
 
     from llmzip import codec
@@ -309,7 +338,7 @@ def compress(file, output, to_stdout, force, model, device, chunk_tokens, max_st
         archive, report = compressor.compress_with_report(
             data, journal_path=journal, on_step=progress.step, on_chunk=progress.chunk
         )
-    _write_output(target, archive, force)
+    _write_output(target, archive, force, like=like)
     if journal is not None:
         journal.unlink(missing_ok=True)
     if not quiet:
@@ -376,18 +405,20 @@ def extract(file, output, to_stdout, force, model, device, quiet, verbose, no_pr
     """Restore the exact input from FILE.lmz.
 
     Nothing is written unless the model matches the archive's and every chunk and the
-    whole output pass their checksums.
+    whole output pass their checksums. The output takes the archive's permissions and
+    modification time, as gunzip does.
     """
     _setup_logging(quiet, verbose)
     target = _output_path(file, output, to_stdout, _strip_lmz)
     _check_output(target, force, source=file, binary=False)
+    like = _source_stat(file)
     archive = _read_input(file)
 
     from llmzip import codec
 
     with _about(file):
         data = codec.LmzDecompressor(model=model, device=device).decompress(archive)
-    _write_output(target, data, force)
+    _write_output(target, data, force, like=like)
 
 
 def _strip_lmz(name: str) -> str:

@@ -5,11 +5,15 @@ fault, and comes before the model loads wherever the arguments alone show it; ou
 are ordinary files; -v says more; --threads applies for one command and no longer.
 """
 
+import io
 import os
+import stat
+import sys
 
 import pytest
 
 from llmzip import codec
+from llmzip.cli import main
 
 TINY = ["--chunk-tokens", "16", "--max-steps", "40"]
 LEARNED = b"The quick brown fox jumps over the lazy dog."  # the fixture model stores it as one vector
@@ -31,6 +35,27 @@ def no_model(monkeypatch):
 
     monkeypatch.setattr(codec, "load_model", refuse)
     monkeypatch.setattr(llmzip.model, "load_model", refuse)
+
+
+@pytest.fixture
+def run_binary(capfd):
+    """Like ``run``, for commands whose stdout carries archive bytes: (status, stdout bytes, stderr)."""
+
+    def run(*args, stdin: bytes | None = None):
+        saved = sys.stdin, sys.stdout
+        out = io.BytesIO()
+        sys.stdout = io.TextIOWrapper(out, write_through=True)
+        if stdin is not None:
+            sys.stdin = io.TextIOWrapper(io.BytesIO(stdin))
+        try:
+            with pytest.raises(SystemExit) as stop:
+                main([str(a) for a in args])
+            data = out.getvalue()
+        finally:
+            sys.stdin, sys.stdout = saved
+        return stop.value.code, data, capfd.readouterr().err
+
+    return run
 
 
 def one_error_line(err: str, *needles) -> bool:
@@ -70,6 +95,42 @@ def test_unwritable_output_directory_is_refused_before_the_model_loads(run, tmp_
     assert code == 1 and out == ""
     assert one_error_line(err, f"{output}: ", message), err
     assert not os.path.exists(str(output) + ".journal")
+
+
+# 3. Outputs are ordinary files: the input's mode and mtime (gzip, zstd), else 0666 & ~umask.
+
+
+@pytest.fixture(params=[0o022, 0o077], ids=["umask022", "umask077"])
+def umask(request):
+    previous = os.umask(request.param)
+    yield request.param
+    os.umask(previous)
+
+
+def test_outputs_take_the_inputs_mode_and_mtime_else_the_umask(run, run_binary, model_args, tmp_path, umask):
+    source = tmp_path / "doc.txt"
+    source.write_bytes(LEARNED)
+    source.chmod(0o640)
+    os.utime(source, (1_000_000_000, 1_000_000_000))
+    assert run("compress", source, *model_args, *TINY, "-q")[0] == 0
+    archive = tmp_path / "doc.txt.lmz"
+    assert stat.S_IMODE(archive.stat().st_mode) == 0o640  # the input's, whatever the umask
+    assert archive.stat().st_mtime == 1_000_000_000
+
+    archive.chmod(0o604)
+    os.utime(archive, (1_200_000_000, 1_200_000_000))
+    source.unlink()
+    assert run("extract", archive, *model_args, "-q")[0] == 0
+    assert stat.S_IMODE(source.stat().st_mode) == 0o604  # the archive's, as gunzip does
+    assert source.stat().st_mtime == 1_200_000_000
+
+    ordinary = 0o666 & ~umask  # no input file: what `touch` would create
+    code, _, err = run_binary("compress", "-", "-o", tmp_path / "stdin.lmz", *model_args, *TINY, "-q", stdin=LEARNED)
+    assert code == 0, err
+    assert stat.S_IMODE((tmp_path / "stdin.lmz").stat().st_mode) == ordinary
+    assert run("export", archive, "-o", tmp_path / "v.safetensors")[0] == 0
+    assert stat.S_IMODE((tmp_path / "v.safetensors").stat().st_mode) == ordinary
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 
 
 # 4. Every per-file error is `llmzip: error: FILE: message`, the file named once.
