@@ -23,7 +23,23 @@ from llmzip import __version__
 from llmzip.errors import InputError, LmzError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Interrupt(BaseException):
+    """Ctrl-C or SIGTERM on its way out of a command (``args[0]``: True for SIGTERM).
+
+    Not a KeyboardInterrupt: click's ``main()`` answers one by printing a blank line to
+    stderr before re-raising, and llmzip reports an interrupt in exactly one line.
+    """
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            raise _Interrupt(isinstance(exc, _Terminated)) from exc
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="llmzip")
 def cli():
     """Archive text as memory tokens: one trained LM input vector per chunk.
@@ -105,6 +121,11 @@ def _show(value) -> str:
 def _file_name(path) -> str:
     """How messages name a file: as given, "stdin" for -, never raw control characters."""
     return "stdin" if path == "-" else _show(str(path))
+
+
+def _plural(count: int, noun: str) -> str:
+    """"1 chunk", "2 chunks", "0 vectors"."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 class _FileError(InputError):
@@ -321,7 +342,8 @@ def compress(file, output, to_stdout, force, model, device, chunk_tokens, max_st
 
     Progress is journaled beside the output (OUT.journal); if compression is interrupted,
     running the same command again resumes from the finished chunks and gives the same
-    archive.
+    archive. -v adds the model's load time and one line per chunk (kind, bytes, tokens,
+    recorded margin).
     """
     _setup_logging(quiet, verbose)
     target = _output_path(file, output, to_stdout, lambda name: name + ".lmz")
@@ -332,7 +354,9 @@ def compress(file, output, to_stdout, force, model, device, chunk_tokens, max_st
     from llmzip import codec
 
     train = _train_config(device, max_steps=max_steps, margin=margin, batch_size=batch_size)
+    began = time.perf_counter()
     compressor = codec.LmzCompressor(model=model, device=device, chunk_tokens=chunk_tokens, train=train)
+    loaded_in = time.perf_counter() - began
     journal = codec.journal_path_for(target) if target is not None else None
     with _about(file), _TrainingProgress(enabled=_show_progress(quiet, no_progress)) as progress:
         archive, report = compressor.compress_with_report(
@@ -344,11 +368,36 @@ def compress(file, output, to_stdout, force, model, device, chunk_tokens, max_st
     if not quiet:
         resumed = f", {report.resumed_chunks} resumed from journal" if report.resumed_chunks else ""
         click.echo(
-            f"llmzip: {file} -> {target or '(stdout)'}: {report.chunks} chunks "
-            f"({report.memory_chunks} vectors, {report.fallback_chunks} zstd{resumed}), "
+            f"llmzip: {_file_name(file)} -> {_file_name(target) if target else '(stdout)'}: "
+            f"{_plural(report.chunks, 'chunk')} ({_plural(report.memory_chunks, 'vector')}, "
+            f"{report.fallback_chunks} zstd{resumed}), "
             f"{report.input_size:,} B -> {report.archive_size:,} B, {report.seconds:.1f} s",
             err=True,
         )
+    if verbose and not quiet:
+        import torch
+
+        identity = compressor.loaded.identity
+        click.echo(f"  model {_show(identity.source_id)} on {device}, {_plural(torch.get_num_threads(), 'thread')}, "
+                   f"loaded in {loaded_in:.1f} s", err=True)
+        for line in _chunk_lines(archive):
+            click.echo(line, err=True)
+
+
+def _chunk_lines(archive: bytes) -> list[str]:
+    """One line per chunk of an archive, for -v: index, kind, bytes, and for memory
+    vectors the token count and the margin recorded at compress time."""
+    from llmzip import container
+
+    lines = []
+    for index, chunk in enumerate(container.unpack(archive).chunks):
+        detail = ""
+        if getattr(chunk, "n_tokens", None) is not None:
+            detail += f"  {_plural(chunk.n_tokens, 'token')}"
+        if getattr(chunk, "min_margin", None) is not None:
+            detail += f"  margin {chunk.min_margin:.3f}"
+        lines.append(f"  chunk {index:>5}  {chunk.kind:<6} {chunk.length:>7} B{detail}")
+    return lines
 
 
 def _train_config(device: str, **options):
@@ -368,8 +417,10 @@ class _TrainingProgress:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
         if self.bar is not None:
+            if exc_type is not None:  # an error or interrupt: clear the bar, leave its line to the message
+                self.bar.leave = False
             self.bar.close()
 
     def chunk(self, done: int, total: int) -> None:
@@ -406,7 +457,8 @@ def extract(file, output, to_stdout, force, model, device, quiet, verbose, no_pr
 
     Nothing is written unless the model matches the archive's and every chunk and the
     whole output pass their checksums. The output takes the archive's permissions and
-    modification time, as gunzip does.
+    modification time, as gunzip does. -v adds one line per chunk (kind, bytes, tokens,
+    recorded margin; `verify -v` shows the margins decoding measured).
     """
     _setup_logging(quiet, verbose)
     target = _output_path(file, output, to_stdout, _strip_lmz)
@@ -416,9 +468,18 @@ def extract(file, output, to_stdout, force, model, device, quiet, verbose, no_pr
 
     from llmzip import codec
 
+    began = time.perf_counter()
     with _about(file):
         data = codec.LmzDecompressor(model=model, device=device).decompress(archive)
+    seconds = time.perf_counter() - began
     _write_output(target, data, force, like=like)
+    if not quiet:
+        lines = _chunk_lines(archive)
+        click.echo(f"llmzip: {_file_name(file)} -> {_file_name(target) if target else '(stdout)'}: "
+                   f"{_plural(len(lines), 'chunk')}, {len(archive):,} B -> {len(data):,} B, {seconds:.1f} s", err=True)
+        if verbose:
+            for line in lines:
+                click.echo(line, err=True)
 
 
 def _strip_lmz(name: str) -> str:
@@ -453,7 +514,8 @@ def verify(files, model, device, quiet, verbose, no_progress):
         memory = [c for c in checks if c.kind == "memory"]
         margin = f", min decode margin {min(c.margin for c in memory):.3f}" if memory else ""
         if not quiet:
-            click.echo(f"{_show(path)}: OK ({len(checks)} chunks: {len(memory)} memory, {len(checks) - len(memory)} zstd{margin})")
+            click.echo(f"{_show(path)}: OK ({_plural(len(checks), 'chunk')}: {len(memory)} memory, "
+                       f"{len(checks) - len(memory)} zstd{margin})")
         if verbose:
             for c in checks:
                 detail = f"decode margin {c.margin:.3f} (recorded {c.promised_margin:.3f})" if c.kind == "memory" else ""
@@ -609,9 +671,12 @@ def _run(argv):
     try:
         # standalone_mode=False: errors come here to be mapped; ctx.exit(n) comes back as n.
         status = cli.main(args=argv, prog_name="llmzip", standalone_mode=False)
-    except (click.exceptions.Abort, KeyboardInterrupt) as exc:  # click wraps Ctrl-C in Abort
-        click.echo("llmzip: interrupted", err=True)
-        sys.exit(128 + signal.SIGTERM if isinstance(exc.__cause__ or exc, _Terminated) else 130)
+    except (_Interrupt, click.exceptions.Abort, KeyboardInterrupt) as exc:  # click wraps Ctrl-C in Abort
+        terminated = exc.args[0] if isinstance(exc, _Interrupt) else isinstance(exc.__cause__ or exc, _Terminated)
+        # On a terminal, \r puts the message over the ^C the terminal echoed.
+        click.echo(("\r" if sys.stderr.isatty() else "") + ("llmzip: terminated" if terminated else "llmzip: interrupted"),
+                   err=True)
+        sys.exit(128 + signal.SIGTERM if terminated else 130)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

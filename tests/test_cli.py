@@ -113,7 +113,7 @@ def test_verify_reports_each_archive(run, model_args, tmp_path, tiny_model_dir):
     assert run("compress", source, *model_args, *TINY)[0] == 0
     code, out, _ = run("verify", tmp_path / "doc.txt.lmz", *model_args, "-v")
     assert code == 0
-    assert "OK (1 chunks: 1 memory, 0 zstd" in out and "chunk     0  memory" in out
+    assert "OK (1 chunk: 1 memory, 0 zstd" in out and "chunk     0  memory" in out
     bad = tiny_model_dir.parent / "bad" / "bitflip_trailer.lmz"
     code, out, err = run("verify", tmp_path / "doc.txt.lmz", bad, *model_args)
     assert code == 1

@@ -7,12 +7,13 @@ are ordinary files; -v says more; --threads applies for one command and no longe
 
 import io
 import os
+import re
 import stat
 import sys
 
 import pytest
 
-from llmzip import codec
+from llmzip import cli, codec
 from llmzip.cli import main
 
 TINY = ["--chunk-tokens", "16", "--max-steps", "40"]
@@ -154,7 +155,27 @@ def test_a_decoding_error_names_the_archive(run, model_args, tmp_path):
     assert code == 1 and one_error_line(err, f"llmzip: error: {archive}: ") and err.count(str(archive)) == 1, err
 
 
-# 7. -c with -o is a usage error; devices need no -f.
+# 7. -v says more on compress and extract; -c with -o is a usage error; devices need no -f.
+
+
+def test_verbose_compress_and_extract_list_every_chunk(run, model_args, tmp_path):
+    source = tmp_path / "doc.txt"
+    source.write_bytes(LEARNED)
+    code, out, err = run("compress", source, *model_args, *TINY, "-v")
+    assert code == 0 and out == ""
+    lines = err.splitlines()
+    assert re.fullmatch(r"llmzip: .*doc\.txt -> .*doc\.txt\.lmz: 1 chunk \(1 vector, 0 zstd\), 44 B -> [\d,]+ B, [\d.]+ s",
+                        lines[0]), lines[0]
+    assert re.fullmatch(r"  model .*tiny-gemma3 on cpu, \d+ threads?, loaded in [\d.]+ s", lines[1]), lines[1]
+    assert re.fullmatch(r"  chunk     0  memory      44 B  \d+ tokens  margin \d+\.\d{3}", lines[2]), lines[2]
+    assert len(lines) == 3
+
+    source.unlink()
+    code, out, err = run("extract", tmp_path / "doc.txt.lmz", *model_args, "-v")
+    assert code == 0 and out == ""
+    assert err.splitlines()[1:] == lines[2:]
+    code, _, err = run("extract", tmp_path / "doc.txt.lmz", *model_args, "-v", "-f", "-q")
+    assert code == 0 and err == ""
 
 
 @pytest.mark.parametrize("command", ["compress", "extract"])
@@ -185,3 +206,48 @@ def test_a_directory_as_input_is_one_line_and_exit_1(run, tmp_path, monkeypatch,
     code, out, err = run(command[0], "folder", *command[1:])
     assert code == 1 and out == ""
     assert one_error_line(err, "llmzip: error: folder: ") and "directory" in err, err
+
+
+# 11. Messages: plurals, one clean line for an interrupt, "terminated" for SIGTERM.
+
+
+@pytest.mark.parametrize("exception, status, message", [
+    (KeyboardInterrupt, 130, "llmzip: interrupted\n"),
+    (cli._Terminated, 143, "llmzip: terminated\n"),
+])
+def test_an_interrupt_is_one_line(run, model_args, tmp_path, monkeypatch, exception, status, message):
+    (tmp_path / "doc.txt").write_bytes(LEARNED)
+
+    def interrupt(*args, **kwargs):
+        raise exception
+
+    monkeypatch.setattr(codec.LmzCompressor, "compress_with_report", interrupt)
+    assert run("compress", tmp_path / "doc.txt", *model_args) == (status, "", message)
+    assert [p.name for p in tmp_path.iterdir()] == ["doc.txt"]
+
+
+def test_counts_are_singular_and_plural(run, model_args, tmp_path):
+    source = tmp_path / "doc.txt"
+    source.write_bytes(LEARNED)
+    _, _, err = run("compress", source, *model_args, *TINY)
+    assert ": 1 chunk (1 vector, 0 zstd), " in err
+    code, out, _ = run("verify", tmp_path / "doc.txt.lmz", *model_args)
+    assert code == 0 and "OK (1 chunk: 1 memory, 0 zstd" in out
+    source.write_bytes(b"\xff\xfe not UTF-8, so zstd. " + LEARNED)
+    _, _, err = run("compress", source, *model_args, *TINY, "-f")
+    assert re.search(r": \d+ chunks \(\d+ vectors?, \d+ zstd\), ", err) and ": 1 chunks" not in err, err
+
+
+# 12. extract prints a summary line like compress (stderr, not with -q).
+
+
+def test_extract_prints_a_summary_line(run, model_args, tmp_path):
+    source, archive = compressed(run, model_args, tmp_path)
+    source.unlink()
+    code, out, err = run("extract", archive, *model_args)
+    assert code == 0 and out == ""
+    size = archive.stat().st_size
+    assert re.fullmatch(rf"llmzip: {re.escape(str(archive))} -> {re.escape(str(source))}: 1 chunk, {size:,} B -> 44 B, "
+                        r"[\d.]+ s\n", err), err
+    code, _, err = run("extract", archive, *model_args, "-f", "-q")
+    assert code == 0 and err == ""
