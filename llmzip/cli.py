@@ -325,6 +325,76 @@ def _output_path(file: str, output: str | None, to_stdout: bool, derive) -> str 
     return output if output is not None else derive(file)
 
 
+# ---------------------------------------------------------------------------------------
+# torch: --device and --threads, shared by compress, extract, verify and bench
+
+_THREADS_HELP = (
+    "Torch CPU threads [default: torch's choice: the physical cores, or $OMP_NUM_THREADS]. "
+    "On a CPU busy with other jobs use 1: on a 2-core machine running other jobs, two threads "
+    "trained 2-3x slower than one (idle, 1.7x faster)."
+)
+
+
+def _threads_option(function):
+    return click.option("--threads", type=click.IntRange(1), help=_THREADS_HELP)(function)
+
+
+def _use_torch(device: str, threads: int | None) -> None:
+    """What every model command does before its work: refuse a --device this torch cannot
+    use, then run the rest of the command with --threads CPU threads (restored when the
+    command ends, however it ends)."""
+    _check_device(device)
+    click.get_current_context().with_resource(_torch_threads(threads))
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None):
+    """Use ``threads`` torch CPU threads inside the block (None: keep torch's setting),
+    then restore the previous count, so that no global setting outlives a command."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _check_device(device: str) -> None:
+    """Refuse, in one line and before any work, a --device this torch build cannot use
+    (torch itself would fail later with an AssertionError or a RuntimeError)."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise LmzError(f"--device {device}: not a torch device (cpu, cuda, cuda:1, mps, ...)") from None
+    if parsed.type == "cpu":
+        return
+    if parsed.type == "cuda":
+        if torch.version.cuda is None and getattr(torch.version, "hip", None) is None:
+            raise LmzError(
+                f"--device {device}: this torch ({torch.__version__}) is a CPU-only build; install the "
+                f"CUDA build that matches your driver (PyTorch's Get Started page gives the "
+                f"command; README, 'Set up and run')"
+            )
+        if not torch.cuda.is_available():
+            raise LmzError(f"--device {device}: torch sees no CUDA device (check the driver and CUDA_VISIBLE_DEVICES)")
+        count = torch.cuda.device_count()
+        if parsed.index is not None and parsed.index >= count:
+            raise LmzError(f"--device {device}: there {'is' if count == 1 else 'are'} only {_plural(count, 'CUDA device')}")
+        return
+    try:
+        if parsed.type == "meta":
+            raise RuntimeError("it holds no data")
+        torch.empty(1, device=parsed)
+    except Exception as exc:  # noqa: BLE001 - whatever torch says, it says the device is unusable
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise LmzError(f"--device {device}: not usable with this torch ({reason})") from None
+
+
 @cli.command()
 @click.argument("file", type=click.Path(allow_dash=True))
 @click.option("-o", "--output", type=click.Path(allow_dash=True), help="Archive path (default FILE.lmz; - for stdout).")
@@ -332,12 +402,14 @@ def _output_path(file: str, output: str | None, to_stdout: bool, derive) -> str 
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--model", default="default", show_default=True, help="default, org/name@<commit>, a model directory or a .gguf file.")
 @click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda, cuda:1, ...")
+@_threads_option
 @click.option("--chunk-tokens", type=click.IntRange(1, 65536), help="Token budget per chunk [default: per model, 64 for the default model].")
 @click.option("--max-steps", type=click.IntRange(1), help="Optimiser steps per chunk before it falls back to zstd [default: 1500].")
 @click.option("--margin", type=click.FloatRange(0, min_open=True), help="Logit margin every position must win by [default: 0.5].")
 @click.option("--batch-size", type=click.IntRange(1), help="Chunks trained together [default: 8].")
 @_verbosity
-def compress(file, output, to_stdout, force, model, device, chunk_tokens, max_steps, margin, batch_size, quiet, verbose, no_progress):
+def compress(file, output, to_stdout, force, model, device, threads, chunk_tokens, max_steps, margin, batch_size,
+             quiet, verbose, no_progress):
     """Compress FILE (- for stdin) into an .lmz archive.
 
     Progress is journaled beside the output (OUT.journal); if compression is interrupted,
@@ -350,6 +422,7 @@ def compress(file, output, to_stdout, force, model, device, chunk_tokens, max_st
     _check_output(target, force, source=file, binary=True)
     like = _source_stat(file)
     data = _read_input(file)
+    _use_torch(device, threads)
 
     from llmzip import codec
 
@@ -451,8 +524,9 @@ class _TrainingProgress:
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--model", default=None, help="Model spec [default: the one the archive names].")
 @click.option("--device", default="cpu", show_default=True, help="Torch device.")
+@_threads_option
 @_verbosity
-def extract(file, output, to_stdout, force, model, device, quiet, verbose, no_progress):
+def extract(file, output, to_stdout, force, model, device, threads, quiet, verbose, no_progress):
     """Restore the exact input from FILE.lmz.
 
     Nothing is written unless the model matches the archive's and every chunk and the
@@ -465,6 +539,7 @@ def extract(file, output, to_stdout, force, model, device, quiet, verbose, no_pr
     _check_output(target, force, source=file, binary=False)
     like = _source_stat(file)
     archive = _read_input(file)
+    _use_torch(device, threads)
 
     from llmzip import codec
 
@@ -492,13 +567,15 @@ def _strip_lmz(name: str) -> str:
 @click.argument("files", nargs=-1, required=True, metavar="FILE.lmz...", type=click.Path())
 @click.option("--model", default=None, help="Model spec [default: the one each archive names].")
 @click.option("--device", default="cpu", show_default=True, help="Torch device.")
+@_threads_option
 @_verbosity
-def verify(files, model, device, quiet, verbose, no_progress):
+def verify(files, model, device, threads, quiet, verbose, no_progress):
     """Decode every chunk and check every checksum; write nothing.
 
     Exit 0 only if every archive passes.
     """
     _setup_logging(quiet, verbose)
+    _use_torch(device, threads)
     from llmzip import codec
 
     decompressor = codec.LmzDecompressor(model=model, device=device)
@@ -571,7 +648,7 @@ def export(file, output, force):
 @click.option("--margin", type=click.FloatRange(0, min_open=True), help="Logit margin every position must win by [default: 0.5].")
 @click.option("--batch-size", type=click.IntRange(1), help="Rows trained together [default: 8].")
 @click.option("--lr", type=click.FloatRange(0, min_open=True), help="Adam step size in embedding-RMS units [default: 1.0].")
-@click.option("--threads", type=click.IntRange(1), help="Torch CPU threads [default: torch's choice].")
+@_threads_option
 @click.option("--capacity", is_flag=True, help="For rows not stored, bisect the longest token prefix one vector holds.")
 @click.option("--probes", type=click.IntRange(1), default=3, show_default=True, help="Prefix lengths tried per row in each capacity round (1 = plain bisection).")
 @click.option("--resolution", type=click.IntRange(1), default=2, show_default=True, help="Capacity bisection stops at this many tokens.")
@@ -598,12 +675,9 @@ def bench(corpus, rows, start, column, model, device, max_steps, margin, batch_s
     if plot_path is not None:
         measure.check_plotting()
 
-    import torch
-
+    _use_torch(device, threads)
     from llmzip.model import load_model
 
-    if threads is not None:
-        torch.set_num_threads(threads)
     config = _train_config(device, max_steps=max_steps, margin=margin, batch_size=batch_size, lr=lr)
     loaded = load_model(model, device=device)
 

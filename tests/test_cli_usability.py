@@ -12,6 +12,7 @@ import stat
 import sys
 
 import pytest
+import torch
 
 from llmzip import cli, codec
 from llmzip.cli import main
@@ -96,6 +97,32 @@ def test_unwritable_output_directory_is_refused_before_the_model_loads(run, tmp_
     assert code == 1 and out == ""
     assert one_error_line(err, f"{output}: ", message), err
     assert not os.path.exists(str(output) + ".journal")
+
+
+# 2. A --device this torch cannot use: one line, exit 1, before any work, for every command.
+
+
+@pytest.mark.parametrize("command", ["compress", "extract", "verify", "bench"])
+@pytest.mark.parametrize("device, cuda_build, message", [
+    ("tpu", None, "--device tpu: not a torch device"),
+    ("cuda", None, "is a CPU-only build; install the CUDA build"),
+    ("cuda", "12.4", "torch sees no CUDA device"),
+])
+def test_an_unusable_device_is_one_line_before_any_work(run, tmp_path, monkeypatch, no_model, command, device,
+                                                        cuda_build, message):
+    monkeypatch.setattr(torch.version, "cuda", cuda_build)
+    monkeypatch.setattr(torch.version, "hip", None, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    (tmp_path / "doc.txt").write_bytes(b"text")
+    (tmp_path / "doc.lmz").write_bytes(b"not an archive: a decoder would say so")
+    (tmp_path / "rows.csv").write_text("chunk\nsome text\n")
+    target = {"compress": "doc.txt", "extract": "doc.lmz", "verify": "doc.lmz", "bench": "rows.csv"}[command]
+    code, out, err = run(command, tmp_path / target, "--device", device)
+    assert code == 1 and out == ""
+    assert one_error_line(err, message), err
+    if cuda_build is None and device == "cuda":
+        assert "README" in err
+    assert not (tmp_path / "doc.txt.lmz").exists() and not (tmp_path / "doc").exists()
 
 
 # 3. Outputs are ordinary files: the input's mode and mtime (gzip, zstd), else 0666 & ~umask.
@@ -206,6 +233,42 @@ def test_a_directory_as_input_is_one_line_and_exit_1(run, tmp_path, monkeypatch,
     code, out, err = run(command[0], "folder", *command[1:])
     assert code == 1 and out == ""
     assert one_error_line(err, "llmzip: error: folder: ") and "directory" in err, err
+
+
+# 10. --threads, for compress, extract, verify and bench, for the command only.
+
+
+@pytest.mark.parametrize("command", ["compress", "extract", "verify", "bench"])
+def test_threads_apply_during_the_command_and_are_restored(run, model_args, tmp_path, monkeypatch, command):
+    import llmzip.bench
+
+    _, archive = compressed(run, model_args, tmp_path)
+    (tmp_path / "rows.csv").write_text("chunk\nsome text\n")
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        if command == "bench":
+            raise KeyboardInterrupt  # an interrupt must restore them too
+        raise cli.InputError("stopped here")  # and so must an error
+
+    target = {"compress": (codec.LmzCompressor, "compress_with_report"), "extract": (codec.LmzDecompressor, "decompress"),
+              "verify": (codec.LmzDecompressor, "verify"), "bench": (llmzip.bench, "run")}[command]
+    monkeypatch.setattr(*target, spy)
+    before = torch.get_num_threads()
+    threads = before + 1
+    argv = {"compress": [tmp_path / "doc.txt", "-o", tmp_path / "new.lmz", *TINY], "extract": [archive, "-o", tmp_path / "x"],
+            "verify": [archive], "bench": [tmp_path / "rows.csv"]}[command]
+    code, _, err = run(command, *argv, *model_args, "--threads", threads)
+    assert (code, err) == (130, "llmzip: interrupted\n") if command == "bench" else code == 1 and "stopped here" in err, err
+    assert seen == [threads]
+    assert torch.get_num_threads() == before
+
+
+def test_threads_help_names_the_default_and_when_to_use_one(run):
+    for command in ("compress", "extract", "verify", "bench"):
+        code, out, _ = run(command, "--help")
+        assert code == 0 and "--threads" in out and "torch's choice" in out and "use 1" in out, command
 
 
 # 11. Messages: plurals, one clean line for an interrupt, "terminated" for SIGTERM.
