@@ -412,10 +412,11 @@ def compress(file, output, to_stdout, force, model, device, threads, chunk_token
              quiet, verbose, no_progress):
     """Compress FILE (- for stdin) into an .lmz archive.
 
-    Progress is journaled beside the output (OUT.journal); if compression is interrupted,
-    running the same command again resumes from the finished chunks and gives the same
-    archive. -v adds the model's load time and one line per chunk (kind, bytes, tokens,
-    recorded margin).
+    Progress is journaled beside the output (OUT.journal), or, when the archive goes to
+    stdout or a device, in $XDG_CACHE_HOME/llmzip/journals/ (default ~/.cache). If
+    compression is interrupted, running the same command again resumes from the finished
+    chunks and gives the same archive. -v adds the model's load time and one line per
+    chunk (kind, bytes, tokens, recorded margin).
     """
     _setup_logging(quiet, verbose)
     target = _output_path(file, output, to_stdout, lambda name: name + ".lmz")
@@ -430,7 +431,7 @@ def compress(file, output, to_stdout, force, model, device, threads, chunk_token
     began = time.perf_counter()
     compressor = codec.LmzCompressor(model=model, device=device, chunk_tokens=chunk_tokens, train=train)
     loaded_in = time.perf_counter() - began
-    journal = codec.journal_path_for(target) if target is not None else None
+    journal = _journal_path(target, data, compressor)
     with _about(file), _TrainingProgress(enabled=_show_progress(quiet, no_progress)) as progress:
         archive, report = compressor.compress_with_report(
             data, journal_path=journal, on_step=progress.step, on_chunk=progress.chunk
@@ -455,6 +456,33 @@ def compress(file, output, to_stdout, force, model, device, threads, chunk_token
                    f"loaded in {loaded_in:.1f} s", err=True)
         for line in _chunk_lines(archive):
             click.echo(line, err=True)
+
+
+def _journal_path(target: str | None, data: bytes, compressor):
+    """Where compress journals: beside a file output (OUT.journal); for stdout or a
+    device, in the user cache, named by the input's checksum and the settings and model
+    (a rerun of the same command finds it). None, with a warning, if the cache cannot be
+    written: the run works, but an interrupt loses its progress."""
+    from llmzip import codec
+    from llmzip.model import cache_root
+
+    if target is not None and not _in_place(target):
+        return codec.journal_path_for(target)
+    import xxhash
+
+    key = json.dumps({"settings": compressor.settings(), "model": compressor.loaded.identity.to_dict()}, sort_keys=True)
+    directory = cache_root() / "journals"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        _probe_directory(str(directory))
+    except OSError as exc:
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "llmzip: cannot journal in %s (%s); an interrupted run will start over", directory, exc.strerror
+        )
+        return None
+    return directory / f"{xxhash.xxh64(data).hexdigest()}-{xxhash.xxh64(key.encode()).hexdigest()}.journal"
 
 
 def _chunk_lines(archive: bytes) -> list[str]:

@@ -40,6 +40,13 @@ def no_model(monkeypatch):
 
 
 @pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """An empty user cache for journals of stdout runs."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "llmzip" / "journals"
+
+
+@pytest.fixture
 def run_binary(capfd):
     """Like ``run``, for commands whose stdout carries archive bytes: (status, stdout bytes, stderr)."""
 
@@ -233,6 +240,64 @@ def test_a_directory_as_input_is_one_line_and_exit_1(run, tmp_path, monkeypatch,
     code, out, err = run(command[0], "folder", *command[1:])
     assert code == 1 and out == ""
     assert one_error_line(err, "llmzip: error: folder: ") and "directory" in err, err
+
+
+# 9. An interrupted compress to stdout resumes from a journal in the user cache.
+
+
+def test_interrupted_stdout_compress_resumes_from_the_cache_journal(run, run_binary, model_args, tmp_path, cache,
+                                                                    monkeypatch):
+    data = b"Pack my box with five dozen liquor jugs. " + LEARNED
+    source = tmp_path / "doc.txt"
+    source.write_bytes(data)
+    settings = [*model_args, *TINY, "--batch-size", "1"]
+    assert run("compress", source, "-o", tmp_path / "reference.lmz", *settings, "-q")[0] == 0
+    reference = (tmp_path / "reference.lmz").read_bytes()
+
+    train_group = codec.LmzCompressor._train_group
+    calls = []
+
+    def train_then_interrupt(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return train_group(self, *args, **kwargs)
+
+    monkeypatch.setattr(codec.LmzCompressor, "_train_group", train_then_interrupt)
+    code, out, err = run_binary("compress", source, "-c", *settings)
+    assert (code, out, err) == (130, b"", "llmzip: interrupted\n")
+    assert len(list(cache.iterdir())) == 1  # the first group, journaled
+
+    monkeypatch.setattr(codec.LmzCompressor, "_train_group", train_group)
+    code, out, err = run_binary("compress", source, "-c", *settings)
+    assert code == 0, err
+    assert out == reference and "1 resumed from journal" in err
+    assert list(cache.iterdir()) == []  # removed once the archive is out
+
+
+def test_a_device_output_journals_in_the_cache_not_beside_it(run, model_args, tmp_path, cache, monkeypatch):
+    source = tmp_path / "doc.txt"
+    source.write_bytes(LEARNED)
+    compress_with_report = codec.LmzCompressor.compress_with_report
+    journals = []
+
+    def spy(self, data, **kwargs):
+        journals.append(kwargs["journal_path"])
+        return compress_with_report(self, data, **kwargs)
+
+    monkeypatch.setattr(codec.LmzCompressor, "compress_with_report", spy)
+    code, _, err = run("compress", source, "-o", os.devnull, *model_args, *TINY, "-q")
+    assert code == 0, err
+    assert [path.parent for path in journals] == [cache]
+    assert not os.path.exists(os.devnull + ".journal") and list(cache.iterdir()) == []
+
+
+def test_an_unwritable_cache_means_no_journal_and_a_warning(run_binary, model_args, tmp_path, monkeypatch):
+    (tmp_path / "cache").write_bytes(b"a file where the cache directory should be")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    code, out, err = run_binary("compress", "-", *model_args, *TINY, stdin=LEARNED)
+    assert code == 0 and out.startswith(b"\x89LMZ")
+    assert err.startswith("llmzip: cannot journal in ") and "an interrupted run will start over" in err, err
 
 
 # 10. --threads, for compress, extract, verify and bench, for the command only.
