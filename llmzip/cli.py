@@ -20,6 +20,7 @@ import time
 import click
 
 from llmzip import __version__
+from llmzip.container import MAX_TOKENS_PER_CHUNK  # torch-free, like this module
 from llmzip.errors import InputError, LmzError
 
 
@@ -403,7 +404,7 @@ def _check_device(device: str) -> None:
 @click.option("--model", default="default", show_default=True, help="default, org/name@<commit>, a model directory or a .gguf file.")
 @click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda, cuda:1, ...")
 @_threads_option
-@click.option("--chunk-tokens", type=click.IntRange(1, 65536), help="Token budget per chunk [default: per model, 64 for the default model].")
+@click.option("--chunk-tokens", type=click.IntRange(1, MAX_TOKENS_PER_CHUNK), help="Token budget per chunk [default: per model, 64 for the default model].")
 @click.option("--max-steps", type=click.IntRange(1), help="Optimiser steps per chunk before it falls back to zstd [default: 1500].")
 @click.option("--margin", type=click.FloatRange(0, min_open=True), help="Logit margin every position must win by [default: 0.5].")
 @click.option("--batch-size", type=click.IntRange(1), help="Chunks trained together [default: 8].")

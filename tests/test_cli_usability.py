@@ -379,3 +379,22 @@ def test_extract_prints_a_summary_line(run, model_args, tmp_path):
                         r"[\d.]+ s\n", err), err
     code, _, err = run("extract", archive, *model_args, "-f", "-q")
     assert code == 0 and err == ""
+
+
+# Help texts take their defaults from the code.
+
+
+def test_help_defaults_are_the_codes(run):
+    from llmzip.container import MAX_TOKENS_PER_CHUNK
+    from llmzip.train import TrainConfig
+
+    defaults = TrainConfig()
+    code, out, _ = run("compress", "--help")
+    out = " ".join(out.split())  # undo click's line wrapping
+    assert code == 0
+    assert f"optimiser steps per chunk before it falls back to zstd [default: {defaults.max_steps}]" in out.lower()
+    assert f"[default: {defaults.margin}]" in out and f"[default: {defaults.batch_size}]" in out
+    assert f"1<=x<={MAX_TOKENS_PER_CHUNK}" in out
+    assert f"{codec.DEFAULT_CHUNK_TOKENS['default']} for the default model" in out
+    code, out, _ = run("bench", "--help")
+    assert f"[default: {defaults.lr}]" in " ".join(out.split())
