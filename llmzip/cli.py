@@ -6,10 +6,12 @@ imported inside the commands that need them, so ``llmzip --help`` and ``llmzip i
 start in well under a second.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
 import signal
+import stat
 import sys
 import tempfile
 import threading
@@ -18,10 +20,27 @@ import time
 import click
 
 from llmzip import __version__
+from llmzip.container import MAX_TOKENS_PER_CHUNK  # torch-free, like this module
 from llmzip.errors import InputError, LmzError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Interrupt(BaseException):
+    """Ctrl-C or SIGTERM on its way out of a command (``args[0]``: True for SIGTERM).
+
+    Not a KeyboardInterrupt: click's ``main()`` answers one by printing a blank line to
+    stderr before re-raising, and llmzip reports an interrupt in exactly one line.
+    """
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            raise _Interrupt(isinstance(exc, _Terminated)) from exc
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="llmzip")
 def cli():
     """Archive text as memory tokens: one trained LM input vector per chunk.
@@ -114,8 +133,32 @@ def _show(value) -> str:
     return value if isinstance(value, str) and value.isprintable() else json.dumps(value)
 
 
+def _file_name(path) -> str:
+    """How messages name a file: as given, "stdin" for -, never raw control characters."""
+    return "stdin" if path == "-" else _show(str(path))
+
+
 def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+    """"1 chunk", "2 chunks", "0 vectors"."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
+class _FileError(InputError):
+    """An error about one file; its message is ``FILE: message``, the file named once."""
+
+    def __init__(self, path, message):
+        super().__init__(f"{_file_name(path)}: {message}")
+
+
+@contextlib.contextmanager
+def _about(path):
+    """Errors raised while working on ``path`` name it, once: ``FILE: message``."""
+    try:
+        yield
+    except _FileError:
+        raise
+    except LmzError as exc:
+        raise _FileError(path, exc) from exc
 
 
 def _margin(margin: float | None) -> str:
@@ -160,32 +203,72 @@ def _read_input(path: str) -> bytes:
         with open(path, "rb") as handle:
             return handle.read()
     except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
+        raise _FileError(path, "no such file") from None
     except IsADirectoryError:
-        raise InputError(f"{path}: is a directory") from None
+        raise _FileError(path, "is a directory") from None
     except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+        raise _FileError(path, f"cannot read: {exc.strerror}") from None
+
+
+def _source_stat(path: str) -> os.stat_result | None:
+    """The input whose permissions and times an output takes, as gzip and zstd do: a
+    regular file (not stdin, a pipe or a device), stat'ed before it is read."""
+    if path == "-":
+        return None
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None  # _read_input says why
+    return status if stat.S_ISREG(status.st_mode) else None
+
+
+def _in_place(output: str) -> bool:
+    """An existing output that is not a regular file (/dev/null, a FIFO, a device) is
+    written in place, as gzip and zstd do: no -f needed, no temporary file, no rename."""
+    return os.path.exists(output) and not os.path.isfile(output) and not os.path.isdir(output)
+
+
+def _probe_directory(directory: str) -> None:
+    """Raise OSError unless a file can be created in ``directory`` (os.access cannot
+    tell: it says yes to root on a read-only mount and in /proc)."""
+    handle, name = tempfile.mkstemp(dir=directory, prefix=".llmzip-probe.", suffix=".tmp")
+    os.close(handle)
+    os.unlink(name)
 
 
 def _check_output(output: str | None, force: bool, *, source: str, binary: bool) -> None:
-    """Refuse before any work: an existing output without -f, the input as output, or
-    archive bytes to a terminal."""
+    """Refuse before any work (before a model loads): an existing output without -f, the
+    input as output, archive bytes to a terminal, or a directory llmzip cannot write in."""
     if output is None:
         if binary and sys.stdout.isatty():
             raise InputError("refusing to write archive bytes to a terminal; use -o FILE or redirect stdout")
         return
     if source != "-" and os.path.exists(source) and os.path.exists(output) and os.path.samefile(source, output):
-        raise InputError(f"{output}: output would overwrite the input")
+        raise _FileError(output, "output would overwrite the input")
+    if os.path.isdir(output):
+        raise _FileError(output, "is a directory")
+    if _in_place(output):
+        return
     if os.path.exists(output) and not force:
-        raise InputError(f"{output}: already exists; use -f to overwrite")
+        raise _FileError(output, "already exists; use -f to overwrite")
     directory = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(directory):
-        raise InputError(f"{output}: directory {directory} does not exist")
+        if os.path.exists(directory):
+            raise _FileError(output, f"{_show(directory)} is not a directory")
+        raise _FileError(output, f"directory {_show(directory)} does not exist")
+    try:
+        _probe_directory(directory)
+    except OSError as exc:
+        raise _FileError(output, f"cannot write in {_show(directory)}: {exc.strerror}") from None
 
 
-def _write_output(output: str | None, data: bytes, force: bool) -> None:
+def _write_output(output: str | None, data: bytes, force: bool, *, like: os.stat_result | None = None) -> None:
     """Write to stdout (output None) or atomically to a file: a temporary file in the
-    target directory, fsync, rename. A failure leaves no file under the final name."""
+    target directory, fsync, rename. A failure leaves no file under the final name.
+
+    A new file gets the permission bits and times of ``like`` (the input, as gzip and
+    zstd do), else 0666 minus the umask, as any newly created file.
+    """
     if output is None:
         try:
             sys.stdout.buffer.write(data)
@@ -193,34 +276,45 @@ def _write_output(output: str | None, data: bytes, force: bool) -> None:
         except OSError as exc:  # a full disk or closed pipe behind stdout
             raise InputError(f"stdout: cannot write: {exc.strerror}") from None
         return
-    if os.path.exists(output) and not os.path.isfile(output):
+    if _in_place(output):
         # A device or pipe (/dev/null, /dev/full, a FIFO) is written in place: renaming a
         # temporary file over it would replace the device node itself.
         try:
             with open(output, "wb") as handle:
                 handle.write(data)
         except OSError as exc:
-            raise InputError(f"{output}: cannot write: {exc.strerror}") from None
+            raise _FileError(output, f"cannot write: {exc.strerror}") from None
         return
     directory = os.path.dirname(os.path.abspath(output))
     try:
         handle = tempfile.NamedTemporaryFile(dir=directory, prefix="." + os.path.basename(output) + ".", suffix=".tmp", delete=False)
     except OSError as exc:
-        raise InputError(f"{output}: cannot write in {directory}: {exc.strerror}") from None
+        raise _FileError(output, f"cannot write in {_show(directory)}: {exc.strerror}") from None
     try:
         with handle:
             handle.write(data)
             handle.flush()
+            # tempfile creates 0600; the output is an ordinary file (see the docstring).
+            os.fchmod(handle.fileno(), stat.S_IMODE(like.st_mode) & 0o777 if like else 0o666 & ~_umask())
             os.fsync(handle.fileno())
+        if like is not None:
+            os.utime(handle.name, ns=(like.st_atime_ns, like.st_mtime_ns))
         if os.path.exists(output) and not force:  # appeared while we worked
-            raise InputError(f"{output}: already exists; use -f to overwrite")
+            raise _FileError(output, "already exists; use -f to overwrite")
         os.replace(handle.name, output)
     except OSError as exc:
-        raise InputError(f"{output}: cannot write: {exc.strerror}") from None
+        raise _FileError(output, f"cannot write: {exc.strerror}") from None
     finally:
         if os.path.exists(handle.name):
             os.unlink(handle.name)
     _fsync_directory(directory)
+
+
+def _umask() -> int:
+    """The process umask (reading it means setting it: set back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_directory(directory: str) -> None:
@@ -239,55 +333,187 @@ def _fsync_directory(directory: str) -> None:
 
 def _output_path(file: str, output: str | None, to_stdout: bool, derive) -> str | None:
     """None means stdout. ``derive(file)`` gives the default output name."""
+    if to_stdout and output is not None:
+        raise click.UsageError("-c/--stdout and -o/--output cannot be used together", click.get_current_context())
     if to_stdout or output == "-" or (output is None and file == "-"):
         return None
     return output if output is not None else derive(file)
 
 
+# ---------------------------------------------------------------------------------------
+# torch: --device and --threads, shared by compress, extract, verify and bench
+
+_THREADS_HELP = (
+    "Torch CPU threads [default: torch's choice: the physical cores, or $OMP_NUM_THREADS]. "
+    "On a CPU busy with other jobs use 1: on a 2-core machine running other jobs, two threads "
+    "trained 2-3x slower than one (idle, 1.7x faster)."
+)
+
+
+def _threads_option(function):
+    return click.option("--threads", type=click.IntRange(1), help=_THREADS_HELP)(function)
+
+
+def _use_torch(device: str, threads: int | None) -> None:
+    """What every model command does before its work: refuse a --device this torch cannot
+    use, then run the rest of the command with --threads CPU threads (restored when the
+    command ends, however it ends)."""
+    _check_device(device)
+    click.get_current_context().with_resource(_torch_threads(threads))
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None):
+    """Use ``threads`` torch CPU threads inside the block (None: keep torch's setting),
+    then restore the previous count, so that no global setting outlives a command."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _check_device(device: str) -> None:
+    """Refuse, in one line and before any work, a --device this torch build cannot use
+    (torch itself would fail later with an AssertionError or a RuntimeError)."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise LmzError(f"--device {device}: not a torch device (cpu, cuda, cuda:1, mps, ...)") from None
+    if parsed.type == "cpu":
+        return
+    if parsed.type == "cuda":
+        if torch.version.cuda is None and getattr(torch.version, "hip", None) is None:
+            raise LmzError(
+                f"--device {device}: this torch ({torch.__version__}) is a CPU-only build; install the "
+                f"CUDA build that matches your driver (PyTorch's Get Started page gives the "
+                f"command; README, 'Set up and run')"
+            )
+        if not torch.cuda.is_available():
+            raise LmzError(f"--device {device}: torch sees no CUDA device (check the driver and CUDA_VISIBLE_DEVICES)")
+        count = torch.cuda.device_count()
+        if parsed.index is not None and parsed.index >= count:
+            raise LmzError(f"--device {device}: there {'is' if count == 1 else 'are'} only {_plural(count, 'CUDA device')}")
+        return
+    try:
+        if parsed.type == "meta":
+            raise RuntimeError("it holds no data")
+        torch.empty(1, device=parsed)
+    except Exception as exc:  # noqa: BLE001 - whatever torch says, it says the device is unusable
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise LmzError(f"--device {device}: not usable with this torch ({reason})") from None
+
+
 @cli.command()
-@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True), help="Archive path (default FILE.lmz; - for stdout).")
-@click.option("-c", "--stdout", "to_stdout", is_flag=True, help="Write the archive to stdout.")
+@click.argument("file", type=click.Path(allow_dash=True))
+@click.option("-o", "--output", type=click.Path(allow_dash=True), help="Archive path (default FILE.lmz; - for stdout).")
+@click.option("-c", "--stdout", "to_stdout", is_flag=True, help="Write the archive to stdout (not with -o).")
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--model", default="default", show_default=True, help="default, org/name@<commit>, a model directory or a .gguf file.")
 @click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda, cuda:1, ...")
-@click.option("--chunk-tokens", type=click.IntRange(1, 65536), help="Token budget per chunk [default: per model, 64 for the default model].")
+@_threads_option
+@click.option("--chunk-tokens", type=click.IntRange(1, MAX_TOKENS_PER_CHUNK), help="Token budget per chunk [default: per model, 64 for the default model].")
 @click.option("--max-steps", type=click.IntRange(1), help="Optimiser steps per chunk before it falls back to zstd [default: 1500].")
 @click.option("--margin", type=click.FloatRange(0, min_open=True), help="Logit margin every position must win by [default: 0.5].")
 @click.option("--batch-size", type=click.IntRange(1), help="Chunks trained together [default: 8].")
 @_verbosity
-def compress(file, output, to_stdout, force, model, device, chunk_tokens, max_steps, margin, batch_size, quiet, verbose, no_progress):
+def compress(file, output, to_stdout, force, model, device, threads, chunk_tokens, max_steps, margin, batch_size,
+             quiet, verbose, no_progress):
     """Compress FILE (- for stdin) into an .lmz archive.
 
-    Progress is journaled beside the output (OUT.journal); if compression is interrupted,
-    running the same command again resumes from the finished chunks and gives the same
-    archive.
+    Progress is journaled beside the output (OUT.journal), or, when the archive goes to
+    stdout or a device, in $XDG_CACHE_HOME/llmzip/journals/ (default ~/.cache). If
+    compression is interrupted, running the same command again resumes from the finished
+    chunks and gives the same archive. -v adds the model's load time and one line per
+    chunk (kind, bytes, tokens, recorded margin).
     """
     _setup_logging(quiet, verbose)
     target = _output_path(file, output, to_stdout, lambda name: name + ".lmz")
     _check_output(target, force, source=file, binary=True)
+    like = _source_stat(file)
     data = _read_input(file)
+    _use_torch(device, threads)
 
     from llmzip import codec
 
     train = _train_config(device, max_steps=max_steps, margin=margin, batch_size=batch_size)
+    began = time.perf_counter()
     compressor = codec.LmzCompressor(model=model, device=device, chunk_tokens=chunk_tokens, train=train)
-    journal = codec.journal_path_for(target) if target is not None else None
-    with _TrainingProgress(enabled=_show_progress(quiet, no_progress)) as progress:
+    loaded_in = time.perf_counter() - began
+    journal = _journal_path(target, data, compressor)
+    with _about(file), _TrainingProgress(enabled=_show_progress(quiet, no_progress)) as progress:
         archive, report = compressor.compress_with_report(
             data, journal_path=journal, on_step=progress.step, on_chunk=progress.chunk
         )
-    _write_output(target, archive, force)
+    _write_output(target, archive, force, like=like)
     if journal is not None:
         journal.unlink(missing_ok=True)
     if not quiet:
         resumed = f", {report.resumed_chunks} resumed from journal" if report.resumed_chunks else ""
         click.echo(
-            f"llmzip: {file} -> {target or '(stdout)'}: {report.chunks} chunks "
-            f"({report.memory_chunks} vectors, {report.fallback_chunks} zstd{resumed}), "
+            f"llmzip: {_file_name(file)} -> {_file_name(target) if target else '(stdout)'}: "
+            f"{_plural(report.chunks, 'chunk')} ({_plural(report.memory_chunks, 'vector')}, "
+            f"{report.fallback_chunks} zstd{resumed}), "
             f"{report.input_size:,} B -> {report.archive_size:,} B, {report.seconds:.1f} s",
             err=True,
         )
+    if verbose and not quiet:
+        import torch
+
+        identity = compressor.loaded.identity
+        click.echo(f"  model {_show(identity.source_id)} on {device}, {_plural(torch.get_num_threads(), 'thread')}, "
+                   f"loaded in {loaded_in:.1f} s", err=True)
+        for line in _chunk_lines(archive):
+            click.echo(line, err=True)
+
+
+def _journal_path(target: str | None, data: bytes, compressor):
+    """Where compress journals: beside a file output (OUT.journal); for stdout or a
+    device, in the user cache, named by the input's checksum and the settings and model
+    (a rerun of the same command finds it). None, with a warning, if the cache cannot be
+    written: the run works, but an interrupt loses its progress."""
+    from llmzip import codec
+    from llmzip.model import cache_root
+
+    if target is not None and not _in_place(target):
+        return codec.journal_path_for(target)
+    import xxhash
+
+    key = json.dumps({"settings": compressor.settings(), "model": compressor.loaded.identity.to_dict()}, sort_keys=True)
+    directory = cache_root() / "journals"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        _probe_directory(str(directory))
+    except OSError as exc:
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "llmzip: cannot journal in %s (%s); an interrupted run will start over", directory, exc.strerror
+        )
+        return None
+    return directory / f"{xxhash.xxh64(data).hexdigest()}-{xxhash.xxh64(key.encode()).hexdigest()}.journal"
+
+
+def _chunk_lines(archive: bytes) -> list[str]:
+    """One line per chunk of an archive, for -v: index, kind, bytes, and for memory
+    vectors the token count and the margin recorded at compress time."""
+    from llmzip import container, kinds
+
+    lines = []
+    for index, chunk in enumerate(container.unpack(archive).chunks):
+        kind, detail = kinds.of(chunk), ""
+        if getattr(chunk, "n_tokens", None) is not None:
+            detail += f"  {_plural(chunk.n_tokens, 'token')}"
+        if kind.margin(chunk) is not None:
+            detail += f"  margin {kind.margin(chunk):.3f}"
+        lines.append(f"  chunk {index:>5}  {kind.name:<6} {chunk.length:>7} B{detail}")
+    return lines
 
 
 def _train_config(device: str, **options):
@@ -307,8 +533,10 @@ class _TrainingProgress:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
         if self.bar is not None:
+            if exc_type is not None:  # an error or interrupt: clear the bar, leave its line to the message
+                self.bar.leave = False
             self.bar.close()
 
     def chunk(self, done: int, total: int) -> None:
@@ -333,56 +561,74 @@ class _TrainingProgress:
 
 
 @cli.command()
-@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True), help="Output path (default FILE without .lmz; - for stdout).")
-@click.option("-c", "--stdout", "to_stdout", is_flag=True, help="Write to stdout.")
+@click.argument("file", type=click.Path(allow_dash=True))
+@click.option("-o", "--output", type=click.Path(allow_dash=True), help="Output path (default FILE without .lmz; - for stdout).")
+@click.option("-c", "--stdout", "to_stdout", is_flag=True, help="Write to stdout (not with -o).")
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--model", default=None, help="Model spec [default: the one the archive names].")
 @click.option("--device", default="cpu", show_default=True, help="Torch device.")
+@_threads_option
 @_verbosity
-def extract(file, output, to_stdout, force, model, device, quiet, verbose, no_progress):
+def extract(file, output, to_stdout, force, model, device, threads, quiet, verbose, no_progress):
     """Restore the exact input from FILE.lmz.
 
     Nothing is written unless the model matches the archive's and every chunk and the
-    whole output pass their checksums.
+    whole output pass their checksums. The output takes the archive's permissions and
+    modification time, as gunzip does. -v adds one line per chunk (kind, bytes, tokens,
+    recorded margin; `verify -v` shows the margins decoding measured).
     """
     _setup_logging(quiet, verbose)
     target = _output_path(file, output, to_stdout, _strip_lmz)
     _check_output(target, force, source=file, binary=False)
+    like = _source_stat(file)
     archive = _read_input(file)
+    _use_torch(device, threads)
 
     from llmzip import codec
 
-    data = codec.LmzDecompressor(model=model, device=device).decompress(archive)
-    _write_output(target, data, force)
+    began = time.perf_counter()
+    with _about(file):
+        data = codec.LmzDecompressor(model=model, device=device).decompress(archive)
+    seconds = time.perf_counter() - began
+    _write_output(target, data, force, like=like)
+    if not quiet:
+        lines = _chunk_lines(archive)
+        click.echo(f"llmzip: {_file_name(file)} -> {_file_name(target) if target else '(stdout)'}: "
+                   f"{_plural(len(lines), 'chunk')}, {len(archive):,} B -> {len(data):,} B, {seconds:.1f} s", err=True)
+        if verbose:
+            for line in lines:
+                click.echo(line, err=True)
 
 
 def _strip_lmz(name: str) -> str:
     if not name.endswith(".lmz") or name == ".lmz":
-        raise InputError(f"{name}: does not end in .lmz; name the output with -o")
+        raise _FileError(name, "does not end in .lmz; name the output with -o")
     return name[: -len(".lmz")]
 
 
 @cli.command()
-@click.argument("files", nargs=-1, required=True, metavar="FILE.lmz...", type=click.Path(dir_okay=False))
+@click.argument("files", nargs=-1, required=True, metavar="FILE.lmz...", type=click.Path())
 @click.option("--model", default=None, help="Model spec [default: the one each archive names].")
 @click.option("--device", default="cpu", show_default=True, help="Torch device.")
+@_threads_option
 @_verbosity
-def verify(files, model, device, quiet, verbose, no_progress):
+def verify(files, model, device, threads, quiet, verbose, no_progress):
     """Decode every chunk and check every checksum; write nothing.
 
     Exit 0 only if every archive passes.
     """
     _setup_logging(quiet, verbose)
+    _use_torch(device, threads)
     from llmzip import codec
 
     decompressor = codec.LmzDecompressor(model=model, device=device)
     failed = 0
     for path in files:
         try:
-            checks = decompressor.verify(_read_input(path))
+            with _about(path):
+                checks = decompressor.verify(_read_input(path))
         except LmzError as exc:
-            click.echo(f"llmzip: error: {_show(path)}: {exc}", err=True)
+            click.echo(f"llmzip: error: {exc}", err=True)
             failed += 1
             continue
         counts: dict[str, int] = {}
@@ -402,8 +648,8 @@ def verify(files, model, device, quiet, verbose, no_progress):
 
 
 @cli.command()
-@click.argument("file", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The .safetensors file to write.")
+@click.argument("file", type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(), help="The .safetensors file to write.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output.")
 def export(file, output, force):
     """Write the memory vectors of FILE.lmz as safetensors, for use as soft prompts.
@@ -416,11 +662,13 @@ def export(file, output, force):
     _check_output(output, force, source=file, binary=True)
     from llmzip import codec
 
-    _write_output(output, codec.export(_read_input(file)), force)
+    with _about(file):
+        exported = codec.export(_read_input(file))
+    _write_output(output, exported, force)
 
 
 @cli.command()
-@click.argument("corpus", type=click.Path(dir_okay=False))
+@click.argument("corpus", type=click.Path())
 @click.option("--rows", type=click.IntRange(1), default=20, show_default=True, help="Use ROWS data rows.")
 @click.option("--start", type=click.IntRange(0), default=0, show_default=True, help="First data row to use (0-based), to run a corpus in slices.")
 @click.option("--column", default="chunk", show_default=True, help="CSV column holding the text.")
@@ -430,12 +678,12 @@ def export(file, output, force):
 @click.option("--margin", type=click.FloatRange(0, min_open=True), help="Logit margin every position must win by [default: 0.5].")
 @click.option("--batch-size", type=click.IntRange(1), help="Rows trained together [default: 8].")
 @click.option("--lr", type=click.FloatRange(0, min_open=True), help="Adam step size in embedding-RMS units [default: 1.0].")
-@click.option("--threads", type=click.IntRange(1), help="Torch CPU threads [default: torch's choice].")
+@_threads_option
 @click.option("--capacity", is_flag=True, help="For rows not stored, bisect the longest token prefix one vector holds.")
 @click.option("--probes", type=click.IntRange(1), default=3, show_default=True, help="Prefix lengths tried per row in each capacity round (1 = plain bisection).")
 @click.option("--resolution", type=click.IntRange(1), default=2, show_default=True, help="Capacity bisection stops at this many tokens.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write every measurement here as JSON.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG of accuracy against row length here.")
+@click.option("--json", "json_path", type=click.Path(), help="Write every measurement here as JSON.")
+@click.option("--plot", "plot_path", type=click.Path(), help="Write a PNG of accuracy against row length here.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing --json/--plot files.")
 @_verbosity
 def bench(corpus, rows, start, column, model, device, max_steps, margin, batch_size, lr, threads, capacity, probes, resolution,
@@ -457,12 +705,9 @@ def bench(corpus, rows, start, column, model, device, max_steps, margin, batch_s
     if plot_path is not None:
         measure.check_plotting()
 
-    import torch
-
+    _use_torch(device, threads)
     from llmzip.model import load_model
 
-    if threads is not None:
-        torch.set_num_threads(threads)
     config = _train_config(device, max_steps=max_steps, margin=margin, batch_size=batch_size, lr=lr)
     loaded = load_model(model, device=device)
 
@@ -530,9 +775,12 @@ def _run(argv):
     try:
         # standalone_mode=False: errors come here to be mapped; ctx.exit(n) comes back as n.
         status = cli.main(args=argv, prog_name="llmzip", standalone_mode=False)
-    except (click.exceptions.Abort, KeyboardInterrupt) as exc:  # click wraps Ctrl-C in Abort
-        click.echo("llmzip: interrupted", err=True)
-        sys.exit(128 + signal.SIGTERM if isinstance(exc.__cause__ or exc, _Terminated) else 130)
+    except (_Interrupt, click.exceptions.Abort, KeyboardInterrupt) as exc:  # click wraps Ctrl-C in Abort
+        terminated = exc.args[0] if isinstance(exc, _Interrupt) else isinstance(exc.__cause__ or exc, _Terminated)
+        # On a terminal, \r puts the message over the ^C the terminal echoed.
+        click.echo(("\r" if sys.stderr.isatty() else "") + ("llmzip: terminated" if terminated else "llmzip: interrupted"),
+                   err=True)
+        sys.exit(128 + signal.SIGTERM if terminated else 130)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

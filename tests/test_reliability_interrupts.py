@@ -76,7 +76,8 @@ def check_aftermath(tally, family, folder, target, complete: bytes, signum, stat
     else:
         assert leftovers == [], leftovers
         if status:
-            assert stderr_path.read_text().strip().splitlines() == ["llmzip: interrupted"]
+            said = "llmzip: terminated" if signum == signal.SIGTERM else "llmzip: interrupted"
+            assert stderr_path.read_text() == said + "\n"  # one line, no blank line before it
     tally.add(family, name, EXACT if status == 0 else CLEAN)
 
 

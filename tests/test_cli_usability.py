@@ -1,0 +1,400 @@
+"""What a new user trips over (issue 12): each item through the command line, in process.
+
+Every error is one line on stderr, ``llmzip: error: FILE: message`` where a file is at
+fault, and comes before the model loads wherever the arguments alone show it; outputs
+are ordinary files; -v says more; --threads applies for one command and no longer.
+"""
+
+import io
+import os
+import re
+import stat
+import sys
+
+import pytest
+import torch
+
+from llmzip import cli, codec
+from llmzip.cli import main
+
+TINY = ["--chunk-tokens", "16", "--max-steps", "40"]
+LEARNED = b"The quick brown fox jumps over the lazy dog."  # the fixture model stores it as one vector
+BAD = os.path.join(os.path.dirname(__file__), "..", "fixtures", "bad", "bitflip_trailer.lmz")
+
+
+@pytest.fixture
+def model_args(tiny_model_dir):
+    return ["--model", str(tiny_model_dir)]
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fail loudly if anything starts loading a model."""
+    import llmzip.model
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(codec, "load_model", refuse)
+    monkeypatch.setattr(llmzip.model, "load_model", refuse)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """An empty user cache for journals of stdout runs."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "llmzip" / "journals"
+
+
+@pytest.fixture
+def run_binary(capfd):
+    """Like ``run``, for commands whose stdout carries archive bytes: (status, stdout bytes, stderr)."""
+
+    def run(*args, stdin: bytes | None = None):
+        saved = sys.stdin, sys.stdout
+        out = io.BytesIO()
+        sys.stdout = io.TextIOWrapper(out, write_through=True)
+        if stdin is not None:
+            sys.stdin = io.TextIOWrapper(io.BytesIO(stdin))
+        try:
+            with pytest.raises(SystemExit) as stop:
+                main([str(a) for a in args])
+            data = out.getvalue()
+        finally:
+            sys.stdin, sys.stdout = saved
+        return stop.value.code, data, capfd.readouterr().err
+
+    return run
+
+
+def one_error_line(err: str, *needles) -> bool:
+    return err.count("\n") == 1 and err.startswith("llmzip: error: ") and "Traceback" not in err and all(
+        needle in err for needle in needles
+    )
+
+
+def compressed(run, model_args, tmp_path, data=LEARNED, name="doc.txt"):
+    source = tmp_path / name
+    source.write_bytes(data)
+    code, _, err = run("compress", source, *model_args, *TINY, "-q")
+    assert code == 0, err
+    return source, tmp_path / (name + ".lmz")
+
+
+# 1. An output directory llmzip cannot write in: one line, exit 1, before the model loads.
+
+
+@pytest.mark.parametrize("where", ["proc", "under-a-file", "read-only"])
+def test_unwritable_output_directory_is_refused_before_the_model_loads(run, tmp_path, no_model, where):
+    source = tmp_path / "one.txt"
+    source.write_bytes(b"one")
+    if where == "proc":
+        if not os.path.isdir("/proc"):
+            pytest.skip("no /proc")
+        output, message = "/proc/x.lmz", "cannot write in /proc"
+    elif where == "under-a-file":
+        (tmp_path / "somefile").write_bytes(b"")
+        output, message = tmp_path / "somefile" / "x.lmz", "somefile is not a directory"
+    else:
+        if os.geteuid() == 0:
+            pytest.skip("root writes in a read-only directory (the /proc case covers root)")
+        (tmp_path / "rodir").mkdir(mode=0o555)
+        output, message = tmp_path / "rodir" / "x.lmz", "cannot write in"
+    code, out, err = run("compress", source, "-o", output, "--model", tmp_path / "no-model-is-loaded")
+    assert code == 1 and out == ""
+    assert one_error_line(err, f"{output}: ", message), err
+    assert not os.path.exists(str(output) + ".journal")
+
+
+# 2. A --device this torch cannot use: one line, exit 1, before any work, for every command.
+
+
+@pytest.mark.parametrize("command", ["compress", "extract", "verify", "bench"])
+@pytest.mark.parametrize("device, cuda_build, message", [
+    ("tpu", None, "--device tpu: not a torch device"),
+    ("cuda", None, "is a CPU-only build; install the CUDA build"),
+    ("cuda", "12.4", "torch sees no CUDA device"),
+])
+def test_an_unusable_device_is_one_line_before_any_work(run, tmp_path, monkeypatch, no_model, command, device,
+                                                        cuda_build, message):
+    monkeypatch.setattr(torch.version, "cuda", cuda_build)
+    monkeypatch.setattr(torch.version, "hip", None, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    (tmp_path / "doc.txt").write_bytes(b"text")
+    (tmp_path / "doc.lmz").write_bytes(b"not an archive: a decoder would say so")
+    (tmp_path / "rows.csv").write_text("chunk\nsome text\n")
+    target = {"compress": "doc.txt", "extract": "doc.lmz", "verify": "doc.lmz", "bench": "rows.csv"}[command]
+    code, out, err = run(command, tmp_path / target, "--device", device)
+    assert code == 1 and out == ""
+    assert one_error_line(err, message), err
+    if cuda_build is None and device == "cuda":
+        assert "README" in err
+    assert not (tmp_path / "doc.txt.lmz").exists() and not (tmp_path / "doc").exists()
+
+
+# 3. Outputs are ordinary files: the input's mode and mtime (gzip, zstd), else 0666 & ~umask.
+
+
+@pytest.fixture(params=[0o022, 0o077], ids=["umask022", "umask077"])
+def umask(request):
+    previous = os.umask(request.param)
+    yield request.param
+    os.umask(previous)
+
+
+def test_outputs_take_the_inputs_mode_and_mtime_else_the_umask(run, run_binary, model_args, tmp_path, umask):
+    source = tmp_path / "doc.txt"
+    source.write_bytes(LEARNED)
+    source.chmod(0o640)
+    os.utime(source, (1_000_000_000, 1_000_000_000))
+    assert run("compress", source, *model_args, *TINY, "-q")[0] == 0
+    archive = tmp_path / "doc.txt.lmz"
+    assert stat.S_IMODE(archive.stat().st_mode) == 0o640  # the input's, whatever the umask
+    assert archive.stat().st_mtime == 1_000_000_000
+
+    archive.chmod(0o604)
+    os.utime(archive, (1_200_000_000, 1_200_000_000))
+    source.unlink()
+    assert run("extract", archive, *model_args, "-q")[0] == 0
+    assert stat.S_IMODE(source.stat().st_mode) == 0o604  # the archive's, as gunzip does
+    assert source.stat().st_mtime == 1_200_000_000
+
+    ordinary = 0o666 & ~umask  # no input file: what `touch` would create
+    code, _, err = run_binary("compress", "-", "-o", tmp_path / "stdin.lmz", *model_args, *TINY, "-q", stdin=LEARNED)
+    assert code == 0, err
+    assert stat.S_IMODE((tmp_path / "stdin.lmz").stat().st_mode) == ordinary
+    assert run("export", archive, "-o", tmp_path / "v.safetensors")[0] == 0
+    assert stat.S_IMODE((tmp_path / "v.safetensors").stat().st_mode) == ordinary
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+# 4. Every per-file error is `llmzip: error: FILE: message`, the file named once.
+
+
+def test_every_per_file_error_names_the_file_once(run, tmp_path, monkeypatch, no_model):
+    monkeypatch.chdir(tmp_path)
+    assert run("verify", "missing.lmz") == (1, "", "llmzip: error: missing.lmz: no such file\n")
+    assert run("extract", "missing.lmz") == (1, "", "llmzip: error: missing.lmz: no such file\n")
+    assert run("export", "missing.lmz", "-o", "v.safetensors") == (1, "", "llmzip: error: missing.lmz: no such file\n")
+    for command in (["extract", BAD, "-o", "out.txt"], ["verify", BAD], ["export", BAD, "-o", "v.safetensors"],
+                    ["info", BAD]):
+        code, _, err = run(*command)
+        assert code == 1 and one_error_line(err, f"llmzip: error: {BAD}: ") and err.count(BAD) == 1, (command, err)
+    assert not (tmp_path / "out.txt").exists() and not (tmp_path / "v.safetensors").exists()
+
+
+def test_a_decoding_error_names_the_archive(run, model_args, tmp_path):
+    _, archive = compressed(run, model_args, tmp_path)
+    code, _, err = run("extract", archive, "-o", tmp_path / "out.txt", "--model", tmp_path / "no-such-model")
+    assert code == 1 and one_error_line(err, f"llmzip: error: {archive}: ") and err.count(str(archive)) == 1, err
+
+
+# 7. -v says more on compress and extract; -c with -o is a usage error; devices need no -f.
+
+
+def test_verbose_compress_and_extract_list_every_chunk(run, model_args, tmp_path):
+    source = tmp_path / "doc.txt"
+    source.write_bytes(LEARNED)
+    code, out, err = run("compress", source, *model_args, *TINY, "-v")
+    assert code == 0 and out == ""
+    lines = err.splitlines()
+    assert re.fullmatch(r"llmzip: .*doc\.txt -> .*doc\.txt\.lmz: 1 chunk \(1 vector, 0 zstd\), 44 B -> [\d,]+ B, [\d.]+ s",
+                        lines[0]), lines[0]
+    assert re.fullmatch(r"  model .*tiny-gemma3 on cpu, \d+ threads?, loaded in [\d.]+ s", lines[1]), lines[1]
+    assert re.fullmatch(r"  chunk     0  memory      44 B  \d+ tokens  margin \d+\.\d{3}", lines[2]), lines[2]
+    assert len(lines) == 3
+
+    source.unlink()
+    code, out, err = run("extract", tmp_path / "doc.txt.lmz", *model_args, "-v")
+    assert code == 0 and out == ""
+    assert err.splitlines()[1:] == lines[2:]
+    code, _, err = run("extract", tmp_path / "doc.txt.lmz", *model_args, "-v", "-f", "-q")
+    assert code == 0 and err == ""
+
+
+@pytest.mark.parametrize("command", ["compress", "extract"])
+def test_stdout_and_an_output_file_together_are_a_usage_error(run, tmp_path, no_model, command):
+    (tmp_path / "doc.txt.lmz").write_bytes(b"")
+    code, out, err = run(command, tmp_path / "doc.txt.lmz", "-c", "-o", tmp_path / "out")
+    assert code == 2 and out == "" and "-c/--stdout and -o/--output cannot be used together" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_existing_device_is_written_without_force(run, model_args, tmp_path):
+    _, archive = compressed(run, model_args, tmp_path)
+    code, _, err = run("extract", archive, "-o", os.devnull, *model_args, "-q")
+    assert code == 0, err
+    assert os.path.exists(os.devnull) and not os.path.isfile(os.devnull)
+    code, _, err = run("extract", archive, "-o", tmp_path, *model_args)  # a directory is no device
+    assert code == 1 and one_error_line(err, f"{tmp_path}: is a directory"), err
+
+
+# 8. A directory as input: exit 1 and one line from every command.
+
+
+@pytest.mark.parametrize("command", [["compress"], ["extract", "-o", "out"], ["verify"], ["info"],
+                                     ["export", "-o", "out"], ["bench"]])
+def test_a_directory_as_input_is_one_line_and_exit_1(run, tmp_path, monkeypatch, no_model, command):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "folder").mkdir()
+    code, out, err = run(command[0], "folder", *command[1:])
+    assert code == 1 and out == ""
+    assert one_error_line(err, "llmzip: error: folder: ") and "directory" in err, err
+
+
+# 9. An interrupted compress to stdout resumes from a journal in the user cache.
+
+
+def test_interrupted_stdout_compress_resumes_from_the_cache_journal(run, run_binary, model_args, tmp_path, cache,
+                                                                    monkeypatch):
+    data = b"Pack my box with five dozen liquor jugs. " + LEARNED
+    source = tmp_path / "doc.txt"
+    source.write_bytes(data)
+    settings = [*model_args, *TINY, "--batch-size", "1"]
+    assert run("compress", source, "-o", tmp_path / "reference.lmz", *settings, "-q")[0] == 0
+    reference = (tmp_path / "reference.lmz").read_bytes()
+
+    train_group = codec.LmzCompressor._train_group
+    calls = []
+
+    def train_then_interrupt(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return train_group(self, *args, **kwargs)
+
+    monkeypatch.setattr(codec.LmzCompressor, "_train_group", train_then_interrupt)
+    code, out, err = run_binary("compress", source, "-c", *settings)
+    assert (code, out, err) == (130, b"", "llmzip: interrupted\n")
+    assert len(list(cache.iterdir())) == 1  # the first group, journaled
+
+    monkeypatch.setattr(codec.LmzCompressor, "_train_group", train_group)
+    code, out, err = run_binary("compress", source, "-c", *settings)
+    assert code == 0, err
+    assert out == reference and "1 resumed from journal" in err
+    assert list(cache.iterdir()) == []  # removed once the archive is out
+
+
+def test_a_device_output_journals_in_the_cache_not_beside_it(run, model_args, tmp_path, cache, monkeypatch):
+    source = tmp_path / "doc.txt"
+    source.write_bytes(LEARNED)
+    compress_with_report = codec.LmzCompressor.compress_with_report
+    journals = []
+
+    def spy(self, data, **kwargs):
+        journals.append(kwargs["journal_path"])
+        return compress_with_report(self, data, **kwargs)
+
+    monkeypatch.setattr(codec.LmzCompressor, "compress_with_report", spy)
+    code, _, err = run("compress", source, "-o", os.devnull, *model_args, *TINY, "-q")
+    assert code == 0, err
+    assert [path.parent for path in journals] == [cache]
+    assert not os.path.exists(os.devnull + ".journal") and list(cache.iterdir()) == []
+
+
+def test_an_unwritable_cache_means_no_journal_and_a_warning(run_binary, model_args, tmp_path, monkeypatch):
+    (tmp_path / "cache").write_bytes(b"a file where the cache directory should be")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    code, out, err = run_binary("compress", "-", *model_args, *TINY, stdin=LEARNED)
+    assert code == 0 and out.startswith(b"\x89LMZ")
+    assert err.startswith("llmzip: cannot journal in ") and "an interrupted run will start over" in err, err
+
+
+# 10. --threads, for compress, extract, verify and bench, for the command only.
+
+
+@pytest.mark.parametrize("command", ["compress", "extract", "verify", "bench"])
+def test_threads_apply_during_the_command_and_are_restored(run, model_args, tmp_path, monkeypatch, command):
+    import llmzip.bench
+
+    _, archive = compressed(run, model_args, tmp_path)
+    (tmp_path / "rows.csv").write_text("chunk\nsome text\n")
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        if command == "bench":
+            raise KeyboardInterrupt  # an interrupt must restore them too
+        raise cli.InputError("stopped here")  # and so must an error
+
+    target = {"compress": (codec.LmzCompressor, "compress_with_report"), "extract": (codec.LmzDecompressor, "decompress"),
+              "verify": (codec.LmzDecompressor, "verify"), "bench": (llmzip.bench, "run")}[command]
+    monkeypatch.setattr(*target, spy)
+    before = torch.get_num_threads()
+    threads = before + 1
+    argv = {"compress": [tmp_path / "doc.txt", "-o", tmp_path / "new.lmz", *TINY], "extract": [archive, "-o", tmp_path / "x"],
+            "verify": [archive], "bench": [tmp_path / "rows.csv"]}[command]
+    code, _, err = run(command, *argv, *model_args, "--threads", threads)
+    assert (code, err) == (130, "llmzip: interrupted\n") if command == "bench" else code == 1 and "stopped here" in err, err
+    assert seen == [threads]
+    assert torch.get_num_threads() == before
+
+
+def test_threads_help_names_the_default_and_when_to_use_one(run):
+    for command in ("compress", "extract", "verify", "bench"):
+        code, out, _ = run(command, "--help")
+        assert code == 0 and "--threads" in out and "torch's choice" in out and "use 1" in out, command
+
+
+# 11. Messages: plurals, one clean line for an interrupt, "terminated" for SIGTERM.
+
+
+@pytest.mark.parametrize("exception, status, message", [
+    (KeyboardInterrupt, 130, "llmzip: interrupted\n"),
+    (cli._Terminated, 143, "llmzip: terminated\n"),
+])
+def test_an_interrupt_is_one_line(run, model_args, tmp_path, monkeypatch, exception, status, message):
+    (tmp_path / "doc.txt").write_bytes(LEARNED)
+
+    def interrupt(*args, **kwargs):
+        raise exception
+
+    monkeypatch.setattr(codec.LmzCompressor, "compress_with_report", interrupt)
+    assert run("compress", tmp_path / "doc.txt", *model_args) == (status, "", message)
+    assert [p.name for p in tmp_path.iterdir()] == ["doc.txt"]
+
+
+def test_counts_are_singular_and_plural(run, model_args, tmp_path):
+    source = tmp_path / "doc.txt"
+    source.write_bytes(LEARNED)
+    _, _, err = run("compress", source, *model_args, *TINY)
+    assert ": 1 chunk (1 vector, 0 zstd), " in err
+    code, out, _ = run("verify", tmp_path / "doc.txt.lmz", *model_args)
+    assert code == 0 and "OK (1 chunk: 1 memory, 0 zstd" in out
+    source.write_bytes(b"\xff\xfe not UTF-8, so zstd. " + LEARNED)
+    _, _, err = run("compress", source, *model_args, *TINY, "-f")
+    assert re.search(r": \d+ chunks \(\d+ vectors?, \d+ zstd\), ", err) and ": 1 chunks" not in err, err
+
+
+# 12. extract prints a summary line like compress (stderr, not with -q).
+
+
+def test_extract_prints_a_summary_line(run, model_args, tmp_path):
+    source, archive = compressed(run, model_args, tmp_path)
+    source.unlink()
+    code, out, err = run("extract", archive, *model_args)
+    assert code == 0 and out == ""
+    size = archive.stat().st_size
+    assert re.fullmatch(rf"llmzip: {re.escape(str(archive))} -> {re.escape(str(source))}: 1 chunk, {size:,} B -> 44 B, "
+                        r"[\d.]+ s\n", err), err
+    code, _, err = run("extract", archive, *model_args, "-f", "-q")
+    assert code == 0 and err == ""
+
+
+# Help texts take their defaults from the code.
+
+
+def test_help_defaults_are_the_codes(run):
+    from llmzip.container import MAX_TOKENS_PER_CHUNK
+    from llmzip.train import TrainConfig
+
+    defaults = TrainConfig()
+    code, out, _ = run("compress", "--help")
+    out = " ".join(out.split())  # undo click's line wrapping
+    assert code == 0
+    assert f"optimiser steps per chunk before it falls back to zstd [default: {defaults.max_steps}]" in out.lower()
+    assert f"[default: {defaults.margin}]" in out and f"[default: {defaults.batch_size}]" in out
+    assert f"1<=x<={MAX_TOKENS_PER_CHUNK}" in out
+    assert f"{codec.DEFAULT_CHUNK_TOKENS['default']} for the default model" in out
+    code, out, _ = run("bench", "--help")
+    assert f"[default: {defaults.lr}]" in " ".join(out.split())
