@@ -84,22 +84,16 @@ def compressed(run, model_args, tmp_path, data=LEARNED, name="doc.txt"):
 # 1. An output directory llmzip cannot write in: one line, exit 1, before the model loads.
 
 
-@pytest.mark.parametrize("where", ["proc", "under-a-file", "read-only"])
+# A read-only directory stops nobody as root (CI runs as root), so /proc stands in for it.
+@pytest.mark.parametrize("where", ["proc", "under-a-file"])
 def test_unwritable_output_directory_is_refused_before_the_model_loads(run, tmp_path, no_model, where):
     source = tmp_path / "one.txt"
     source.write_bytes(b"one")
-    if where == "proc":
-        if not os.path.isdir("/proc"):
-            pytest.skip("no /proc")
+    if where == "proc":  # Linux: /proc refuses new files, even root's
         output, message = "/proc/x.lmz", "cannot write in /proc"
     elif where == "under-a-file":
         (tmp_path / "somefile").write_bytes(b"")
         output, message = tmp_path / "somefile" / "x.lmz", "somefile is not a directory"
-    else:
-        if os.geteuid() == 0:
-            pytest.skip("root writes in a read-only directory (the /proc case covers root)")
-        (tmp_path / "rodir").mkdir(mode=0o555)
-        output, message = tmp_path / "rodir" / "x.lmz", "cannot write in"
     code, out, err = run("compress", source, "-o", output, "--model", tmp_path / "no-model-is-loaded")
     assert code == 1 and out == ""
     assert one_error_line(err, f"{output}: ", message), err
