@@ -29,7 +29,7 @@ _LAZY = {
     "export": "llmzip.codec",
     "LmzCompressor": "llmzip.codec",
     "LmzDecompressor": "llmzip.codec",
-    "TrainConfig": "llmzip.train",
+    "TrainConfig": "llmzip.config",
     "read_header": "llmzip.container",
     "load_model": "llmzip.model",
     "model_directory": "llmzip.model",

@@ -111,7 +111,7 @@ def run(
     on_row: Optional[Callable[[RowResult], None]] = None,
     on_step: Optional[Callable[[int, int, float], None]] = None,
 ) -> list[RowResult]:
-    """Train one vector per text with ``config`` (a :class:`llmzip.train.TrainConfig`);
+    """Train one vector per text with ``config`` (a :class:`llmzip.config.TrainConfig`);
     ``first_row`` is the CSV row number of ``texts[0]``, for the results' ``row``."""
     from llmzip.train import MemoryTrainer
 

@@ -20,8 +20,11 @@ import time
 import click
 
 from llmzip import __version__
-from llmzip.container import MAX_TOKENS_PER_CHUNK  # torch-free, like this module
+from llmzip.config import DEFAULT_CHUNK_TOKENS, TrainConfig  # torch-free, like this module
+from llmzip.container import MAX_TOKENS_PER_CHUNK
 from llmzip.errors import InputError, LmzError
+
+_TRAIN = TrainConfig()  # the defaults the help texts show
 
 
 class _Interrupt(BaseException):
@@ -418,10 +421,10 @@ def _check_device(device: str) -> None:
 @click.option("--model", default="default", show_default=True, help="default, org/name@<commit>, a model directory or a .gguf file.")
 @click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda, cuda:1, ...")
 @_threads_option
-@click.option("--chunk-tokens", type=click.IntRange(1, MAX_TOKENS_PER_CHUNK), help="Token budget per chunk [default: per model, 64 for the default model].")
-@click.option("--max-steps", type=click.IntRange(1), help="Optimiser steps per chunk before it falls back to zstd [default: 1500].")
-@click.option("--margin", type=click.FloatRange(0, min_open=True), help="Logit margin every position must win by [default: 0.5].")
-@click.option("--batch-size", type=click.IntRange(1), help="Chunks trained together [default: 8].")
+@click.option("--chunk-tokens", type=click.IntRange(1, MAX_TOKENS_PER_CHUNK), help=f"Token budget per chunk [default: per model, {DEFAULT_CHUNK_TOKENS['default']} for the default model].")
+@click.option("--max-steps", type=click.IntRange(1), help=f"Optimiser steps per chunk before it falls back to zstd [default: {_TRAIN.max_steps}].")
+@click.option("--margin", type=click.FloatRange(0, min_open=True), help=f"Logit margin every position must win by [default: {_TRAIN.margin}].")
+@click.option("--batch-size", type=click.IntRange(1), help=f"Chunks trained together [default: {_TRAIN.batch_size}].")
 @_verbosity
 def compress(file, output, to_stdout, force, model, device, threads, chunk_tokens, max_steps, margin, batch_size,
              quiet, verbose, no_progress):
@@ -518,8 +521,6 @@ def _chunk_lines(archive: bytes) -> list[str]:
 
 def _train_config(device: str, **options):
     """A TrainConfig with the options the user gave (None = the documented default)."""
-    from llmzip.train import TrainConfig
-
     return TrainConfig(**{name: value for name, value in options.items() if value is not None}, device=device)
 
 
@@ -674,10 +675,10 @@ def export(file, output, force):
 @click.option("--column", default="chunk", show_default=True, help="CSV column holding the text.")
 @click.option("--model", default="default", show_default=True, help="default, org/name@<commit>, a model directory or a .gguf file.")
 @click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda, cuda:1, ...")
-@click.option("--max-steps", type=click.IntRange(1), help="Optimiser steps per row [default: 1500].")
-@click.option("--margin", type=click.FloatRange(0, min_open=True), help="Logit margin every position must win by [default: 0.5].")
-@click.option("--batch-size", type=click.IntRange(1), help="Rows trained together [default: 8].")
-@click.option("--lr", type=click.FloatRange(0, min_open=True), help="Adam step size in embedding-RMS units [default: 1.0].")
+@click.option("--max-steps", type=click.IntRange(1), help=f"Optimiser steps per row [default: {_TRAIN.max_steps}].")
+@click.option("--margin", type=click.FloatRange(0, min_open=True), help=f"Logit margin every position must win by [default: {_TRAIN.margin}].")
+@click.option("--batch-size", type=click.IntRange(1), help=f"Rows trained together [default: {_TRAIN.batch_size}].")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), help=f"Adam step size in embedding-RMS units [default: {_TRAIN.lr}].")
 @_threads_option
 @click.option("--capacity", is_flag=True, help="For rows not stored, bisect the longest token prefix one vector holds.")
 @click.option("--probes", type=click.IntRange(1), default=3, show_default=True, help="Prefix lengths tried per row in each capacity round (1 = plain bisection).")

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from llmzip import __version__, chunking, container, kinds
+from llmzip.config import DEFAULT_CHUNK_TOKENS, FALLBACK_CHUNK_TOKENS
 from llmzip.errors import ChecksumError, FormatError, InputError, LimitError, ModelError, ModelMismatchError
 from llmzip.identity import ModelIdentity, recorded_identity
 from llmzip.journal import Journal, JournalEntry
@@ -38,12 +39,6 @@ from llmzip.train import MemoryTrainer, TrainConfig
 
 log = logging.getLogger(__name__)
 
-# Default token budget per chunk, by model source. See README "Choosing --chunk-tokens":
-# 64-token chunks of Gemma 3 270M train in 121-238 steps (BENCHMARKS.md) and hold about
-# 250 bytes of English each; 146-token prefixes still fit one vector, 195 did not in 600
-# steps. Other models start from the conservative 32.
-DEFAULT_CHUNK_TOKENS = {"default": 64}
-FALLBACK_CHUNK_TOKENS = 32
 
 StepCallback = Callable[[int, int, float], None]  # (step, chunks in batch, mean loss)
 ChunkCallback = Callable[[int, int], None]  # (chunks finished, chunks to train)
@@ -84,7 +79,7 @@ class LmzCompressor:
     ``model``: model spec (``"default"``, ``org/name@commit``, a directory, a ``.gguf``).
     ``device``: torch device for training and decoding (``"cpu"``, ``"cuda"``, ...).
     ``chunk_tokens``: token budget per chunk; default per model (:data:`DEFAULT_CHUNK_TOKENS`).
-    ``train``: a :class:`llmzip.train.TrainConfig` (margin, steps, batch size, lr, dtype).
+    ``train``: a :class:`llmzip.config.TrainConfig` (margin, steps, batch size, lr, dtype).
     ``zstd_level``: level for the fallback chunks (default 19).
     ``metadata``: extra ``str -> str`` pairs stored in the archive header.
     ``loaded``: an already loaded :class:`llmzip.model.LoadedModel` (skips ``model``).

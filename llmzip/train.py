@@ -46,43 +46,26 @@ import time
 import zlib
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from llmzip.config import TRAIN_DTYPES, TrainConfig
 from llmzip.decode import DecodeResult, decode, prompt_embeddings
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+assert tuple(DTYPES) == TRAIN_DTYPES
 
 
-@dataclass
-class TrainConfig:
-    """Every knob of the optimisation. Defaults are the measured choices for Gemma 3 270M
-    on CPU (BENCHMARKS.md, "Engine speed")."""
+class _Evaluation(NamedTuple):
+    """One teacher-forced pass over the active chunks: each field is (B,)."""
 
-    lr: float = 1.0  # Adam step size, in units of the RMS of one input-embedding element (BENCHMARKS.md, attempt 8)
-    warmup_steps: int = 10  # linear warmup from lr/warmup_steps; constant afterwards
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    margin: float = 0.5  # stop when every target logit beats the runner-up by this much
-    verify_margin: float = 0.25  # fp32 decode of the fp16 vector must keep this gap
-    max_steps: int = 1500  # optimiser steps per chunk before giving up
-    extra_steps: int = 200  # more steps for a converged chunk whose verification failed
-    batch_size: int = 8  # chunks per forward/backward
-    candidates: int = 32  # softmax over targets + this many top tokens per position; 0 = full vocabulary
-    refresh_every: int = 10  # steps between full-vocabulary checks that refresh the candidates
-    train_dtype: str = "float32"  # weights of the training copy; "float32" or "bfloat16"
-    device: Optional[str] = None  # where to train; None = where the model is
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.train_dtype not in DTYPES:
-            raise ValueError(f"train_dtype must be one of {sorted(DTYPES)}, got {self.train_dtype!r}")
-        if self.margin <= 0 or self.verify_margin < 0:
-            raise ValueError("margin must be positive and verify_margin non-negative")
-        if min(self.max_steps, self.batch_size, self.warmup_steps, self.refresh_every) < 1 or self.candidates < 0:
-            raise ValueError("max_steps, batch_size, warmup_steps, refresh_every must be >= 1, candidates >= 0")
+    losses: torch.Tensor  # per-chunk mean cross-entropy to differentiate (with grad)
+    loss: torch.Tensor  # the same, or the full-vocabulary value where checked (no grad)
+    accuracy: torch.Tensor  # teacher-forced argmax accuracy
+    min_margin: torch.Tensor  # smallest target-vs-runner-up gap (negative where wrong)
+    checked: torch.Tensor  # True where loss/accuracy/min_margin come from the full vocabulary
 
 
 @dataclass
@@ -99,22 +82,22 @@ class ChunkResult:
     converged: bool  # reached the training margin within the step budget
 
 
-class _Chunk:
+class _Training:
     """One chunk's optimisation state: its vector and its own Adam moments and clock."""
 
-    def __init__(self, index: int, ids: torch.Tensor, vector: torch.Tensor, margin: float, budget: int):
+    def __init__(self, index: int, ids: torch.Tensor, vector: torch.Tensor, target_margin: float, budget: int):
         self.index = index
         self.ids = ids  # (T,)
         self.vector = vector  # (d,) float32
         self.exp_avg = torch.zeros_like(vector)
         self.exp_avg_sq = torch.zeros_like(vector)
         self.steps = 0
-        self.margin = margin
+        self.target_margin = target_margin  # the gap this chunk trains for (doubled on a retry)
         self.budget = budget
         self.retried = False
         self.candidates = ids  # token ids kept in the restricted softmax; see _evaluate
         self.started = time.perf_counter()
-        self.loss = self.token_accuracy = self.min_margin = float("nan")
+        self.loss = self.token_accuracy = self.min_margin = float("nan")  # measured at the last evaluation
 
 
 class MemoryTrainer:
@@ -144,13 +127,13 @@ class MemoryTrainer:
         embeddings = self.train_model.get_input_embeddings()(ids).float()  # (K, d)
         return embeddings.pow(2).mean().sqrt().item()
 
-    def _start(self, index: int, ids: Sequence[int], margin: float) -> _Chunk:
+    def _start(self, index: int, ids: Sequence[int], margin: float) -> _Training:
         """A fresh chunk whose start vector depends only on the seed and its own ids."""
         d = self.model.get_input_embeddings().weight.shape[1]
         ids_tensor = torch.tensor(list(ids), dtype=torch.long)
         generator = torch.Generator().manual_seed(self.config.seed * 2**32 + zlib.crc32(ids_tensor.numpy().tobytes()))
         vector = torch.randn(d, generator=generator) * self.embed_rms
-        return _Chunk(index, ids_tensor, vector.to(self.device), margin, self.config.max_steps)
+        return _Training(index, ids_tensor, vector.to(self.device), margin, self.config.max_steps)
 
     def train(
         self,
@@ -169,23 +152,23 @@ class MemoryTrainer:
             raise ValueError("every chunk needs at least one token")
         results: list[Optional[ChunkResult]] = [None] * len(chunks)
         waiting = deque(range(len(chunks)))
-        active: list[_Chunk] = []
+        active: list[_Training] = []
         step = 0
         while waiting or active:
             while waiting and len(active) < self.config.batch_size:
                 index = waiting.popleft()
                 active.append(self._start(index, chunks[index], self.config.margin))
             vectors = torch.stack([c.vector for c in active]).requires_grad_()  # (B, d)
-            losses, loss, accuracy, min_margin, checked = self._evaluate(vectors, active)
-            (grad,) = torch.autograd.grad(losses.sum(), vectors)  # (B, d)
+            evaluation = self._evaluate(vectors, active)
+            (grad,) = torch.autograd.grad(evaluation.losses.sum(), vectors)  # (B, d)
             step += 1
             if on_step is not None:
-                on_step(step, len(active), losses.mean().item())
+                on_step(step, len(active), evaluation.losses.mean().item())
             still_active, rows = [], []
             for row, chunk in enumerate(active):
                 chunk.loss, chunk.token_accuracy, chunk.min_margin = (
-                    loss[row].item(), accuracy[row].item(), min_margin[row].item())
-                if checked[row] and (chunk.min_margin >= chunk.margin or chunk.steps >= chunk.budget):
+                    evaluation.loss[row].item(), evaluation.accuracy[row].item(), evaluation.min_margin[row].item())
+                if evaluation.checked[row] and (chunk.min_margin >= chunk.target_margin or chunk.steps >= chunk.budget):
                     result = self._verify(chunk)
                     if result is not None:
                         results[chunk.index] = result
@@ -199,13 +182,9 @@ class MemoryTrainer:
             active = still_active
         return results
 
-    def _evaluate(self, vectors: torch.Tensor, active: list[_Chunk]):
-        """Teacher-forced pass for a batch of chunks.
-
-        Returns the per-chunk mean cross-entropy to differentiate (B,), and per-chunk
-        statistics without grad: loss, token accuracy, smallest target-vs-runner-up gap
-        (B,) each, and ``checked`` (B,), True where those three come from the full
-        vocabulary (only then may a chunk stop). With ``candidates`` set, each chunk's softmax
+    def _evaluate(self, vectors: torch.Tensor, active: list[_Training]) -> _Evaluation:
+        """Teacher-forced pass for a batch of chunks (see :class:`_Evaluation`); a chunk
+        may stop only where ``checked`` (its statistics are full-vocabulary ones). With ``candidates`` set, each chunk's softmax
         runs over its own candidate tokens only (one projection onto the union, the others
         masked, so batch-mates do not change its loss); a chunk is checked against the full
         vocabulary on its first step, every ``refresh_every`` steps, at its step budget,
@@ -226,7 +205,7 @@ class MemoryTrainer:
 
         if not self.config.candidates:
             losses, accuracy, margin = _chunk_stats(self._logits(hidden), targets, row, lengths)
-            return losses, losses.detach(), accuracy, margin, torch.ones_like(real[:, 0])
+            return _Evaluation(losses, losses.detach(), accuracy, margin, torch.ones_like(real[:, 0]))
 
         due = torch.tensor([c.steps % self.config.refresh_every == 0 or c.steps >= c.budget for c in active], device=self.device)
         full = self._full_check(hidden, targets, row, lengths, due, active)
@@ -234,13 +213,13 @@ class MemoryTrainer:
         own = torch.stack([torch.isin(vocab, c.candidates) for c in active])  # (B, C)
         logits = self._logits(hidden, vocab).masked_fill(~own[row], float("-inf"))  # (N, C)
         losses, accuracy, margin = _chunk_stats(logits, torch.searchsorted(vocab, targets), row, lengths)
-        claims = ~due & (margin >= torch.tensor([c.margin for c in active], device=self.device))
+        claims = ~due & (margin >= torch.tensor([c.target_margin for c in active], device=self.device))
         if claims.any():
             claimed = self._full_check(hidden, targets, row, lengths, claims, active)
             full = tuple(torch.where(claims, c, f) for c, f in zip(claimed, full))
         checked = due | claims
         stats = tuple(torch.where(checked, f, c) for f, c in zip(full, (losses.detach(), accuracy, margin)))
-        return (losses, *stats, checked)
+        return _Evaluation(losses, *stats, checked)
 
     @torch.no_grad()
     def _full_check(self, hidden, targets, row, lengths, chunks_mask, active):
@@ -271,7 +250,7 @@ class MemoryTrainer:
         return logits
 
     @torch.no_grad()
-    def _adam_step(self, chunks: list[_Chunk], g: torch.Tensor) -> None:
+    def _adam_step(self, chunks: list[_Training], g: torch.Tensor) -> None:
         """Adam (no weight decay) on the chunks still training; ``g`` is their (B', d)
         gradient. Each chunk has its own step count for bias correction and warmup."""
         if not chunks:
@@ -288,10 +267,10 @@ class MemoryTrainer:
             chunk.vector, chunk.exp_avg, chunk.exp_avg_sq = vector[i], exp_avg[i], exp_avg_sq[i]
             chunk.steps += 1
 
-    def _verify(self, chunk: _Chunk) -> Optional[ChunkResult]:
+    def _verify(self, chunk: _Training) -> Optional[ChunkResult]:
         """Decode the fp16 form of the vector just measured. Returns the final result, or
         None when the chunk should train on (converged, failed, retry not yet used)."""
-        converged = chunk.min_margin >= chunk.margin
+        converged = chunk.min_margin >= chunk.target_margin
         stored = chunk.vector.detach().to("cpu", torch.float16)  # (d,)
         if chunk.token_accuracy < 1.0:
             # Teacher forcing already mispredicts a token, so greedy decoding cannot pass
@@ -304,7 +283,7 @@ class MemoryTrainer:
         accepted = exact and decoded.min_margin >= self.config.verify_margin
         if converged and not accepted and not chunk.retried:
             chunk.retried = True
-            chunk.margin *= 2
+            chunk.target_margin *= 2
             chunk.budget = chunk.steps + self.config.extra_steps
             return None
         return ChunkResult(

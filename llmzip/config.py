@@ -1,0 +1,48 @@
+"""Settings with their defaults, torch-free: the CLI's help text reads them from here.
+
+:class:`TrainConfig` is every knob of memory-vector training (:mod:`llmzip.train` uses it);
+the chunk budgets are the codec's defaults per model.
+"""
+
+from dataclasses import dataclass
+from typing import Optional
+
+TRAIN_DTYPES = ("float32", "bfloat16")  # weights of the training copy of the model
+
+# Default token budget per chunk, by model source. See README "Choosing --chunk-tokens":
+# 64-token chunks of Gemma 3 270M train in 121-238 steps (BENCHMARKS.md) and hold about
+# 250 bytes of English each; 146-token prefixes still fit one vector, 195 did not in 600
+# steps. Other models start from the conservative 32.
+DEFAULT_CHUNK_TOKENS = {"default": 64}
+FALLBACK_CHUNK_TOKENS = 32
+
+
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of the optimisation. Defaults are the measured choices for Gemma 3 270M
+    on CPU (BENCHMARKS.md, "Engine speed")."""
+
+    lr: float = 1.0  # Adam step size, in units of the RMS of one input-embedding element (BENCHMARKS.md, attempt 8)
+    warmup_steps: int = 10  # linear warmup from lr/warmup_steps; constant afterwards
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    margin: float = 0.5  # stop when every target logit beats the runner-up by this much
+    verify_margin: float = 0.25  # fp32 decode of the fp16 vector must keep this gap
+    max_steps: int = 1500  # optimiser steps per chunk before giving up
+    extra_steps: int = 200  # more steps for a converged chunk whose verification failed
+    batch_size: int = 8  # chunks per forward/backward
+    candidates: int = 32  # softmax over targets + this many top tokens per position; 0 = full vocabulary
+    refresh_every: int = 10  # steps between full-vocabulary checks that refresh the candidates
+    train_dtype: str = "float32"  # weights of the training copy; "float32" or "bfloat16"
+    device: Optional[str] = None  # where to train; None = where the model is
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.train_dtype not in TRAIN_DTYPES:
+            raise ValueError(f"train_dtype must be one of {list(TRAIN_DTYPES)}, got {self.train_dtype!r}")
+        if self.margin <= 0 or self.verify_margin < 0:
+            raise ValueError("margin must be positive and verify_margin non-negative")
+        if min(self.max_steps, self.batch_size, self.warmup_steps, self.refresh_every) < 1 or self.candidates < 0:
+            raise ValueError("max_steps, batch_size, warmup_steps, refresh_every must be >= 1, candidates >= 0")
