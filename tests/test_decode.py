@@ -104,8 +104,8 @@ def rows(tiny_model, fox):
 
 @torch.no_grad()
 def reference_decode(model, vector, n_tokens):
-    """The batch-1 decoder as it was before decode_batch (full prompt logits, .item() per
-    step), kept here to pin the B = 1 behaviour."""
+    """The batch-1 decoder of llmzip 0.1.0, which verified its archives (argmax, topk,
+    .item() per step), kept here to pin the B = 1 behaviour."""
     embeds = prompt_embeddings(model, vector.float()[None])  # (1, 2, d)
     out = model(inputs_embeds=embeds, use_cache=True)
     token_ids, min_margin = [], float("inf")
@@ -138,11 +138,12 @@ def test_batch_equals_batch_one_for_rows_of_different_lengths(tiny_model, rows, 
     assert batched[0].token_ids == ids[: COUNTS[0]]
 
 
-def test_batch_one_equals_the_previous_decoder(tiny_model, rows):
+def test_batch_one_equals_the_previous_decoder_bit_for_bit(tiny_model, rows):
     model = tiny_model.model
     for vector, n in zip(rows, COUNTS):
-        assert_same([decode(model, vector, n)], [reference_decode(model, vector, n)])
-        assert_same(decode_batch(model, vector[None], [n]), [reference_decode(model, vector, n)])
+        expected = reference_decode(model, vector, n)
+        assert decode(model, vector, n) == expected
+        assert decode_batch(model, vector[None], [n]) == [expected]
 
 
 @pytest.mark.parametrize("order", [[5, 4, 3, 2, 1, 0], [2, 0, 4, 1, 5, 3]])
@@ -179,3 +180,16 @@ def test_decode_batch_is_deterministic(tiny_model, rows):
 def test_decode_batch_rejects_bad_arguments(tiny_model, vectors, n_tokens):
     with pytest.raises(ValueError):
         decode_batch(tiny_model.model, vectors, n_tokens)
+
+
+def test_pick_equals_argmax_and_top2_gap_including_ties():
+    from llmzip.decode import _pick_
+
+    logits = torch.randn(5, 300, generator=torch.Generator().manual_seed(0))  # (b, V)
+    logits[1, 7] = logits[1, 250] = logits[1].max() + 1  # a tie for the first place: argmax is 7, gap 0
+    logits[2, 0] = logits[2].max() + 2  # the maximum at the first index
+    logits[3, -1] = logits[3].max() + 0.5  # ... and at the last
+    expected_ids, expected_gaps = logits.argmax(-1), top2_gap(logits)
+    ids, gaps = _pick_(logits.clone())
+    assert torch.equal(ids, expected_ids) and ids[1] == 7
+    assert torch.equal(gaps, expected_gaps) and gaps[1] == 0
