@@ -67,6 +67,18 @@ def random_chunks(model, k: int, n_tokens: int) -> tuple[list[torch.Tensor], lis
     return vectors, [n_tokens] * k, [None] * k, {"archive": None, "random_vectors": k}
 
 
+def cpu() -> dict:
+    """The CPU's model name and the vector extensions that matter for fp32 matmuls
+    (``llmzip.bench.machine()`` records only the architecture on Linux)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), None)
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    return {"model_name": name, "flags": [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]}
+
+
 def detokenize(tokenizer, token_ids) -> bytes:
     """As llmzip.codec restores a memory chunk's bytes from its ids."""
     text = tokenizer.decode(list(token_ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
@@ -279,7 +291,7 @@ def main() -> None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         report = {
             "command": "python " + " ".join(sys.argv),
-            "machine": machine(),
+            "machine": {**machine(), **cpu()},
             "model_load_s": load_s,
             "source": source,
             "distinct_chunks": k,

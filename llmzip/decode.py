@@ -67,7 +67,6 @@ def top2_gap(logits: torch.Tensor) -> torch.Tensor:
     return top[..., 0] - top[..., 1]
 
 
-
 def _pick_(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Greedy token and top-1/top-2 gap of (b, V) logits, each (b,); **overwrites** the
     logits (the top-1 entry becomes -inf).
@@ -121,7 +120,8 @@ def decode_batch(model, vectors: torch.Tensor, n_tokens: Sequence[int]) -> list[
     for all B rows, then one token per step with the KV cache. **Drop rule:** a row leaves
     the batch right after its last token is chosen: step ``s`` (which chooses token ``s``)
     runs on exactly the rows with ``n_tokens[i] > s``, in the given order
-    (:func:`batch_schedule`); the KV cache is sliced to those rows. So the computation,
+    (:func:`batch_schedule`); the KV cache is sliced to those rows, which are never
+    reordered and never padded. So the computation,
     every matmul shape included, is a pure function of ``(vectors, n_tokens)`` in the
     given order, and compress-time verification reproduces extract's numerics exactly
     when it decodes the same rows in the same order.
@@ -130,7 +130,7 @@ def decode_batch(model, vectors: torch.Tensor, n_tokens: Sequence[int]) -> list[
     (kernels may block a (B, d) matmul differently for another B): the tokens agree
     wherever the margins do, which is what the recorded margin is for. ``decode_batch``
     runs all B rows at once; splitting a long list into batches is the caller's choice
-    (the (B, V) fp32 logits take B MB for a 262k vocabulary).
+    (with a 262k vocabulary the prompt pass's (B, 2, V) fp32 logits take 2 MB per row).
     """
     counts = _check_batch(model, vectors, n_tokens)
     model.eval()
