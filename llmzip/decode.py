@@ -1,7 +1,8 @@
-"""The one canonical greedy decoder: memory vector + token count -> token ids.
+"""The one canonical greedy decoder: memory vectors + token counts -> token ids.
 
-Compress-time verification and extract both call :func:`decode`, so a chunk is accepted
-only if the exact computation that will later restore it has already restored it once.
+Compress-time verification and extract both call :func:`decode_batch` (or :func:`decode`,
+its batch of one), so a chunk is accepted only if the exact computation that will later
+restore it has already restored it once.
 
 Prompt layout (:data:`TEMPLATE`): ``"bos+mem"``. The model sees its BOS embedding, then
 the memory vector, then the tokens generated so far; the logits at the memory vector's
@@ -13,20 +14,28 @@ Fixed numerics, in the order they matter:
 
 * the model's own dtype (``load_model`` loads fp32, and the archive records it) and
   attention implementation (pinned by ``load_model``, recorded in the archive);
-* batch 1, prompt processed in one forward pass, then one token per step with the KV
-  cache. The cache changes the matmul shapes compared with recomputing the whole
-  sequence, so logits differ in the last bits; training already differs from decoding
-  (batched, teacher-forced, a candidate softmax, possibly bf16), which is why every position must win by a
-  margin and why the stored vector is re-checked here. With the cache a chunk of ``n``
-  tokens costs ``n`` single-token steps instead of ``n`` growing full passes (2.8x
-  faster for 23 tokens on Gemma 3 270M; BENCHMARKS.md);
-* the vector is used exactly as stored (fp16), converted to the model's dtype, which is
+* the batch: the prompt of every row in one forward pass, then one token per step with
+  the KV cache, each row leaving the batch after its last token (the drop rule in
+  :func:`decode_batch`, :func:`batch_schedule`), so the matmul shapes are a pure function
+  of the token counts in their given order. A batch of one is bit for bit the batch-1
+  decoder llmzip 0.1.0 verified its archives with. The cache
+  changes the matmul shapes compared with recomputing the whole sequence, and the batch
+  size may change how a kernel blocks a matmul, so logits differ in the last bits between
+  batch compositions; training already differs from decoding (batched, teacher-forced, a
+  candidate softmax, possibly bf16), which is why every position must win by a margin and
+  why the stored vector is re-checked here. With the cache a chunk of ``n`` tokens costs
+  ``n`` single-token steps instead of ``n`` growing full passes (2.8x faster for 23
+  tokens on Gemma 3 270M; BENCHMARKS.md); with a batch, each step's weight reads serve
+  every row (BENCHMARKS.md, "Extract throughput: batched decoding");
+* the vectors are used exactly as stored (fp16), converted to the model's dtype, which is
   exact for fp16 -> fp32.
 
 No EOS handling: the archive stores each chunk's token count, so decoding cannot run away.
 """
 
+import operator
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
@@ -58,30 +67,114 @@ def top2_gap(logits: torch.Tensor) -> torch.Tensor:
     return top[..., 0] - top[..., 1]
 
 
+def _pick_(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy token and top-1/top-2 gap of (b, V) logits, each (b,); **overwrites** the
+    logits (the top-1 entry becomes -inf).
+
+    The same values as ``logits.argmax(-1)`` (first maximum, documented for
+    ``torch.max(dim)``) and :func:`top2_gap` (a repeated maximum gives a gap of 0), in
+    two fast reductions: on this CPU ``argmax`` plus ``topk(2)`` over a (32, 262144) fp32
+    tensor took 35 ms, ``max`` plus ``amax`` 6 ms (BENCHMARKS.md).
+    """
+    best, ids = logits.max(dim=-1)  # (b,), (b,)
+    logits.scatter_(-1, ids[:, None], float("-inf"))
+    return ids, best - logits.amax(dim=-1)
+
+
+def batch_schedule(n_tokens: Sequence[int]) -> list[list[int]]:
+    """The rows in the batch at each step of :func:`decode_batch`: ``schedule[s]`` lists,
+    in the given order, the rows ``i`` with ``n_tokens[i] > s``, i.e. those whose token
+    ``s`` is still to be generated. A pure function of ``n_tokens``, and so is every
+    matmul shape of the decode."""
+    return [[i for i, n in enumerate(n_tokens) if n > step] for step in range(max(n_tokens, default=0))]
+
+
+def _check_batch(model, vectors: torch.Tensor, n_tokens: Sequence[int]) -> list[int]:
+    """Validate the arguments of :func:`decode_batch`; returns ``n_tokens`` as ints."""
+    d = model.get_input_embeddings().weight.shape[1]
+    if not isinstance(vectors, torch.Tensor) or vectors.dtype != torch.float16 or vectors.dim() != 2:
+        got = f"{tuple(vectors.shape)} {vectors.dtype}" if isinstance(vectors, torch.Tensor) else type(vectors).__name__
+        raise ValueError(f"expected a (B, d) float16 tensor of stored vectors, got {got}")
+    if vectors.shape[0] < 1 or vectors.shape[1] != d:
+        raise ValueError(f"expected (B >= 1, d = {d}) vectors, got {tuple(vectors.shape)}")
+    try:
+        counts = [operator.index(n) for n in n_tokens]
+    except TypeError:
+        raise ValueError(f"n_tokens must be a sequence of ints, got {n_tokens!r}") from None
+    if len(counts) != vectors.shape[0]:
+        raise ValueError(f"{vectors.shape[0]} vectors but {len(counts)} token counts")
+    if min(counts) < 1:
+        raise ValueError(f"every n_tokens must be at least 1, got {min(counts)}")
+    return counts
+
+
 @torch.no_grad()
+def decode_batch(model, vectors: torch.Tensor, n_tokens: Sequence[int]) -> list[DecodeResult]:
+    """Greedily generate ``n_tokens[i]`` tokens from each stored memory vector ``vectors[i]``.
+
+    ``vectors`` is the (B, d) float16 tensor exactly as stored, ``n_tokens`` the B token
+    counts. Returns one :class:`DecodeResult` per row, in the given order.
+
+    All rows share the 2-position :data:`TEMPLATE` prompt, so they stay position-aligned
+    and need no padding or attention mask. The prompt goes through the model in one pass
+    for all B rows, then one token per step with the KV cache. **Drop rule:** a row leaves
+    the batch right after its last token is chosen: step ``s`` (which chooses token ``s``)
+    runs on exactly the rows with ``n_tokens[i] > s``, in the given order
+    (:func:`batch_schedule`); the KV cache is sliced to those rows, which are never
+    reordered and never padded. So the computation,
+    every matmul shape included, is a pure function of ``(vectors, n_tokens)`` in the
+    given order, and compress-time verification reproduces extract's numerics exactly
+    when it decodes the same rows in the same order.
+
+    A row's result depends on its batch-mates only through floating-point rounding
+    (kernels may block a (B, d) matmul differently for another B): the tokens agree
+    wherever the margins do, which is what the recorded margin is for. ``decode_batch``
+    runs all B rows at once; splitting a long list into batches is the caller's choice
+    (with a 262k vocabulary the prompt pass's (B, 2, V) fp32 logits take 2 MB per row).
+    """
+    counts = _check_batch(model, vectors, n_tokens)
+    model.eval()
+    weight = model.get_input_embeddings().weight
+    device, dtype = weight.device, weight.dtype
+    schedule = batch_schedule(counts)
+    n_rows, longest = len(counts), len(schedule)
+    ids = torch.zeros(n_rows, longest, dtype=torch.long, device=device)  # (B, T) filled per row up to n_tokens
+    margins = torch.full((n_rows,), float("inf"), device=device)  # (B,) fp32
+    rows = torch.arange(n_rows, device=device)  # (b,) original index of each row in the batch
+
+    embeds = prompt_embeddings(model, vectors.to(device=device, dtype=dtype))  # (B, 2, d)
+    # Logits for both prompt positions, although only the memory position's are used:
+    # logits_to_keep=1 slices the hidden states to a non-contiguous (B, 1, d) view, which
+    # torch multiplies with the (V, d) head as a bmm, 10x slower than the mm (2.5 s
+    # against 0.25 s for B = 32 here), and it would change the B = 1 numerics.
+    out = model(inputs_embeds=embeds, use_cache=True)  # logits (B, 2, V)
+    for step in range(longest):
+        logits = out.logits[:, -1].float()  # (b, V); out.logits is not used again
+        next_ids, gaps = _pick_(logits)  # (b,), (b,)
+        ids[rows, step] = next_ids
+        margins[rows] = torch.minimum(margins[rows], gaps)
+        if step + 1 == longest:
+            break
+        if len(schedule[step + 1]) < len(schedule[step]):  # some rows are done: drop them
+            keep = [j for j, i in enumerate(schedule[step]) if counts[i] > step + 1]
+            keep = torch.tensor(keep, device=device)  # (b',) positions in the current batch
+            out.cache.batch_select_indices(keep)
+            rows, next_ids = rows[keep], next_ids[keep]
+        out = model(input_ids=next_ids[:, None], cache=out.cache, use_cache=True)  # (b, 1) -> logits (b, 1, V)
+
+    ids_list, margin_list = ids.tolist(), margins.tolist()
+    return [DecodeResult(token_ids=ids_list[i][: counts[i]], min_margin=margin_list[i]) for i in range(n_rows)]
+
+
 def decode(model, vector: torch.Tensor, n_tokens: int) -> DecodeResult:
     """Greedily generate ``n_tokens`` tokens from one stored memory vector.
 
     ``vector`` is the (d,) float16 tensor exactly as stored. Returns the token ids and
     the smallest top-1/top-2 logit gap seen, which tells how close the decode came to
-    flipping a token under slightly different numerics.
+    flipping a token under slightly different numerics. The same computation as
+    :func:`decode_batch` with a batch of one.
     """
-    if vector.dim() != 1 or vector.dtype != torch.float16:
-        raise ValueError(f"expected a (d,) float16 vector, got {tuple(vector.shape)} {vector.dtype}")
-    if n_tokens < 1:
-        raise ValueError(f"n_tokens must be at least 1, got {n_tokens}")
-    model.eval()
-    device = model.get_input_embeddings().weight.device
-    dtype = model.get_input_embeddings().weight.dtype
-    embeds = prompt_embeddings(model, vector.to(device=device, dtype=dtype)[None])  # (1, 2, d)
-    out = model(inputs_embeds=embeds, use_cache=True)
-    token_ids: list[int] = []
-    min_margin = float("inf")
-    for step in range(n_tokens):
-        logits = out.logits[0, -1].float()  # (V,)
-        min_margin = min(min_margin, top2_gap(logits).item())
-        token_ids.append(int(logits.argmax()))
-        if step + 1 < n_tokens:
-            next_id = torch.tensor([[token_ids[-1]]], device=device)  # (1, 1)
-            out = model(input_ids=next_id, cache=out.cache, use_cache=True)
-    return DecodeResult(token_ids=token_ids, min_margin=min_margin)
+    if not isinstance(vector, torch.Tensor) or vector.dim() != 1:
+        got = f"{tuple(vector.shape)} {vector.dtype}" if isinstance(vector, torch.Tensor) else type(vector).__name__
+        raise ValueError(f"expected a (d,) float16 vector, got {got}")
+    return decode_batch(model, vector[None], [n_tokens])[0]  # (1, d)
