@@ -450,9 +450,10 @@ def compress(file, output, to_stdout, force, model, device, threads, chunk_token
     compressor = codec.LmzCompressor(model=model, device=device, chunk_tokens=chunk_tokens, train=train)
     loaded_in = time.perf_counter() - began
     journal = _journal_path(target, data, compressor)
-    with _about(file), _TrainingProgress(enabled=_show_progress(quiet, no_progress)) as progress:
+    with _about(file), _Progress(enabled=_show_progress(quiet, no_progress)) as progress:
         archive, report = compressor.compress_with_report(
-            data, journal_path=journal, on_step=progress.step, on_chunk=progress.chunk
+            data, journal_path=journal, on_step=progress.step, on_chunk=progress.chunk,
+            on_verify=progress.decoding("verifying"),
         )
     _write_output(target, archive, force, like=like)
     if journal is not None:
@@ -524,12 +525,14 @@ def _train_config(device: str, **options):
     return TrainConfig(**{name: value for name, value in options.items() if value is not None}, device=device)
 
 
-class _TrainingProgress:
-    """tqdm on stderr: chunks trained, current step and loss, ETA. Absent when disabled."""
+class _Progress:
+    """tqdm bars on stderr, one per phase (training: chunks, current step and loss;
+    decoding: tokens), with ETA. Nothing when disabled."""
 
     def __init__(self, enabled: bool):
         self.enabled = enabled
         self.bar = None
+        self.phase = None
 
     def __enter__(self):
         return self
@@ -541,24 +544,34 @@ class _TrainingProgress:
             self.bar.close()
 
     def chunk(self, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        if self.bar is None:
-            self._open(total)
-        self.bar.n = done
-        self.bar.refresh()
+        """Training: ``done`` of ``total`` chunks."""
+        self._update("training", "chunk", done, total)
 
     def step(self, step: int, active: int, loss: float) -> None:
-        if not self.enabled:
-            return
-        if self.bar is None:
-            self._open(None)
-        self.bar.set_postfix_str(f"step {step}, {active} in batch, loss {loss:.3f}", refresh=True)
+        if self.enabled:
+            self._open("training", "chunk", None)
+            self.bar.set_postfix_str(f"step {step}, {active} in batch, loss {loss:.3f}", refresh=False)
+            self.bar.refresh()
 
-    def _open(self, total):
+    def decoding(self, phase: str):
+        """A ``(done, total)`` callback for decoded tokens, drawn as ``phase``."""
+        return lambda done, total: self._update(phase, "token", done, total)
+
+    def _update(self, phase: str, unit: str, done: int, total) -> None:
+        if self.enabled:
+            self._open(phase, unit, total)
+            self.bar.total = total
+            self.bar.update(done - self.bar.n)
+
+    def _open(self, phase: str, unit: str, total) -> None:
+        if self.phase == phase:
+            return
         from tqdm import tqdm
 
-        self.bar = tqdm(total=total, unit="chunk", desc="training", file=sys.stderr, dynamic_ncols=True)
+        if self.bar is not None:
+            self.bar.close()
+        self.phase = phase
+        self.bar = tqdm(total=total, unit=unit, desc=phase, file=sys.stderr, dynamic_ncols=True)
 
 
 @cli.command()
@@ -588,8 +601,9 @@ def extract(file, output, to_stdout, force, model, device, threads, quiet, verbo
     from llmzip import codec
 
     began = time.perf_counter()
-    with _about(file):
-        data = codec.LmzDecompressor(model=model, device=device).decompress(archive)
+    with _about(file), _Progress(enabled=_show_progress(quiet, no_progress)) as progress:
+        data = codec.LmzDecompressor(model=model, device=device).decompress(
+            archive, on_progress=progress.decoding("decoding"))
     seconds = time.perf_counter() - began
     _write_output(target, data, force, like=like)
     if not quiet:
@@ -626,8 +640,8 @@ def verify(files, model, device, threads, quiet, verbose, no_progress):
     failed = 0
     for path in files:
         try:
-            with _about(path):
-                checks = decompressor.verify(_read_input(path))
+            with _about(path), _Progress(enabled=_show_progress(quiet, no_progress)) as progress:
+                checks = decompressor.verify(_read_input(path), on_progress=progress.decoding("decoding"))
         except LmzError as exc:
             click.echo(f"llmzip: error: {exc}", err=True)
             failed += 1
@@ -719,7 +733,7 @@ def bench(corpus, rows, start, column, model, device, max_steps, margin, batch_s
                        f"decode margin {_margin(result.decode_min_margin)}, {result.seconds:.0f} s", err=True)
 
     began = time.perf_counter()
-    with _TrainingProgress(enabled=_show_progress(quiet, no_progress)) as progress:
+    with _Progress(enabled=_show_progress(quiet, no_progress)) as progress:
         results = measure.run(loaded.model, loaded.tokenizer, texts, config, first_row=start,
                               on_row=row_done, on_step=progress.step)
     summary = measure.summarise(results, time.perf_counter() - began)

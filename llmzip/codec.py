@@ -32,7 +32,7 @@ from llmzip.config import DEFAULT_CHUNK_TOKENS, FALLBACK_CHUNK_TOKENS
 from llmzip.errors import ChecksumError, FormatError, InputError, LimitError, ModelError, ModelMismatchError
 from llmzip.identity import ModelIdentity, recorded_identity
 from llmzip.journal import Journal, JournalEntry
-from llmzip.kinds.memory import MemoryChunk
+from llmzip.kinds.memory import DEFAULT_DECODE_GROUP, MAX_DECODE_GROUP, MemoryChunk
 from llmzip.kinds.zstd import FallbackChunk
 from llmzip.model import DEFAULT_SPEC, LoadedModel, load_model, peek_hidden_size
 from llmzip.train import MemoryTrainer, TrainConfig
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 StepCallback = Callable[[int, int, float], None]  # (step, chunks in batch, mean loss)
 ChunkCallback = Callable[[int, int], None]  # (chunks finished, chunks to train)
+ProgressCallback = Callable[[int, int], None]  # (tokens decoded, tokens to decode)
 
 
 @dataclass
@@ -82,6 +83,8 @@ class LmzCompressor:
     ``train``: a :class:`llmzip.config.TrainConfig` (margin, steps, batch size, lr, dtype).
     ``zstd_level``: level for the fallback chunks (default 19).
     ``metadata``: extra ``str -> str`` pairs stored in the archive header.
+    ``decode_group``: memory chunks decoded together, at compress-time verification and
+    at extract (recorded in the archive; default :data:`llmzip.kinds.memory.DEFAULT_DECODE_GROUP`).
     ``loaded``: an already loaded :class:`llmzip.model.LoadedModel` (skips ``model``).
     """
 
@@ -94,8 +97,11 @@ class LmzCompressor:
         train: TrainConfig | None = None,
         zstd_level: int = 19,
         metadata: dict[str, str] | None = None,
+        decode_group: int = DEFAULT_DECODE_GROUP,
         loaded: LoadedModel | None = None,
     ):
+        if not 1 <= decode_group <= MAX_DECODE_GROUP:
+            raise InputError(f"decode_group must be in 1..{MAX_DECODE_GROUP}, got {decode_group}")
         if chunk_tokens is not None and not 1 <= chunk_tokens <= container.MAX_TOKENS_PER_CHUNK:
             raise InputError(f"chunk_tokens must be in 1..{container.MAX_TOKENS_PER_CHUNK}, got {chunk_tokens}")
         self.loaded = loaded if loaded is not None else load_model(model, device=device)
@@ -106,11 +112,14 @@ class LmzCompressor:
         self.trainer = MemoryTrainer(self.loaded.model, self.train_config)
         self.zstd_level = zstd_level
         self.metadata = {"creator": f"llmzip {__version__}", **(metadata or {})}
+        self.decode_group = decode_group
 
     def settings(self) -> dict:
         """What the archive header records of the settings (format/CODEC.md, "Settings"):
-        the chunk budget and the margin every stored vector was verified with."""
-        names = {"chunk_tokens": self.chunk_tokens, "verify_margin": self.train_config.verify_margin}
+        the chunk budget, the margin every stored vector was verified with, and the decode
+        group it was verified in."""
+        names = {"chunk_tokens": self.chunk_tokens, "verify_margin": self.train_config.verify_margin,
+                 "decode_group": self.decode_group}
         return {container.SETTINGS_KEYS[name]: value for name, value in names.items()}
 
     def _journal_key(self, data: bytes) -> dict:
@@ -137,12 +146,14 @@ class LmzCompressor:
         journal_path: str | Path | None = None,
         on_step: StepCallback | None = None,
         on_chunk: ChunkCallback | None = None,
+        on_verify: ProgressCallback | None = None,
     ) -> tuple[bytes, CompressReport]:
         """Compress ``data``; return the archive bytes and a :class:`CompressReport`.
 
         With ``journal_path``, finished training groups are journaled there and a matching
         journal from an interrupted run is resumed. The journal stays on disk: the caller
-        deletes it once the archive itself is safely written.
+        deletes it once the archive itself is safely written. ``on_step`` and ``on_chunk``
+        report training, ``on_verify(done, total)`` the final decode of every stored vector.
         """
         started = time.perf_counter()
         data = _as_bytes(data)
@@ -169,10 +180,11 @@ class LmzCompressor:
                     check=container.chunk_check(chunk.data),
                     min_margin=entry.min_margin,
                 ))
-                report.memory_chunks += 1
             else:
                 stored.append(FallbackChunk(data=chunk.data))
-                report.fallback_chunks += 1
+        stored = self._verify_as_extract(stored, chunks, on_verify)
+        report.memory_chunks = sum(kinds.of(chunk) is kinds.memory.KIND for chunk in stored)
+        report.fallback_chunks = len(stored) - report.memory_chunks
         header = container.Header(
             model=self.loaded.identity.to_header(),
             settings=self.settings(),
@@ -238,6 +250,35 @@ class LmzCompressor:
             )
         return entries
 
+    def _verify_as_extract(self, stored: list, chunks, on_verify) -> list:
+        """Invariant 1 with extract's own computation: decode every stored vector exactly
+        as extract will (``MemoryKind.decode``: consecutive groups of ``decode_group`` in
+        archive order), keep a chunk only if that gives its tokens with at least the verify
+        margin, and record the margin measured here. A chunk that fails falls back to zstd;
+        that regroups the vectors after it, so the pass repeats until none fails (each
+        round stores one vector fewer, so it ends)."""
+        memory = kinds.memory.KIND
+        while True:
+            positions = [i for i, chunk in enumerate(stored) if kinds.of(chunk) is memory]
+            total, done = sum(stored[i].n_tokens for i in positions), 0
+
+            def advance(tokens: int) -> None:
+                nonlocal done
+                done += tokens
+                on_verify(done, total)
+
+            results = memory.decode(self.loaded, [stored[i] for i in positions], self.decode_group,
+                                    on_done=advance if on_verify is not None else None)
+            failed = False
+            for i, result in zip(positions, results):
+                if result.token_ids == list(chunks[i].token_ids) and result.min_margin >= self.train_config.verify_margin:
+                    stored[i] = dataclasses.replace(stored[i], min_margin=result.min_margin)
+                else:
+                    log.info("llmzip: chunk %d fails extract's batched decode; stored with zstd", i)
+                    stored[i], failed = FallbackChunk(chunks[i].data), True
+            if not failed:
+                return stored
+
     def _ids_restore(self, ids, expected: bytes) -> bool:
         """Invariant 1, end to end. ``result.accepted`` means decode() of the stored fp16
         vector gave exactly ``ids``; here those ids go through the same detokenisation
@@ -260,17 +301,18 @@ class LmzDecompressor:
             self._loaded[model or "<given>"] = loaded
             self.model_spec = model or "<given>"
 
-    def decompress(self, data: bytes) -> bytes:
-        """Restore the exact input bytes, or raise an ``LmzError``."""
+    def decompress(self, data: bytes, *, on_progress: ProgressCallback | None = None) -> bytes:
+        """Restore the exact input bytes, or raise an ``LmzError``. ``on_progress(done,
+        total)`` reports decoded tokens as they come."""
         archive = container.unpack(_as_bytes(data))
-        pieces = [piece for _, piece in self._restore(archive)]
+        pieces = [piece for _, piece in self._restore(archive, on_progress)]
         return _join_checked(archive, pieces)
 
-    def verify(self, data: bytes) -> list[ChunkCheck]:
+    def verify(self, data: bytes, *, on_progress: ProgressCallback | None = None) -> list[ChunkCheck]:
         """Restore every chunk and check every checksum without keeping the output."""
         archive = container.unpack(_as_bytes(data))
         checks, pieces = [], []
-        for check, piece in self._restore(archive):
+        for check, piece in self._restore(archive, on_progress):
             checks.append(check)
             pieces.append(piece)
         _join_checked(archive, pieces)
@@ -296,7 +338,7 @@ class LmzDecompressor:
         loaded.identity_for(expected.fingerprint_version).check_matches(expected)
         return loaded
 
-    def _restore(self, archive: container.Archive) -> Iterator[tuple[ChunkCheck, bytes]]:
+    def _restore(self, archive: container.Archive, on_progress=None) -> Iterator[tuple[ChunkCheck, bytes]]:
         """Yield each chunk's check and bytes in archive order, raising ``ChecksumError``
         on any mismatch. Each kind restores all of its chunks at once (so it can batch)."""
         by_kind: dict = {}
@@ -305,9 +347,20 @@ class LmzDecompressor:
         for kind, items in by_kind.items():
             kind.check_before_model(items, archive)
         loaded = self.model_for(archive) if any(kind.needs_model for kind in by_kind) else None
+        total = sum(kind.work(chunk) for kind, items in by_kind.items() for _, chunk in items)
+        done = 0
+
+        def advance(units: int) -> None:
+            nonlocal done
+            done += units
+            on_progress(done, total)
+
+        if on_progress is not None:
+            on_progress(0, total)
         restored = {}
         for kind, items in by_kind.items():
-            for result in kind.restore(items, loaded if kind.needs_model else None):
+            model = loaded if kind.needs_model else None
+            for result in kind.restore(items, model, archive, advance if on_progress is not None else None):
                 restored[result.index] = (kind, result)
         for index, chunk in enumerate(archive.chunks):
             kind, result = restored[index]

@@ -35,11 +35,11 @@ No EOS handling: the archive stores each chunk's token count, so decoding cannot
 
 import operator
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
-TEMPLATE = "bos+mem"
+from llmzip.kinds.memory import TEMPLATE  # noqa: F401 - the prompt this module builds
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,9 @@ def _check_batch(model, vectors: torch.Tensor, n_tokens: Sequence[int]) -> list[
 
 
 @torch.no_grad()
-def decode_batch(model, vectors: torch.Tensor, n_tokens: Sequence[int]) -> list[DecodeResult]:
+def decode_batch(
+    model, vectors: torch.Tensor, n_tokens: Sequence[int], *, on_step: Callable[[int], None] | None = None
+) -> list[DecodeResult]:
     """Greedily generate ``n_tokens[i]`` tokens from each stored memory vector ``vectors[i]``.
 
     ``vectors`` is the (B, d) float16 tensor exactly as stored, ``n_tokens`` the B token
@@ -131,6 +133,7 @@ def decode_batch(model, vectors: torch.Tensor, n_tokens: Sequence[int]) -> list[
     wherever the margins do, which is what the recorded margin is for. ``decode_batch``
     runs all B rows at once; splitting a long list into batches is the caller's choice
     (with a 262k vocabulary the prompt pass's (B, 2, V) fp32 logits take 2 MB per row).
+    ``on_step(rows)`` is called after each step with the number of tokens it chose (progress).
     """
     counts = _check_batch(model, vectors, n_tokens)
     model.eval()
@@ -153,6 +156,8 @@ def decode_batch(model, vectors: torch.Tensor, n_tokens: Sequence[int]) -> list[
         next_ids, gaps = _pick_(logits)  # (b,), (b,)
         ids[rows, step] = next_ids
         margins[rows] = torch.minimum(margins[rows], gaps)
+        if on_step is not None:
+            on_step(len(rows))
         if step + 1 == longest:
             break
         if len(schedule[step + 1]) < len(schedule[step]):  # some rows are done: drop them

@@ -1,6 +1,7 @@
 """The codec through the Python API, on the fixture model: byte-exact round trips,
 memory vectors where the model can, zstd where it cannot, model checks, resume."""
 
+import dataclasses
 import os
 import random
 import shutil
@@ -11,7 +12,8 @@ import zstandard
 from safetensors.torch import load_file, save_file
 
 import llmzip
-from llmzip import codec, container
+from llmzip import codec, container, kinds
+from llmzip.decode import DecodeResult
 from llmzip.errors import ChecksumError, LmzError, ModelMismatchError
 from llmzip.kinds.memory import MemoryChunk
 from llmzip.train import TrainConfig
@@ -169,3 +171,60 @@ def test_a_journal_for_other_input_is_not_trusted(tiny_model, tmp_path):
     archive, report = codec.LmzCompressor(**settings).compress_with_report(CORPUS_SENTENCE, journal_path=journal)
     assert report.resumed_chunks == 0
     assert archive == codec.LmzCompressor(**settings).compress(CORPUS_SENTENCE)
+
+
+# ---------------------------------------------------------------- decode groups (issue 13)
+
+
+def test_recorded_margins_are_the_ones_extract_measures(tiny_model, decompressor):
+    """Compress verifies with extract's own grouped computation and records its margins."""
+    data = CORPUS_SENTENCE + b" Pack my box with five dozen liquor jugs. How vexingly quick daft zebras jump!"
+    compressor = codec.LmzCompressor(loaded=tiny_model, chunk_tokens=8, train=FAST, decode_group=2)
+    archive = compressor.compress(data)
+    assert container.read_header(archive).to_dict()["settings"]["decode_group"] == 2
+    checks = [c for c in decompressor.verify(archive) if c.kind == "memory"]
+    assert len(checks) >= 3  # so that there are several groups of 2
+    for check in checks:
+        assert check.recorded_margin <= check.decode_margin <= check.recorded_margin + 1e-6  # f32, rounded down
+
+
+def test_a_vector_that_fails_the_grouped_decode_falls_back(tiny_model, decompressor, monkeypatch):
+    """A vector that decoded alone during training but not in its decode group is not
+    stored: compress replaces it with zstd and re-verifies the regrouped rest."""
+    data = CORPUS_SENTENCE + b" Pack my box with five dozen liquor jugs."
+    compressor = codec.LmzCompressor(loaded=tiny_model, chunk_tokens=8, train=FAST, decode_group=2)
+    honest = compressor.compress_with_report(data)[1]
+    assert honest.memory_chunks >= 2
+    memory_kind = kinds.memory.KIND
+    real_decode = memory_kind.decode
+    rounds = []
+
+    def first_row_flips_once(loaded, chunks, group, on_done=None):
+        results = real_decode(loaded, chunks, group, on_done=on_done)
+        rounds.append(len(chunks))
+        if len(rounds) == 1:  # the first verification round: chunk 0's first token is wrong
+            results[0] = DecodeResult([results[0].token_ids[0] + 1, *results[0].token_ids[1:]], results[0].min_margin)
+        return results
+
+    monkeypatch.setattr(memory_kind, "decode", first_row_flips_once)
+    archive, report = compressor.compress_with_report(data)
+    assert rounds[:2] == [honest.memory_chunks, honest.memory_chunks - 1]
+    assert report.memory_chunks == honest.memory_chunks - 1
+    monkeypatch.setattr(memory_kind, "decode", real_decode)
+    assert decompressor.decompress(archive) == data
+
+
+def test_an_archive_asking_for_an_absurd_decode_group_is_refused(compressor, decompressor):
+    archive = container.unpack(compressor.compress(CORPUS_SENTENCE))
+    settings = {**archive.header.settings, "g": 1 << 30}
+    forged = container.pack(dataclasses.replace(archive.header, settings=settings), archive.chunks)
+    with pytest.raises(LmzError, match="decode group"):
+        decompressor.decompress(forged)
+
+
+def test_decompress_reports_decoded_tokens(compressor, decompressor):
+    archive = compressor.compress(CORPUS_SENTENCE)
+    seen = []
+    decompressor.decompress(archive, on_progress=lambda done, total: seen.append((done, total)))
+    total = container.unpack(archive).chunks[0].n_tokens
+    assert seen[0] == (0, total) and seen[-1] == (total, total)

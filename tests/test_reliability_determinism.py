@@ -3,8 +3,8 @@ different thread counts, and chunk by chunk, gives the same bytes, or a clean ch
 error, never other bytes. Each chunk's decode margin is checked against the margin the
 archive recorded at compress time.
 
-The decoder runs one chunk at a time (batch 1, ``llmzip.decode``), so "other chunks in
-flight" here means a chunk decoded after the archive's other chunks versus alone.
+Extract decodes memory chunks in groups (``decode_batch``), so "other chunks in flight"
+here means a chunk decoded as a row of its archive's group versus alone.
 """
 
 import subprocess
@@ -76,10 +76,12 @@ def test_each_chunk_decodes_alone_as_in_the_archive_with_its_recorded_margin(tal
             data = mixed_text(seed)[offsets[check.index] : offsets[check.index + 1]]
             single = container.pack(container.Header(header.model, header.settings, header.vector_dim,
                                                      alone.length, container.checksum(data), header.metadata), [alone])
-            [check_alone] = decompressor.verify(single)
-            same = check_alone.decode_margin == check.decode_margin
-            tally.add("memory chunk alone vs after the others", "verify", EXACT if same else WRONG)
-            assert same
+            [check_alone] = decompressor.verify(single)  # its bytes are checked in there
+            # Alone it is a batch of one, in the archive a row of its decode group: the
+            # logits may differ in their last bits, never by the margin.
+            close = abs(check_alone.decode_margin - check.decode_margin) <= MARGIN_TOLERANCE
+            tally.add("memory chunk alone vs in its decode group", "verify", EXACT if close else WRONG)
+            assert close
             assert abs(check.decode_margin - check.recorded_margin) <= MARGIN_TOLERANCE
         checks += in_archive
     assert checks

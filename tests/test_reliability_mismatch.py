@@ -55,7 +55,7 @@ def no_decoding(monkeypatch):
     """Fail the test if any chunk reaches the decoder."""
     def refuse(*args, **kwargs):
         raise AssertionError("decoded a chunk with the wrong model")
-    monkeypatch.setattr(decode_module, "decode", refuse)
+    monkeypatch.setattr(decode_module, "decode_batch", refuse)
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -95,6 +95,6 @@ def test_another_dtype_is_refused(tally, tiny_model, no_decoding, method):
 def test_the_mismatch_check_runs_before_decoding(tiny_model):
     """The same archive with the right model does reach the decoder (the guard above is
     not vacuous)."""
-    with mock.patch.object(decode_module, "decode", wraps=decode_module.decode) as decode:
+    with mock.patch.object(decode_module, "decode_batch", wraps=decode_module.decode_batch) as decode:
         codec.LmzDecompressor(loaded=tiny_model).verify(real_archive(tiny_model))
     assert decode.call_count >= 1

@@ -55,6 +55,10 @@ class Kind:
         """The smallest logit gap recorded at compress time, for kinds that decode."""
         return None
 
+    def work(self, chunk) -> int:
+        """Units of restoring work (decoded tokens) this chunk costs, for progress bars."""
+        return 0
+
     def export_row(self, chunk) -> dict[str, Any] | None:
         """What ``llmzip export`` writes for this chunk, or None if it exports nothing."""
         return None
@@ -65,7 +69,9 @@ class Kind:
         """Refuse, before any model loads, records that are corrupt in ways only this
         kind can see (the container has checked the framing)."""
 
-    def restore(self, items: list[tuple[int, Any]], loaded, on_done: Callable[[int], None] | None = None) -> Iterator[Restored]:
-        """Restore ``items`` ((index, chunk) in archive order) with ``loaded`` (a
-        :class:`llmzip.model.LoadedModel`, or None when ``needs_model`` is False)."""
+    def restore(self, items: list[tuple[int, Any]], loaded, archive,
+                on_done: Callable[[int], None] | None = None) -> Iterator[Restored]:
+        """Restore ``items`` ((index, chunk) of this kind, in archive order) of ``archive``
+        with ``loaded`` (a :class:`llmzip.model.LoadedModel`, or None when ``needs_model``
+        is False). ``on_done(n)`` reports progress: n more tokens decoded."""
         raise NotImplementedError

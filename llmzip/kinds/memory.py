@@ -16,6 +16,12 @@ from llmzip.errors import FormatError
 from llmzip.kinds.base import Kind, Restored, WireContext
 
 TEMPLATE = "bos+mem"  # the prompt: the model's BOS embedding, then the vector (CODEC.md)
+# Memory chunks are decoded together in groups of this many, consecutive in archive order
+# (recorded in the header's settings as "g"; CODEC.md, "Decode groups"). 256 rows keep a
+# step compute-bound on a CPU core: 19.7x the tokens/s of batch 1 (BENCHMARKS.md, "Extract
+# throughput"), and the prompt pass's logits take 2 MB a row with Gemma's 262k vocabulary.
+DEFAULT_DECODE_GROUP = 256
+MAX_DECODE_GROUP = 4096  # what an archive may ask for: bounds the prompt pass's memory
 
 _FIELDS_V1 = struct.Struct("<Id")  # format 1: n_tokens u32, min_margin f64; the vector follows
 _MARGIN_V2 = struct.Struct("<f")  # format 2: n_tokens varint, min_margin f32; the vector follows
@@ -110,6 +116,9 @@ class MemoryKind(Kind):
     def margin(self, chunk: MemoryChunk) -> float:
         return chunk.min_margin
 
+    def work(self, chunk: MemoryChunk) -> int:
+        return chunk.n_tokens
+
     def export_row(self, chunk: MemoryChunk) -> dict:
         return {"n_tokens": chunk.n_tokens, "min_margin": chunk.min_margin,
                 "vector": self.vector_format.to_numpy(chunk.vector)}
@@ -127,18 +136,48 @@ class MemoryKind(Kind):
             if chunk.n_tokens > chunk.length:
                 raise FormatError(f"chunk {index}: n_tokens {chunk.n_tokens} exceeds its length {chunk.length} B")
 
-    def restore(self, items, loaded, on_done=None):
+    def restore(self, items, loaded, archive, on_done=None):
+        """Decode in the archive's groups (format 1 recorded none: 0.1.0 verified at batch
+        1, and its margins absorb the new batch shapes, as tests/test_compat.py shows). A
+        chunk whose bytes miss their check is decoded once more alone before the codec's
+        checks decide: a second computation, never a way around them."""
+        from llmzip import container
+
+        group = archive.header.settings.get(container.SETTINGS_KEYS["decode_group"]) if archive.version[0] >= 2 else None
+        if group is not None:
+            container.check_int(group, "header settings: decode group", 1, MAX_DECODE_GROUP)
+        chunks = [chunk for _, chunk in items]
+        results = self.decode(loaded, chunks, group or DEFAULT_DECODE_GROUP, on_done=on_done)
+        for (index, chunk), result in zip(items, results):
+            data = _text_bytes(loaded, result.token_ids)
+            if len(data) != chunk.length or container.chunk_check(data, archive.version) != chunk.check:
+                [result] = self.decode(loaded, [chunk], 1)
+                data = _text_bytes(loaded, result.token_ids)
+            yield Restored(index, data, result.min_margin)
+
+    def decode(self, loaded, chunks: list, group: int, on_done=None) -> list:
+        """The decode computation of CODEC.md for ``chunks`` (memory chunks, in archive
+        order): consecutive groups of ``group`` rows through ``decode_batch``. Compress runs
+        exactly this on what it stores, and records the margins it measures."""
         import torch
 
-        from llmzip.chunking import detokenize, text_bytes
-        from llmzip.decode import decode
+        from llmzip.decode import decode_batch
 
-        for index, chunk in items:
-            vector = torch.frombuffer(bytearray(chunk.vector), dtype=torch.float16)  # (d,)
-            result = decode(loaded.model, vector, chunk.n_tokens)
-            yield Restored(index, text_bytes(detokenize(loaded.tokenizer, result.token_ids)), result.min_margin)
-            if on_done is not None:
-                on_done(chunk.n_tokens)
+        results = []
+        for start in range(0, len(chunks), group):
+            batch = chunks[start : start + group]
+            raw = bytearray(b"".join(chunk.vector for chunk in batch))
+            vectors = torch.frombuffer(raw, dtype=torch.float16).view(len(batch), -1)  # (B, d)
+            results += decode_batch(loaded.model, vectors, [chunk.n_tokens for chunk in batch], on_step=on_done)
+        return results
+
+
+
+
+def _text_bytes(loaded, token_ids) -> bytes:
+    from llmzip.chunking import detokenize, text_bytes
+
+    return text_bytes(detokenize(loaded.tokenizer, token_ids))
 
 
 def _float32_at_most(value: float) -> float:

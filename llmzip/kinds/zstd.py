@@ -46,11 +46,9 @@ class ZstdKind(Kind):
             raise ChecksumError(f"{where}: its fallback bytes hash to {computed:x}, the record says {check:x}")
         return FallbackChunk(data)
 
-    def restore(self, items, loaded, on_done=None):
+    def restore(self, items, loaded, archive, on_done=None):
         for index, chunk in items:
             yield Restored(index, chunk.data)
-            if on_done is not None:
-                on_done(len(chunk.data))
 
 
 KIND = ZstdKind()
