@@ -2,6 +2,7 @@
 memory vectors where the model can, zstd where it cannot, model checks, resume."""
 
 import dataclasses
+import json
 import os
 import random
 import shutil
@@ -228,3 +229,20 @@ def test_decompress_reports_decoded_tokens(compressor, decompressor):
     decompressor.decompress(archive, on_progress=lambda done, total: seen.append((done, total)))
     total = container.unpack(archive).chunks[0].n_tokens
     assert seen[0] == (0, total) and seen[-1] == (total, total)
+
+
+def test_a_model_of_another_hidden_size_is_refused_before_its_weights_load(compressor, tiny_model_dir, tmp_path, monkeypatch):
+    """Issue 12: what the header and the model's config.json can tell apart is refused
+    without loading weights (a wrong --model used to cost a full load first)."""
+    archive = compressor.compress(CORPUS_SENTENCE)
+    other = tmp_path / "wider"
+    shutil.copytree(tiny_model_dir, other)
+    config = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**config, "hidden_size": 2 * config["hidden_size"]}))
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("loaded a model the header already rules out")
+
+    monkeypatch.setattr(codec, "load_model", no_loading)
+    with pytest.raises(ModelMismatchError, match=r"hidden size 128.*has 64: refusing before loading it"):
+        codec.LmzDecompressor(model=str(other)).decompress(archive)
