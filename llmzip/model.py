@@ -37,7 +37,7 @@ import torch
 import xxhash
 
 from llmzip.errors import ModelError
-from llmzip.identity import DEFAULT_PACKAGE, FINGERPRINT_VERSION, ModelIdentity
+from llmzip.identity import DEFAULT_PACKAGE, ModelIdentity
 
 log = logging.getLogger(__name__)
 

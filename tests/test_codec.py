@@ -3,7 +3,6 @@ memory vectors where the model can, zstd where it cannot, model checks, resume."
 
 import dataclasses
 import json
-import os
 import random
 import shutil
 
