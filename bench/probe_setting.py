@@ -6,6 +6,7 @@ times are not comparable.
     python bench/probe_setting.py --rows 3,4 --candidates 0        # full-vocabulary softmax
     python bench/probe_setting.py --rows 3,4 --template mem        # vector alone, no BOS
     python bench/probe_setting.py --csv /work/shared/data/memory-token-paper/raschka_chunks_1000.csv --tokens 64 --lr 1
+    python bench/probe_setting.py --rows 0,1,2,3,4,5 --train-dtype bfloat16     # bf16 training copy
 
 ``--template mem`` swaps :func:`llmzip.decode.prompt_embeddings` for the vector alone in
 both training and decode(), for this process only: llmzip itself has one layout.
@@ -33,6 +34,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=TrainConfig.lr)
     parser.add_argument("--max-steps", type=int, default=TrainConfig.max_steps)
     parser.add_argument("--candidates", type=int, default=TrainConfig.candidates)
+    parser.add_argument("--train-dtype", default=TrainConfig.train_dtype, choices=["auto", "float32", "bfloat16"])
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -43,7 +45,7 @@ def main() -> None:
     loaded = load_model("default")
     texts = read_rows(max(rows) + 1, args.csv)
     chunks = [loaded.tokenizer(texts[r], add_special_tokens=False).input_ids[: args.tokens] for r in rows]
-    config = TrainConfig(lr=args.lr, candidates=args.candidates, max_steps=args.max_steps)
+    config = TrainConfig(lr=args.lr, candidates=args.candidates, max_steps=args.max_steps, train_dtype=args.train_dtype)
     start = time.perf_counter()
 
     def report(index, result):
@@ -51,7 +53,8 @@ def main() -> None:
               f"margin {result.decode_min_margin:.2f} at {time.perf_counter() - start:.0f}s", flush=True)
 
     results = MemoryTrainer(loaded.model, config).train(chunks, on_chunk_done=report)
-    print(f"{vars(args)}: steps {[r.steps for r in results]}, accepted {[r.accepted for r in results]}", file=sys.stderr)
+    print(f"{vars(args)}: steps {[r.steps for r in results]}, accepted {[r.accepted for r in results]}, "
+          f"{time.perf_counter() - start:.1f} s", file=sys.stderr)
 
 
 if __name__ == "__main__":

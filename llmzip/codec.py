@@ -126,6 +126,7 @@ class LmzCompressor:
         """Everything that determines the stored chunks: a journal is resumed only if all match."""
         train = {name: value for name, value in dataclasses.asdict(self.train_config).items() if name != "device"}
         train["betas"] = list(train["betas"])
+        train["train_dtype"] = self.trainer.train_dtype  # "auto" as resolved on this machine
         return {
             "input_size": len(data),
             "input_xxh64": container.checksum(data),

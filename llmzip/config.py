@@ -7,7 +7,7 @@ the chunk budgets are the codec's defaults per model.
 from dataclasses import dataclass
 from typing import Optional
 
-TRAIN_DTYPES = ("float32", "bfloat16")  # weights of the training copy of the model
+TRAIN_DTYPES = ("auto", "float32", "bfloat16")  # weights of the training copy of the model
 
 # Default token budget per chunk, by model source. See README "Choosing --chunk-tokens":
 # 64-token chunks of Gemma 3 270M train in 121-238 steps (BENCHMARKS.md) and hold about
@@ -35,7 +35,7 @@ class TrainConfig:
     batch_size: int = 8  # chunks per forward/backward
     candidates: int = 32  # softmax over targets + this many top tokens per position; 0 = full vocabulary
     refresh_every: int = 10  # steps between full-vocabulary checks that refresh the candidates
-    train_dtype: str = "float32"  # weights of the training copy; "float32" or "bfloat16"
+    train_dtype: str = "auto"  # training copy's weights: "float32", "bfloat16", or "auto" (bf16 where matmuls have it natively)
     device: Optional[str] = None  # where to train; None = where the model is
     seed: int = 0
 

@@ -28,9 +28,10 @@ How the loop is organised, and why:
   more steps, then is verified once more and reported as it is.
 * **Training dtype.** Optimisation may run on a copy of the model in ``train_dtype``;
   its logits only steer the search, acceptance is decided by the fp32 decode. The default
-  is fp32 (no copy): on this AVX2-only CPU a bf16 vocabulary projection was 1.5x slower
-  forward and ~130x slower backward than fp32 (BENCHMARKS.md). bf16 is for hardware
-  with native bf16 matmuls.
+  ``"auto"`` (:func:`train_dtype_for`) takes bf16 where matmuls have it natively (CUDA
+  with bf16; CPUs with AMX or AVX-512 BF16: 1.9x less wall time for the same steps,
+  BENCHMARKS.md attempt 9) and fp32 elsewhere: on an AVX2-only CPU a bf16 vocabulary
+  projection was 1.5x slower forward and ~130x slower backward than fp32.
 * **A candidate softmax.** The output projection (262k rows for Gemma 3) was most of a
   full step. Between full-vocabulary checks each chunk's softmax runs over its targets
   and the ``candidates`` tokens that scored highest at each of its positions at the last
@@ -55,7 +56,22 @@ from llmzip.config import TRAIN_DTYPES, TrainConfig
 from llmzip.decode import DecodeResult, decode, prompt_embeddings
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-assert tuple(DTYPES) == TRAIN_DTYPES
+assert {"auto", *DTYPES} == set(TRAIN_DTYPES)
+
+
+def train_dtype_for(name: str, device: torch.device) -> str:
+    """The training dtype ``name`` means on ``device``: ``"auto"`` is ``"bfloat16"`` where
+    matmuls run bf16 natively (CUDA with bf16, CPUs with AMX tiles or AVX-512 BF16) and
+    ``"float32"`` elsewhere."""
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    if device.type == "cpu":
+        native = [getattr(torch.cpu, probe, lambda: False)() for probe in
+                  ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]  # private probes: absent means no
+        return "bfloat16" if any(native) else "float32"
+    return "float32"
 
 
 class _Evaluation(NamedTuple):
@@ -108,7 +124,8 @@ class MemoryTrainer:
         self.config = config if config is not None else TrainConfig()
         weight = model.get_input_embeddings().weight
         device = torch.device(self.config.device) if self.config.device else weight.device
-        dtype = DTYPES[self.config.train_dtype]
+        self.train_dtype = train_dtype_for(self.config.train_dtype, device)
+        dtype = DTYPES[self.train_dtype]
         if dtype == weight.dtype and device == weight.device:
             self.train_model = model
         else:
