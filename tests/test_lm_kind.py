@@ -1,0 +1,156 @@
+"""Kind ``lm``: LM-coded chunks round-trip, survive drift below the recorded tolerance, and
+refuse corrupt fields cleanly (tiny fixture model; format/CODEC.md, "Kind lm")."""
+
+from __future__ import annotations
+
+import random
+
+import numpy
+import pytest
+import torch
+
+from llmzip import codec, container, kinds
+from llmzip.config import TrainConfig
+from llmzip.errors import LmzError
+from llmzip.kinds import lm
+
+TEXTS = [
+    b"Hello world, this is a test of the lm kind.\n",
+    "El perro come la comida en la casa grande, y despu\u00e9s duerme.\n".encode(),
+    b"x" * 60 + b"\n\nThe quick brown fox jumps over the lazy dog. " * 3,
+]
+
+
+def _ids(tiny_model, text: bytes):
+    return tiny_model.tokenizer.encode(text.decode(), add_special_tokens=False)
+
+
+def test_weight_table_is_its_formula():
+    assert lm.WEIGHTS == lm.weight_table(lm.DELTA, lm.R_LEVELS)
+    assert lm.DELTA in {2.0**-k for k in range(8)}  # a power of two: logit / DELTA is exact
+
+
+@pytest.mark.parametrize("compressor_codec", ["lm", "auto", "memory"])
+def test_round_trip_through_the_codec(tiny_model, compressor_codec):
+    data = b"".join(TEXTS) * 2
+    compressor = codec.LmzCompressor(loaded=tiny_model, codec=compressor_codec, chunk_tokens=24,
+                                     train=TrainConfig(max_steps=30))
+    archive, report = compressor.compress_with_report(data)
+    assert codec.LmzDecompressor(loaded=tiny_model).decompress(archive) == data
+    if compressor_codec == "lm":
+        assert report.lm_chunks >= 1  # (a chunk zstd stores smaller stays zstd)
+        assert container.unpack(archive).version == (2, 1)  # lm chunks need format 2.1
+    if report.lm_chunks == 0:
+        assert container.unpack(archive).version == (2, 0)
+    info = container.read_header(archive)
+    assert info is not None
+
+
+def test_unknown_codec_is_refused(tiny_model):
+    with pytest.raises(LmzError):
+        codec.LmzCompressor(loaded=tiny_model, codec="gzip")
+
+
+def _coded(tiny_model, texts, group=8):
+    token_lists = [_ids(tiny_model, t) for t in texts]
+    stats = lm.Stats()
+    coded = lm.KIND.encode(tiny_model, token_lists, group, stats=stats)
+    chunks = [lm.LmChunk(c, len(ids), len(t), container.chunk_check(t)) for c, ids, t in zip(coded, token_lists, texts)]
+    return token_lists, chunks, stats
+
+
+def test_escape_paths_are_exercised(tiny_model):
+    # the random fixture model is flat: escapes inside a grid and raw escapes both occur
+    token_lists, chunks, stats = _coded(tiny_model, TEXTS)
+    assert stats.outcomes[0] > 0 and stats.outcomes[2] > 0 and stats.outcomes[3] > 0
+    assert lm.KIND.decode(tiny_model, chunks, 8) == token_lists
+
+
+def test_decode_with_one_and_two_threads_and_batch_one(tiny_model):
+    token_lists, chunks, _ = _coded(tiny_model, TEXTS)
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            assert lm.KIND.decode(tiny_model, chunks, 8) == token_lists
+            assert lm.KIND.decode(tiny_model, chunks, 1) == token_lists  # each chunk alone
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_drift_below_the_tolerance_never_desynchronises(tiny_model, monkeypatch):
+    """Every logit the decoder sees is moved by uniform noise in (-tolerance, tolerance)."""
+    rng = numpy.random.default_rng(16)
+    texts, total = [], 0
+    words = "the of and to in is was for on that with as by at from it an be this are".split()
+    generator = random.Random(16)
+    while total < 10_000:
+        text = " ".join(generator.choice(words) for _ in range(120)).encode()
+        texts.append(text)
+        total += len(_ids(tiny_model, text))
+    token_lists, chunks, stats = _coded(tiny_model, texts, group=32)
+    real = lm.distribution
+
+    def drifted(logits, shift, params):
+        noise = rng.uniform(-1, 1, logits.shape) * lm.TOLERANCE * 0.999
+        return real((logits.astype(numpy.float64) + noise).astype(numpy.float32), shift, params)
+
+    monkeypatch.setattr(lm, "distribution", drifted)
+    assert sum(map(len, token_lists)) >= 10_000
+    assert lm.KIND.decode(tiny_model, chunks, 32) == token_lists
+    assert stats.outcomes[0] + stats.outcomes[1] > stats.tokens // 2  # the grids, not escapes, carry it
+
+
+def _archive(tiny_model):
+    compressor = codec.LmzCompressor(loaded=tiny_model, codec="lm", chunk_tokens=24)
+    return compressor.compress(b"".join(TEXTS))
+
+
+def test_corrupted_coded_bytes_fail_cleanly(tiny_model):
+    archive = _archive(tiny_model)
+    parsed = container.unpack(archive)
+    index = next(i for i, c in enumerate(parsed.chunks) if kinds.of(c) is lm.KIND)
+    chunk = parsed.chunks[index]
+    for flip in range(len(chunk.coded)):
+        coded = bytearray(chunk.coded)
+        coded[flip] ^= 0x5A
+        if coded[-1] == 0:
+            continue
+        bad = lm.LmChunk(bytes(coded), chunk.n_tokens, chunk.length, chunk.check)
+        # a corrupt code restores some bytes or none, never raises: the codec's checksums decide
+        [restored] = lm.KIND.restore([(index, bad)], tiny_model, parsed)
+        assert isinstance(restored.data, bytes)
+    with pytest.raises(LmzError):
+        lm.KIND.decode_fields(memoryview(b""), 5, 0, kinds.WireContext((2, 1), 640), "chunk 0")
+    with pytest.raises(LmzError):
+        lm.KIND.decode_fields(memoryview(b"\x03"), 5, 0, kinds.WireContext((2, 1), 640), "chunk 0")  # no coded bytes
+    with pytest.raises(LmzError):
+        lm.KIND.decode_fields(memoryview(b"\x03\x01\x00"), 5, 0, kinds.WireContext((2, 1), 640), "chunk 0")
+    with pytest.raises(LmzError):
+        lm.KIND.decode_fields(memoryview(b"\x00\x01"), 5, 0, kinds.WireContext((2, 1), 640), "chunk 0")  # 0 tokens
+
+
+def test_corrupt_archive_is_refused_never_misdecoded(tiny_model):
+    archive = bytearray(_archive(tiny_model))
+    parsed = container.unpack(bytes(archive))
+    assert any(kinds.of(c) is lm.KIND for c in parsed.chunks)
+    failures = 0
+    for offset in range(40, len(archive) - 8, max(1, len(archive) // 60)):
+        bad = bytearray(archive)
+        bad[offset] ^= 0x21
+        try:
+            out = codec.LmzDecompressor(loaded=tiny_model).decompress(bytes(bad))
+        except LmzError:
+            failures += 1
+        else:
+            assert out == b"".join(TEXTS)
+    assert failures
+
+
+def test_settings_other_than_this_llmzip_s_are_refused(tiny_model):
+    archive = _archive(tiny_model)
+    parsed = container.unpack(archive)
+    parsed.header.settings["ld"] = 0.25
+    items = [(i, c) for i, c in enumerate(parsed.chunks) if kinds.of(c) is lm.KIND]
+    with pytest.raises(LmzError):
+        lm.KIND.check_before_model(items, parsed)
