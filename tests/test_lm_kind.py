@@ -27,6 +27,7 @@ def _ids(tiny_model, text: bytes):
 
 def test_weight_table_is_its_formula():
     assert lm.WEIGHTS == lm.weight_table(lm.DELTA, lm.R_LEVELS)
+    assert lm.SETTINGS == {"ld": 0.5, "lr": 8, "lb": 8, "lt": 1e-4}  # CODEC.md, "Kind lm"
     assert lm.DELTA in {2.0**-k for k in range(8)}  # a power of two: logit / DELTA is exact
 
 
@@ -89,16 +90,33 @@ def test_drift_below_the_tolerance_never_desynchronises(tiny_model, monkeypatch)
         texts.append(text)
         total += len(_ids(tiny_model, text))
     token_lists, chunks, stats = _coded(tiny_model, texts, group=32)
-    real = lm.distribution
+    real = lm._Decoder.__call__
 
-    def drifted(logits, shift, params):
-        noise = rng.uniform(-1, 1, logits.shape) * lm.TOLERANCE * 0.999
-        return real((logits.astype(numpy.float64) + noise).astype(numpy.float32), shift, params)
+    def drifted(self, position, logits):
+        noise = rng.uniform(-1, 1, logits.shape) * lm.TOLERANCE * 0.99
+        return real(self, position, (logits.astype(numpy.float64) + noise).astype(numpy.float32))
 
-    monkeypatch.setattr(lm, "distribution", drifted)
+    monkeypatch.setattr(lm._Decoder, "__call__", drifted)
     assert sum(map(len, token_lists)) >= 10_000
     assert lm.KIND.decode(tiny_model, chunks, 32) == token_lists
-    assert stats.outcomes[0] + stats.outcomes[1] > stats.tokens // 2  # the grids, not escapes, carry it
+    # every path ran under drift: both grids, the band, raw ids
+    assert stats.outcomes[0] > 1000 and stats.outcomes[1] > 10 and stats.outcomes[4] > 1000
+    assert stats.outcomes[2] - stats.outcomes[4] + stats.outcomes[3] > 10
+
+
+def test_drift_above_the_tolerance_can_desynchronise(tiny_model, monkeypatch):
+    """The converse, so the test above has teeth: 100x the tolerance breaks some chunk."""
+    rng = numpy.random.default_rng(17)
+    text = (b"the of and to in is was for on that with as by at from it an be this are " * 30)
+    token_lists, chunks, _ = _coded(tiny_model, [text] * 4)
+    real = lm._Decoder.__call__
+
+    def drifted(self, position, logits):
+        noise = rng.uniform(-1, 1, logits.shape) * lm.TOLERANCE * 100
+        return real(self, position, (logits.astype(numpy.float64) + noise).astype(numpy.float32))
+
+    monkeypatch.setattr(lm._Decoder, "__call__", drifted)
+    assert lm.KIND.decode(tiny_model, chunks, 4) != token_lists
 
 
 def _archive(tiny_model):

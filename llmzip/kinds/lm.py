@@ -27,21 +27,22 @@ from llmzip.kinds.base import Kind, Restored, WireContext
 # Quantisation (CODEC.md, "Kind lm"). DELTA is a power of two, so logit / DELTA and the
 # half-step shift are exact in float64 and the levels are the same on every machine.
 DELTA = 0.5
-R_LEVELS = 12  # levels below the top that are candidates: 6 logits
+R_LEVELS = 8  # levels below the top that are candidates: 4 logits
 TOLERANCE = 1e-4  # distance every relevant logit keeps from a grid line (4x the measured batch-shape drift)
 # WEIGHTS[j] = round(2**24 * exp(-DELTA * j)): the weight of a candidate j levels below the
 # top. Written out so that no libm is involved (tests check it against the formula).
-WEIGHTS = (
-    16777216, 10175896, 6171993, 3743503, 2270549, 1377158, 835288, 506628, 307285, 186378,
-    113044, 68565, 41587,
-)
+WEIGHTS = (16777216, 10175896, 6171993, 3743503, 2270549, 1377158, 835288, 506628, 307285)
 # The mode of each position: 0 grid A (no shift), 1 grid B (shifted by DELTA / 2), 2 escape
 # (the token id coded uniformly). Adaptive counts, start MODE_START, +MODE_STEP per use.
 MODE_START = (64, 1, 1)
 MODE_STEP = 64
 SHIFTS = (0.0, 0.5)  # grid shift of modes 0 and 1, in steps
+# After ESCAPE in a grid: the band of the next BAND_LEVELS levels below the candidates, its
+# tokens coded uniformly (only the band's lower edge must be safe), or else the raw id.
+BAND_LEVELS = 8
+BAND_START = (4, 1)  # adaptive counts of (band, raw id), +1 per use
 
-SETTINGS = {"ld": DELTA, "lr": R_LEVELS, "lt": TOLERANCE}  # header settings keys (CODEC.md)
+SETTINGS = {"ld": DELTA, "lr": R_LEVELS, "lb": BAND_LEVELS, "lt": TOLERANCE}  # header settings keys (CODEC.md)
 LM_CHUNK_TOKENS = 256  # chunk budget of --codec lm by default (BENCHMARKS.md, "LM coding")
 
 
@@ -148,14 +149,14 @@ class Stats:
     """What encoding cost, for measurements: positions per outcome and ideal bits."""
 
     tokens: int = 0
-    outcomes: list = None  # [grid A, grid B, escape inside a grid, raw escape (mode 2)]
+    outcomes: list = None  # [grid A, grid B, escape inside a grid, raw escape (mode 2), of escapes: in the band]
     ideal_bits: float = 0.0  # -log2 p(token) under the model's softmax (cross-entropy)
     quantised_bits: float = 0.0  # -log2 of the quantised distribution's p(symbol), incl. in-grid escapes
     mode_bits: float = 0.0  # the mode symbols' ideal cost
-    escape_bits: float = 0.0  # uniform id bits of escaped tokens
+    escape_bits: float = 0.0  # after ESCAPE: the band flag, the band index or the raw id
 
     def __post_init__(self):
-        self.outcomes = self.outcomes or [0, 0, 0, 0]
+        self.outcomes = self.outcomes or [0, 0, 0, 0, 0]
 
 
 def weight_table(delta: float, r_levels: int) -> tuple:
@@ -185,6 +186,24 @@ def distribution(logits, shift: float, params: Params):
     safe = bool(numpy.all(up >= params.tolerance)
                 and numpy.all((down >= params.tolerance) | (rel[near] == params.r_levels + 1)))
     return candidates, weights / weights.sum(), safe
+
+
+def band(logits, shift: float, params: Params):
+    """The token ids (ascending) of levels R + 1 ... R + BAND_LEVELS below the top, and
+    whether the band's lower edge is safe: its lowest level's tokens on their lower side
+    and the level below on its upper side (its upper edge is checked with the grid)."""
+    import numpy
+
+    x = logits.astype(numpy.float64) / params.delta + shift
+    q = numpy.floor(x)
+    rel = q.max() - q
+    low = params.r_levels + BAND_LEVELS
+    ids = numpy.flatnonzero((rel > params.r_levels) & (rel <= low))
+    edge = numpy.flatnonzero(rel == low)
+    below = numpy.flatnonzero(rel == low + 1)
+    safe = bool(numpy.all((x[edge] - q[edge]) * params.delta >= params.tolerance)
+                and numpy.all((q[below] + 1 - x[below]) * params.delta >= params.tolerance))
+    return ids, safe
 
 
 def _categorical(probs):
@@ -224,6 +243,7 @@ class _Encoder:
         self.tokens, self.params, self.stats = list(token_ids), params, stats
         self.coder = constriction.stream.queue.RangeEncoder()
         self.counts = list(MODE_START)
+        self.band_counts = list(BAND_START)
 
     def __call__(self, position: int, row) -> int:
         import math
@@ -252,12 +272,27 @@ class _Encoder:
             self.coder.encode(symbol, _categorical(probs))
             if stats is not None:
                 stats.quantised_bits -= math.log2(probs[symbol])
+        if escaped and mode != 2:  # the band, or the raw id
+            ids, safe = band(row, SHIFTS[mode], self.params)
+            index = int(numpy.searchsorted(ids, token))
+            in_band = safe and index < len(ids) and ids[index] == token
+            flag = 0 if in_band else 1
+            if stats is not None:
+                stats.escape_bits -= math.log2(self.band_counts[flag] / sum(self.band_counts))
+            self.coder.encode(flag, _mode_model(self.band_counts))
+            self.band_counts[flag] += 1
+            if in_band:
+                self.coder.encode(index, constriction.stream.model.Uniform(len(ids)))
+                if stats is not None:
+                    stats.escape_bits += math.log2(len(ids))
+                    stats.outcomes[4] += 1
+                escaped = False
         if escaped:
             self.coder.encode(token, constriction.stream.model.Uniform(row.shape[-1]))
             if stats is not None:
                 stats.escape_bits += math.log2(row.shape[-1])
         if stats is not None:
-            stats.outcomes[3 if mode == 2 else 2 if escaped else mode] += 1
+            stats.outcomes[3 if mode == 2 else 2 if escaped or symbol == len(probs) - 1 else mode] += 1
         return token
 
     def coded(self) -> bytes:
@@ -272,6 +307,7 @@ class _Decoder:
 
         self.coder = constriction.stream.queue.RangeDecoder(_unpack_words(coded))
         self.counts = list(MODE_START)
+        self.band_counts = list(BAND_START)
         self.failed = False
 
     def __call__(self, position: int, row) -> int:
@@ -287,6 +323,11 @@ class _Decoder:
                 symbol = int(self.coder.decode(_categorical(probs)))
                 if symbol < len(candidates):
                     return int(candidates[symbol])
+                flag = int(self.coder.decode(_mode_model(self.band_counts)))
+                self.band_counts[flag] += 1
+                if flag == 0:
+                    ids, _ = band(row, SHIFTS[mode], Params())
+                    return int(ids[int(self.coder.decode(constriction.stream.model.Uniform(len(ids))))])
             token = int(self.coder.decode(constriction.stream.model.Uniform(row.shape[-1])))
             if not 0 <= token < row.shape[-1]:
                 raise ValueError(token)
