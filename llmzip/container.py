@@ -353,7 +353,7 @@ def read_header(path_or_bytes) -> ArchiveInfo:
         path_or_bytes = _read_file(path_or_bytes)
     parsed = _parse(path_or_bytes)
     kinds = _kinds()
-    counts = {kind.name: 0 for kind in kinds.KINDS}
+    counts = {kind.name: 0 for kind in kinds.KINDS if kind.minor == 0}  # later kinds: when present
     input_bytes, stored = dict(counts), dict(counts)
     margins = []
     for chunk in parsed.chunks:

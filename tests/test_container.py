@@ -88,8 +88,8 @@ def test_read_header_summarises_without_a_model():
     header, chunks = make_archive(SAMPLE)
     data = pack(header, chunks)
     info = read_header(data)
-    assert info.chunk_counts == {"memory": 2, "zstd": 1, "lm": 0}
-    assert info.input_bytes == {"memory": 20, "zstd": 26, "lm": 0}
+    assert info.chunk_counts == {"memory": 2, "zstd": 1}
+    assert info.input_bytes == {"memory": 20, "zstd": 26}
     assert info.stored_bytes["memory"] == 2 * 8
     assert info.min_margin == 0.25
     assert info.archive_size == len(data)
@@ -246,8 +246,8 @@ def test_newer_minor_optional_parts_are_ignored():
     assert (newer.header, newer.chunks) == (mixed.header, mixed.chunks)
 
 
-@pytest.mark.parametrize("name, counts", [("future_kind", {"memory": 2, "zstd": 2, "lm": 0, "kind 9": 1}),
-                                          ("v2-future_kind", {"memory": 2, "zstd": 1, "lm": 0, "kind 9": 1})])
+@pytest.mark.parametrize("name, counts", [("future_kind", {"memory": 2, "zstd": 2, "kind 9": 1}),
+                                          ("v2-future_kind", {"memory": 2, "zstd": 1, "kind 9": 1})])
 def test_newer_minor_unknown_kind_is_described_but_not_extracted(name, counts):
     data = (GOLDEN / f"{name}.lmz").read_bytes()
     assert read_header(data).chunk_counts == counts

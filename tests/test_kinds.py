@@ -62,7 +62,7 @@ def test_a_kind_defined_in_one_module_round_trips(reversed_kind, run, tmp_path):
     assert container.unpack(archive).chunks == tuple(chunks)
     assert codec.LmzDecompressor().decompress(archive) == data  # no model kind: no model loads
     info = container.read_header(archive)
-    assert info.chunk_counts == {"memory": 0, "zstd": 1, "lm": 0, "reversed": 1}
+    assert info.chunk_counts == {"memory": 0, "zstd": 1, "reversed": 1}
     assert info.stored_bytes["reversed"] == len(pieces[0])
 
     path = tmp_path / "doc.lmz"
