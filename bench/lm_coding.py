@@ -73,7 +73,8 @@ def measure(name: str, data: bytes, loaded) -> dict:
             "range_coder": bits(8 * coded - ideal),
             "container": bits(8 * (len(archive) - coded)),
         },
-        "outcomes": dict(zip(["grid_a", "grid_b", "escape_in_grid", "raw_escape"], stats.outcomes)),
+        "outcomes": dict(zip(["grid_a", "grid_b", "escape_in_grid", "raw_escape", "of_escapes_in_band"],
+                             stats.outcomes)),
         "escapes_per_token": round((stats.outcomes[2] + stats.outcomes[3]) / max(stats.tokens, 1), 4),
         "compress_s": round(compress_s, 1), "extract_s": round(extract_s, 1),
     }

@@ -193,12 +193,32 @@ class LmzCompressor:
             else:
                 stored.append(FallbackChunk(data=chunk.data))
         stored = self._verify_as_extract(stored, chunks, on_verify)
+        plain = list(stored)
         stored = self._lm_code(stored, chunks, on_verify)
+        archive = self._pack(stored, data)
+        # A chunk's own zstd frame overstates what it costs in the shared frame (repetitive
+        # text compresses across chunks), so the archive with those chunks back in the
+        # frame is packed too, and the smaller one kept.
+        lm = kinds.lm.KIND
+        if any(kinds.of(new) is lm and kinds.of(old) is kinds.zstd.KIND for new, old in zip(stored, plain)):
+            alternative = [old if kinds.of(new) is lm and kinds.of(old) is kinds.zstd.KIND else new
+                           for new, old in zip(stored, plain)]
+            smaller = self._pack(alternative, data)
+            if len(smaller) < len(archive):
+                if any(kinds.of(chunk) is lm for chunk in alternative):  # regrouped: decode again
+                    alternative = self._verify_lm(alternative, chunks)
+                    smaller = self._pack(alternative, data)
+                stored, archive = alternative, smaller
         report.memory_chunks = sum(kinds.of(chunk) is kinds.memory.KIND for chunk in stored)
-        report.lm_chunks = sum(kinds.of(chunk) is kinds.lm.KIND for chunk in stored)
+        report.lm_chunks = sum(kinds.of(chunk) is lm for chunk in stored)
         report.fallback_chunks = len(stored) - report.memory_chunks - report.lm_chunks
+        report.archive_size = len(archive)
+        report.seconds = time.perf_counter() - started
+        return archive, report
+
+    def _pack(self, stored: list, data: bytes) -> bytes:
         settings = self.settings()
-        if report.lm_chunks:
+        if any(kinds.of(chunk) is kinds.lm.KIND for chunk in stored):
             settings.update(kinds.lm.SETTINGS)
         header = container.Header(
             model=self.loaded.identity.to_header(),
@@ -208,10 +228,7 @@ class LmzCompressor:
             input_xxh64=container.checksum(data),
             metadata=self.metadata,
         )
-        archive = container.pack(header, stored, zstd_level=self.zstd_level)
-        report.archive_size = len(archive)
-        report.seconds = time.perf_counter() - started
-        return archive, report
+        return container.pack(header, stored, zstd_level=self.zstd_level)
 
     def _train_eligible(self, data, chunks, journal_path, report, on_step, on_chunk) -> dict[int, JournalEntry]:
         """Train eligible chunks in fixed groups of ``batch_size``; journal each group.
@@ -330,7 +347,13 @@ class LmzCompressor:
                 if kinds.of(stored[i]) is kinds.zstd.KIND and smaller(i):
                     stored[i] = kinds.lm.LmChunk(coded[i], len(chunks[i].token_ids), len(chunks[i].data),
                                                  container.chunk_check(chunks[i].data))
-        while True:  # exact or refuse; dropping a chunk regroups the rest, so decode again
+        return self._verify_lm(stored, chunks)
+
+    def _verify_lm(self, stored: list, chunks) -> list:
+        """Decode every lm chunk exactly as extract will; store with zstd any that does not
+        come back exactly (exact or refuse)."""
+        lm = kinds.lm.KIND
+        while True:  # dropping a chunk regroups the rest, so decode again
             positions = [i for i, chunk in enumerate(stored) if kinds.of(chunk) is lm]
             results = lm.decode(self.loaded, [stored[i] for i in positions], self.decode_group)
             failed = [i for i, ids in zip(positions, results)
