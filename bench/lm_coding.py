@@ -14,7 +14,6 @@ import argparse
 import csv
 import json
 import lzma
-import math
 import time
 from pathlib import Path
 

@@ -9,7 +9,9 @@ fixed integer table by their level below the top. The encoder codes a position w
 distribution only where every logit that could change it lies at least ``TOLERANCE`` from a
 grid line, so a decoder whose logits drift by less than ``TOLERANCE`` builds the same
 distribution bit for bit; elsewhere it switches to a second grid shifted by half a step, or
-escapes and codes the token id uniformly. format/CODEC.md, "Kind lm", is the contract;
+codes the token id uniformly. A token outside the candidates is an ESCAPE symbol, then its
+index in the band of the next ``BAND_LEVELS`` levels (coded uniformly, so only the band's
+lower edge must be safe), or its id. format/CODEC.md, "Kind lm", is the contract;
 ``constriction``'s range coder does the arithmetic.
 
 The record's fields: varint n_tokens, then the coder's compressed 32-bit words as
