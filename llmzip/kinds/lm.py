@@ -72,8 +72,8 @@ class LmKind(Kind):
         return container.varint(chunk.n_tokens) + chunk.coded
 
     def decode_fields(self, fields, length, check, ctx, where) -> LmChunk:
-        if ctx.version[0] < 2:
-            raise FormatError(f"{where}: kind lm does not exist in format {ctx.version[0]}")
+        if tuple(ctx.version) < (2, self.minor):
+            raise FormatError(f"{where}: kind lm (3) is not defined in format {ctx.version[0]}.{ctx.version[1]}")
         n_tokens, head = container.read_varint(fields, 0, f"{where}: n_tokens")
         chunk = LmChunk(bytes(fields[head:]), n_tokens, length, check)
         self._check(chunk, where)
