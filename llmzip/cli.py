@@ -427,7 +427,8 @@ def _check_device(device: str) -> None:
 @click.option("--batch-size", type=click.IntRange(1), help=f"Chunks trained together [default: {_TRAIN.batch_size}].")
 @click.option("--codec", "codec_name", type=click.Choice(["memory", "lm", "auto"]), default="memory", show_default=True,
               help="memory: train memory vectors; lm: LM-code every chunk, no training (256-token chunks); "
-                   "auto: each chunk in its smallest exact kind. Chunks without a vector: zstd or lm, the smaller.")
+                   "auto: each chunk in its smallest exact kind. memory/auto: chunks without a vector go to "
+                   "zstd or lm, the smaller.")
 @_verbosity
 def compress(file, output, to_stdout, force, model, device, threads, chunk_tokens, max_steps, margin, batch_size,
              codec_name, quiet, verbose, no_progress):

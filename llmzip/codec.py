@@ -89,8 +89,9 @@ class LmzCompressor:
     ``loaded``: an already loaded :class:`llmzip.model.LoadedModel` (skips ``model``).
     ``codec``: ``"memory"`` (train memory vectors; the default), ``"lm"`` (LM-code every
     eligible chunk, no training; default chunk budget :data:`llmzip.kinds.lm.LM_CHUNK_TOKENS`)
-    or ``"auto"`` (both; each chunk in its smallest exact kind). In every mode a chunk
-    without a vector is stored with whichever of zstd and lm is smaller.
+    or ``"auto"`` (both; each chunk in its smallest exact kind). With ``memory`` and
+    ``auto`` a chunk without a vector is stored with whichever of zstd and lm makes the
+    archive smaller.
     """
 
     def __init__(
@@ -200,7 +201,8 @@ class LmzCompressor:
         # text compresses across chunks), so the archive with those chunks back in the
         # frame is packed too, and the smaller one kept.
         lm = kinds.lm.KIND
-        if any(kinds.of(new) is lm and kinds.of(old) is kinds.zstd.KIND for new, old in zip(stored, plain)):
+        if self.codec != "lm" and any(kinds.of(new) is lm and kinds.of(old) is kinds.zstd.KIND
+                                      for new, old in zip(stored, plain)):
             alternative = [old if kinds.of(new) is lm and kinds.of(old) is kinds.zstd.KIND else new
                            for new, old in zip(stored, plain)]
             smaller = self._pack(alternative, data)
@@ -313,8 +315,9 @@ class LmzCompressor:
 
     def _lm_code(self, stored: list, chunks, on_verify) -> list:
         """LM-code the eligible chunks this codec offers to kind lm (``memory``: those
-        without a vector; ``lm`` and ``auto``: all), keep each coding that is smaller than
-        the chunk's current kind (a zstd chunk counted as its own zstd frame), then decode
+        without a vector; ``lm`` and ``auto``: all), keep each coding (``lm``) or each that
+        is smaller than the chunk's current kind (a zstd chunk counted as its own zstd
+        frame; the caller then compares whole archives), then decode
         every lm chunk exactly as extract will (``LmKind.decode`` in the archive's groups)
         and store with zstd any whose tokens or bytes differ. In ``auto`` a vector replaced
         by lm regroups the others, so memory verification runs again."""
@@ -328,6 +331,8 @@ class LmzCompressor:
         coded = dict(zip(offer, lm.encode(self.loaded, [chunks[i].token_ids for i in offer], self.decode_group)))
 
         def smaller(i: int) -> bool:
+            if self.codec == "lm":  # every eligible chunk, as asked
+                return True
             current = stored[i]
             if kinds.of(current) is memory:
                 size = memory.stored_bytes(current)
