@@ -170,3 +170,16 @@ def test_settings_other_than_this_llmzip_s_are_refused(tiny_model):
     items = [(i, c) for i, c in enumerate(parsed.chunks) if kinds.of(c) is lm.KIND]
     with pytest.raises(LmzError):
         lm.KIND.check_before_model(items, parsed)
+
+
+def test_cli_codec_lm_round_trips(run, tmp_path, tiny_model_dir):
+    source = tmp_path / "doc.txt"
+    source.write_bytes(b"".join(TEXTS))
+    code, _, err = run("compress", source, "--codec", "lm", "--model", tiny_model_dir, "--no-progress")
+    assert code == 0 and " lm, " in err
+    code, out, _ = run("info", f"{source}.lmz")
+    assert code == 0 and "2.1" in out and " lm (" in out
+    code, out, _ = run("extract", f"{source}.lmz", "-o", tmp_path / "back.txt", "--model", tiny_model_dir)
+    assert code == 0 and (tmp_path / "back.txt").read_bytes() == source.read_bytes()
+    code, _, err = run("compress", source, "--codec", "gzip", "-f")
+    assert code == 2
