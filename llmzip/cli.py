@@ -425,9 +425,13 @@ def _check_device(device: str) -> None:
 @click.option("--max-steps", type=click.IntRange(1), help=f"Optimiser steps per chunk before it falls back to zstd [default: {_TRAIN.max_steps}].")
 @click.option("--margin", type=click.FloatRange(0, min_open=True), help=f"Logit margin every position must win by [default: {_TRAIN.margin}].")
 @click.option("--batch-size", type=click.IntRange(1), help=f"Chunks trained together [default: {_TRAIN.batch_size}].")
+@click.option("--codec", "codec_name", type=click.Choice(["memory", "lm", "auto"]), default="memory", show_default=True,
+              help="memory: train memory vectors; lm: LM-code every chunk, no training (256-token chunks); "
+                   "auto: each chunk in its smallest exact kind. memory/auto: chunks without a vector go to "
+                   "zstd or lm, the smaller.")
 @_verbosity
 def compress(file, output, to_stdout, force, model, device, threads, chunk_tokens, max_steps, margin, batch_size,
-             quiet, verbose, no_progress):
+             codec_name, quiet, verbose, no_progress):
     """Compress FILE (- for stdin) into an .lmz archive.
 
     Progress is journaled beside the output (OUT.journal), or, when the archive goes to
@@ -447,7 +451,8 @@ def compress(file, output, to_stdout, force, model, device, threads, chunk_token
 
     train = _train_config(device, max_steps=max_steps, margin=margin, batch_size=batch_size)
     began = time.perf_counter()
-    compressor = codec.LmzCompressor(model=model, device=device, chunk_tokens=chunk_tokens, train=train)
+    compressor = codec.LmzCompressor(model=model, device=device, chunk_tokens=chunk_tokens, train=train,
+                                     codec=codec_name)
     loaded_in = time.perf_counter() - began
     journal = _journal_path(target, data, compressor)
     with _about(file), _Progress(enabled=_show_progress(quiet, no_progress)) as progress:
@@ -463,7 +468,7 @@ def compress(file, output, to_stdout, force, model, device, threads, chunk_token
         click.echo(
             f"llmzip: {_file_name(file)} -> {_file_name(target) if target else '(stdout)'}: "
             f"{_plural(report.chunks, 'chunk')} ({_plural(report.memory_chunks, 'vector')}, "
-            f"{report.fallback_chunks} zstd{resumed}), "
+            f"{f'{report.lm_chunks} lm, ' if report.lm_chunks else ''}{report.fallback_chunks} zstd{resumed}), "
             f"{report.input_size:,} B -> {report.archive_size:,} B, {report.seconds:.1f} s",
             err=True,
         )

@@ -54,6 +54,7 @@ class CompressReport:
     chunks: int = 0
     ineligible_chunks: int = 0  # not valid UTF-8, or the tokenizer does not round-trip them
     memory_chunks: int = 0
+    lm_chunks: int = 0
     fallback_chunks: int = 0
     not_utf8_bytes: int = 0
     resumed_chunks: int = 0
@@ -86,6 +87,11 @@ class LmzCompressor:
     ``decode_group``: memory chunks decoded together, at compress-time verification and
     at extract (recorded in the archive; default :data:`llmzip.kinds.memory.DEFAULT_DECODE_GROUP`).
     ``loaded``: an already loaded :class:`llmzip.model.LoadedModel` (skips ``model``).
+    ``codec``: ``"memory"`` (train memory vectors; the default), ``"lm"`` (LM-code every
+    eligible chunk, no training; default chunk budget :data:`llmzip.kinds.lm.LM_CHUNK_TOKENS`)
+    or ``"auto"`` (both; each chunk in its smallest exact kind). With ``memory`` and
+    ``auto`` a chunk without a vector is stored with whichever of zstd and lm makes the
+    archive smaller.
     """
 
     def __init__(
@@ -99,15 +105,19 @@ class LmzCompressor:
         metadata: dict[str, str] | None = None,
         decode_group: int = DEFAULT_DECODE_GROUP,
         loaded: LoadedModel | None = None,
+        codec: str = "memory",
     ):
+        if codec not in CODECS:
+            raise InputError(f"codec must be one of {', '.join(CODECS)}, got {codec!r}")
+        self.codec = codec
         if not 1 <= decode_group <= MAX_DECODE_GROUP:
             raise InputError(f"decode_group must be in 1..{MAX_DECODE_GROUP}, got {decode_group}")
         if chunk_tokens is not None and not 1 <= chunk_tokens <= container.MAX_TOKENS_PER_CHUNK:
             raise InputError(f"chunk_tokens must be in 1..{container.MAX_TOKENS_PER_CHUNK}, got {chunk_tokens}")
         self.loaded = loaded if loaded is not None else load_model(model, device=device)
-        self.chunk_tokens = chunk_tokens or DEFAULT_CHUNK_TOKENS.get(
+        self.chunk_tokens = chunk_tokens or (kinds.lm.LM_CHUNK_TOKENS if codec == "lm" else DEFAULT_CHUNK_TOKENS.get(
             self.loaded.identity.source_kind, FALLBACK_CHUNK_TOKENS
-        )
+        ))
         self.train_config = train if train is not None else TrainConfig()
         self.trainer = MemoryTrainer(self.loaded.model, self.train_config)
         self.zstd_level = zstd_level
@@ -131,6 +141,7 @@ class LmzCompressor:
             "input_size": len(data),
             "input_xxh64": container.checksum(data),
             "chunk_tokens": self.chunk_tokens,
+            "codec": self.codec,
             "train": train,
             "model": self.loaded.identity.to_dict(),
         }
@@ -169,7 +180,7 @@ class LmzCompressor:
         if report.not_utf8_bytes:
             log.warning("llmzip: input is not valid UTF-8; %d bytes stored with zstd", report.not_utf8_bytes)
 
-        trained = self._train_eligible(data, chunks, journal_path, report, on_step, on_chunk)
+        trained = {} if self.codec == "lm" else self._train_eligible(data, chunks, journal_path, report, on_step, on_chunk)
         stored = []
         for index, chunk in enumerate(chunks):
             entry = trained.get(index)
@@ -184,20 +195,43 @@ class LmzCompressor:
             else:
                 stored.append(FallbackChunk(data=chunk.data))
         stored = self._verify_as_extract(stored, chunks, on_verify)
+        plain = list(stored)
+        stored = self._lm_code(stored, chunks, on_verify)
+        archive = self._pack(stored, data)
+        # A chunk's own zstd frame overstates what it costs in the shared frame (repetitive
+        # text compresses across chunks), so the archive with those chunks back in the
+        # frame is packed too, and the smaller one kept.
+        lm = kinds.lm.KIND
+        if self.codec != "lm" and any(kinds.of(new) is lm and kinds.of(old) is kinds.zstd.KIND
+                                      for new, old in zip(stored, plain)):
+            alternative = [old if kinds.of(new) is lm and kinds.of(old) is kinds.zstd.KIND else new
+                           for new, old in zip(stored, plain)]
+            smaller = self._pack(alternative, data)
+            if len(smaller) < len(archive):
+                if any(kinds.of(chunk) is lm for chunk in alternative):  # regrouped: decode again
+                    alternative = self._verify_lm(alternative, chunks)
+                    smaller = self._pack(alternative, data)
+                stored, archive = alternative, smaller
         report.memory_chunks = sum(kinds.of(chunk) is kinds.memory.KIND for chunk in stored)
-        report.fallback_chunks = len(stored) - report.memory_chunks
+        report.lm_chunks = sum(kinds.of(chunk) is lm for chunk in stored)
+        report.fallback_chunks = len(stored) - report.memory_chunks - report.lm_chunks
+        report.archive_size = len(archive)
+        report.seconds = time.perf_counter() - started
+        return archive, report
+
+    def _pack(self, stored: list, data: bytes) -> bytes:
+        settings = self.settings()
+        if any(kinds.of(chunk) is kinds.lm.KIND for chunk in stored):
+            settings.update(kinds.lm.SETTINGS)
         header = container.Header(
             model=self.loaded.identity.to_header(),
-            settings=self.settings(),
+            settings=settings,
             vector_dim=self.loaded.identity.hidden_size,
             input_size=len(data),
             input_xxh64=container.checksum(data),
             metadata=self.metadata,
         )
-        archive = container.pack(header, stored, zstd_level=self.zstd_level)
-        report.archive_size = len(archive)
-        report.seconds = time.perf_counter() - started
-        return archive, report
+        return container.pack(header, stored, zstd_level=self.zstd_level)
 
     def _train_eligible(self, data, chunks, journal_path, report, on_step, on_chunk) -> dict[int, JournalEntry]:
         """Train eligible chunks in fixed groups of ``batch_size``; journal each group.
@@ -277,6 +311,62 @@ class LmzCompressor:
                 else:
                     log.info("llmzip: chunk %d fails extract's batched decode; stored with zstd", i)
                     stored[i], failed = FallbackChunk(chunks[i].data), True
+            if not failed:
+                return stored
+
+    def _lm_code(self, stored: list, chunks, on_verify) -> list:
+        """LM-code the eligible chunks this codec offers to kind lm (``memory``: those
+        without a vector; ``lm`` and ``auto``: all), keep each coding (``lm``) or each that
+        is smaller than the chunk's current kind (a zstd chunk counted as its own zstd
+        frame; the caller then compares whole archives), then decode
+        every lm chunk exactly as extract will (``LmKind.decode`` in the archive's groups)
+        and store with zstd any whose tokens or bytes differ. In ``auto`` a vector replaced
+        by lm regroups the others, so memory verification runs again."""
+        import zstandard
+
+        lm, memory = kinds.lm.KIND, kinds.memory.KIND
+        offer = [i for i, chunk in enumerate(chunks) if chunk.eligible and len(chunk.token_ids) <= len(chunk.data)
+                 and (self.codec != "memory" or kinds.of(stored[i]) is not memory)]
+        if not offer:
+            return stored
+        coded = dict(zip(offer, lm.encode(self.loaded, [chunks[i].token_ids for i in offer], self.decode_group)))
+
+        def smaller(i: int) -> bool:
+            if self.codec == "lm":  # every eligible chunk, as asked
+                return True
+            current = stored[i]
+            if kinds.of(current) is memory:
+                size = memory.stored_bytes(current)
+            else:
+                size = len(zstandard.ZstdCompressor(level=self.zstd_level).compress(current.data))
+            return len(coded[i]) < size
+
+        replaced_vector = False
+        for i in offer:
+            if smaller(i):
+                replaced_vector |= kinds.of(stored[i]) is memory
+                stored[i] = kinds.lm.LmChunk(coded[i], len(chunks[i].token_ids), len(chunks[i].data),
+                                             container.chunk_check(chunks[i].data))
+        if replaced_vector:
+            stored = self._verify_as_extract(stored, chunks, None)
+            for i in offer:  # a vector that failed now is a zstd chunk: lm may be smaller
+                if kinds.of(stored[i]) is kinds.zstd.KIND and smaller(i):
+                    stored[i] = kinds.lm.LmChunk(coded[i], len(chunks[i].token_ids), len(chunks[i].data),
+                                                 container.chunk_check(chunks[i].data))
+        return self._verify_lm(stored, chunks)
+
+    def _verify_lm(self, stored: list, chunks) -> list:
+        """Decode every lm chunk exactly as extract will; store with zstd any that does not
+        come back exactly (exact or refuse)."""
+        lm = kinds.lm.KIND
+        while True:  # dropping a chunk regroups the rest, so decode again
+            positions = [i for i, chunk in enumerate(stored) if kinds.of(chunk) is lm]
+            results = lm.decode(self.loaded, [stored[i] for i in positions], self.decode_group)
+            failed = [i for i, ids in zip(positions, results)
+                      if ids != list(chunks[i].token_ids) or not self._ids_restore(ids, chunks[i].data)]
+            for i in failed:
+                log.info("llmzip: chunk %d fails extract's lm decode; stored with zstd", i)
+                stored[i] = FallbackChunk(chunks[i].data)
             if not failed:
                 return stored
 
@@ -372,6 +462,9 @@ class LmzDecompressor:
                 raise ChecksumError(f"chunk {index}: restored bytes do not match the stored checksum{detail}")
             check = ChunkCheck(index, kind.name, chunk.length, result.margin, kind.margin(chunk))
             yield check, result.data
+
+
+CODECS = ("memory", "lm", "auto")
 
 
 def compress(data: bytes, **options) -> bytes:

@@ -40,7 +40,7 @@ from llmzip.errors import (
 
 MAGIC = b"\x89LMZ\r\n\x1a\n"
 VERSION = (2, 0)  # (major, minor) this module writes
-READS = {1: 0, 2: 0}  # major -> the newest minor whose chunk kinds this reader knows
+READS = {1: 0, 2: 1}  # major -> the newest minor whose chunk kinds this reader knows
 MUST_UNDERSTAND_FLAGS = 0  # must-understand flag bits defined so far: none
 
 # Hard limits (SPEC.md, "Limits"). A reader rejects anything beyond them before allocating.
@@ -213,7 +213,10 @@ def pack(header: Header, chunks: Sequence, *, zstd_level: int = 19) -> bytes:
     kinds = _kinds()
     chunks = _merge_fallback(chunks, kinds)
     header_bytes = _encode_header(header, len(chunks))
-    context = kinds.WireContext(VERSION, header.vector_dim)
+    # 2.0 unless a chunk's kind came later (2.1: lm), so 2.0 readers still read the rest
+    types = {kind.chunk_type: kind.minor for kind in kinds.KINDS}
+    version = (VERSION[0], max([VERSION[1], *(types.get(type(chunk), 0) for chunk in chunks)]))
+    context = kinds.WireContext(version, header.vector_dim)
     records, fallback = [], []
     for index, chunk in enumerate(chunks):
         where = f"chunk {index}"
@@ -235,7 +238,7 @@ def pack(header: Header, chunks: Sequence, *, zstd_level: int = 19) -> bytes:
         records.append(bytes([kind.code]) + varint(len(fields)) + varint(chunk.length) + CHECK_V2.pack(check) + fields)
     _check_lengths_sum(chunks, header.input_size)
     frame = _compress(b"".join(fallback), zstd_level) if fallback else b""
-    prefix = PREFIX.pack(MAGIC, *VERSION, 0, 0, len(header_bytes))
+    prefix = PREFIX.pack(MAGIC, *version, 0, 0, len(header_bytes))
     body = b"".join([prefix, header_bytes, *records, frame])
     size = len(body) + TRAILER.size
     if size > MAX_ARCHIVE_SIZE:
@@ -350,7 +353,7 @@ def read_header(path_or_bytes) -> ArchiveInfo:
         path_or_bytes = _read_file(path_or_bytes)
     parsed = _parse(path_or_bytes)
     kinds = _kinds()
-    counts = {kind.name: 0 for kind in kinds.KINDS}
+    counts = {kind.name: 0 for kind in kinds.KINDS if kind.minor == 0}  # later kinds: when present
     input_bytes, stored = dict(counts), dict(counts)
     margins = []
     for chunk in parsed.chunks:

@@ -16,10 +16,10 @@ it with a kind defined inside the test suite.
 
 from __future__ import annotations
 
-from llmzip.kinds import memory, zstd
+from llmzip.kinds import lm, memory, zstd
 from llmzip.kinds.base import Kind, WireContext
 
-KINDS: list[Kind] = [memory.KIND, zstd.KIND]
+KINDS: list[Kind] = [memory.KIND, zstd.KIND, lm.KIND]
 
 
 def by_code(code: int) -> Kind | None:

@@ -35,6 +35,7 @@ class Kind:
     chunk_type: ClassVar[type]  # the frozen dataclass a chunk of this kind is held in
     in_fallback_frame: ClassVar[bool] = False  # its bytes live in the archive's zstd frame
     needs_model: ClassVar[bool] = False  # restoring it needs the archive's model
+    minor: ClassVar[int] = 0  # the format 2 minor version that defines it (the writer's minor is the largest used)
 
     # ---------------------------------------------------------------- wire half (no torch)
 

@@ -1,0 +1,185 @@
+"""Kind ``lm``: LM-coded chunks round-trip, survive drift below the recorded tolerance, and
+refuse corrupt fields cleanly (tiny fixture model; format/CODEC.md, "Kind lm")."""
+
+from __future__ import annotations
+
+import random
+
+import numpy
+import pytest
+import torch
+
+from llmzip import codec, container, kinds
+from llmzip.config import TrainConfig
+from llmzip.errors import LmzError
+from llmzip.kinds import lm
+
+TEXTS = [
+    b"Hello world, this is a test of the lm kind.\n",
+    "El perro come la comida en la casa grande, y despu\u00e9s duerme.\n".encode(),
+    b"x" * 60 + b"\n\nThe quick brown fox jumps over the lazy dog. " * 3,
+]
+
+
+def _ids(tiny_model, text: bytes):
+    return tiny_model.tokenizer.encode(text.decode(), add_special_tokens=False)
+
+
+def test_weight_table_is_its_formula():
+    assert lm.WEIGHTS == lm.weight_table(lm.DELTA, lm.R_LEVELS)
+    assert lm.SETTINGS == {"ld": 0.5, "lr": 8, "lb": 8, "lt": 1e-4}  # CODEC.md, "Kind lm"
+    assert lm.DELTA in {2.0**-k for k in range(8)}  # a power of two: logit / DELTA is exact
+
+
+@pytest.mark.parametrize("compressor_codec", ["lm", "auto", "memory"])
+def test_round_trip_through_the_codec(tiny_model, compressor_codec):
+    data = b"".join(TEXTS) * 2
+    compressor = codec.LmzCompressor(loaded=tiny_model, codec=compressor_codec, chunk_tokens=24,
+                                     train=TrainConfig(max_steps=30))
+    archive, report = compressor.compress_with_report(data)
+    assert codec.LmzDecompressor(loaded=tiny_model).decompress(archive) == data
+    if compressor_codec == "lm":
+        assert report.lm_chunks >= 1  # (a chunk zstd stores smaller stays zstd)
+        assert container.unpack(archive).version == (2, 1)  # lm chunks need format 2.1
+    if report.lm_chunks == 0:
+        assert container.unpack(archive).version == (2, 0)
+    info = container.read_header(archive)
+    assert info is not None
+
+
+def test_unknown_codec_is_refused(tiny_model):
+    with pytest.raises(LmzError):
+        codec.LmzCompressor(loaded=tiny_model, codec="gzip")
+
+
+def _coded(tiny_model, texts, group=8):
+    token_lists = [_ids(tiny_model, t) for t in texts]
+    stats = lm.Stats()
+    coded = lm.KIND.encode(tiny_model, token_lists, group, stats=stats)
+    chunks = [lm.LmChunk(c, len(ids), len(t), container.chunk_check(t)) for c, ids, t in zip(coded, token_lists, texts)]
+    return token_lists, chunks, stats
+
+
+def test_escape_paths_are_exercised(tiny_model):
+    # the random fixture model is flat: escapes inside a grid and raw escapes both occur
+    token_lists, chunks, stats = _coded(tiny_model, TEXTS)
+    assert stats.outcomes[0] > 0 and stats.outcomes[2] > 0 and stats.outcomes[3] > 0
+    assert lm.KIND.decode(tiny_model, chunks, 8) == token_lists
+
+
+def test_decode_with_one_and_two_threads_and_batch_one(tiny_model):
+    token_lists, chunks, _ = _coded(tiny_model, TEXTS)
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            assert lm.KIND.decode(tiny_model, chunks, 8) == token_lists
+            assert lm.KIND.decode(tiny_model, chunks, 1) == token_lists  # each chunk alone
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_drift_below_the_tolerance_never_desynchronises(tiny_model, monkeypatch):
+    """Every logit the decoder sees is moved by uniform noise in (-tolerance, tolerance)."""
+    rng = numpy.random.default_rng(16)
+    texts, total = [], 0
+    words = "the of and to in is was for on that with as by at from it an be this are".split()
+    generator = random.Random(16)
+    while total < 10_000:
+        text = " ".join(generator.choice(words) for _ in range(120)).encode()
+        texts.append(text)
+        total += len(_ids(tiny_model, text))
+    token_lists, chunks, stats = _coded(tiny_model, texts, group=32)
+    real = lm._Decoder.__call__
+
+    def drifted(self, position, logits):
+        noise = rng.uniform(-1, 1, logits.shape) * lm.TOLERANCE * 0.99
+        return real(self, position, (logits.astype(numpy.float64) + noise).astype(numpy.float32))
+
+    monkeypatch.setattr(lm._Decoder, "__call__", drifted)
+    assert sum(map(len, token_lists)) >= 10_000
+    assert lm.KIND.decode(tiny_model, chunks, 32) == token_lists
+    # every path ran under drift: both grids, the band, raw ids
+    assert stats.outcomes[0] > 1000 and stats.outcomes[1] > 10 and stats.outcomes[4] > 1000
+    assert stats.outcomes[2] - stats.outcomes[4] + stats.outcomes[3] > 10
+
+
+def test_drift_above_the_tolerance_can_desynchronise(tiny_model, monkeypatch):
+    """The converse, so the test above has teeth: 100x the tolerance breaks some chunk."""
+    rng = numpy.random.default_rng(17)
+    text = (b"the of and to in is was for on that with as by at from it an be this are " * 30)
+    token_lists, chunks, _ = _coded(tiny_model, [text] * 4)
+    real = lm._Decoder.__call__
+
+    def drifted(self, position, logits):
+        noise = rng.uniform(-1, 1, logits.shape) * lm.TOLERANCE * 100
+        return real(self, position, (logits.astype(numpy.float64) + noise).astype(numpy.float32))
+
+    monkeypatch.setattr(lm._Decoder, "__call__", drifted)
+    assert lm.KIND.decode(tiny_model, chunks, 4) != token_lists
+
+
+def _archive(tiny_model):
+    compressor = codec.LmzCompressor(loaded=tiny_model, codec="lm", chunk_tokens=24)
+    return compressor.compress(b"".join(TEXTS))
+
+
+def test_corrupted_coded_bytes_fail_cleanly(tiny_model):
+    archive = _archive(tiny_model)
+    parsed = container.unpack(archive)
+    index = next(i for i, c in enumerate(parsed.chunks) if kinds.of(c) is lm.KIND)
+    chunk = parsed.chunks[index]
+    for flip in range(len(chunk.coded)):
+        coded = bytearray(chunk.coded)
+        coded[flip] ^= 0x5A
+        bad = lm.LmChunk(bytes(coded), chunk.n_tokens, chunk.length, chunk.check)
+        # a corrupt code restores some bytes or none, never raises: the codec's checksums decide
+        [restored] = lm.KIND.restore([(index, bad)], tiny_model, parsed)
+        assert isinstance(restored.data, bytes)
+    with pytest.raises(LmzError):
+        lm.KIND.decode_fields(memoryview(b""), 5, 0, kinds.WireContext((2, 1), 640), "chunk 0")
+    with pytest.raises(LmzError):
+        lm.KIND.decode_fields(memoryview(b"\x80"), 5, 0, kinds.WireContext((2, 1), 640), "chunk 0")  # truncated varint
+    with pytest.raises(LmzError):
+        lm.KIND.decode_fields(memoryview(b"\x80\x80\x08\x01"), 5, 0, kinds.WireContext((2, 1), 640), "chunk 0")  # 2**17 tokens
+    with pytest.raises(LmzError):
+        lm.KIND.decode_fields(memoryview(b"\x00\x01"), 5, 0, kinds.WireContext((2, 1), 640), "chunk 0")  # 0 tokens
+
+
+def test_corrupt_archive_is_refused_never_misdecoded(tiny_model):
+    archive = bytearray(_archive(tiny_model))
+    parsed = container.unpack(bytes(archive))
+    assert any(kinds.of(c) is lm.KIND for c in parsed.chunks)
+    failures = 0
+    for offset in range(40, len(archive) - 8, max(1, len(archive) // 60)):
+        bad = bytearray(archive)
+        bad[offset] ^= 0x21
+        try:
+            out = codec.LmzDecompressor(loaded=tiny_model).decompress(bytes(bad))
+        except LmzError:
+            failures += 1
+        else:
+            assert out == b"".join(TEXTS)
+    assert failures
+
+
+def test_settings_other_than_this_llmzip_s_are_refused(tiny_model):
+    archive = _archive(tiny_model)
+    parsed = container.unpack(archive)
+    parsed.header.settings["ld"] = 0.25
+    items = [(i, c) for i, c in enumerate(parsed.chunks) if kinds.of(c) is lm.KIND]
+    with pytest.raises(LmzError):
+        lm.KIND.check_before_model(items, parsed)
+
+
+def test_cli_codec_lm_round_trips(run, tmp_path, tiny_model_dir):
+    source = tmp_path / "doc.txt"
+    source.write_bytes(b"".join(TEXTS))
+    code, _, err = run("compress", source, "--codec", "lm", "--model", tiny_model_dir, "--no-progress")
+    assert code == 0 and " lm, " in err
+    code, out, _ = run("info", f"{source}.lmz")
+    assert code == 0 and "2.1" in out and " lm (" in out
+    code, out, _ = run("extract", f"{source}.lmz", "-o", tmp_path / "back.txt", "--model", tiny_model_dir)
+    assert code == 0 and (tmp_path / "back.txt").read_bytes() == source.read_bytes()
+    code, _, err = run("compress", source, "--codec", "gzip", "-f")
+    assert code == 2
