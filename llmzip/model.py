@@ -292,8 +292,9 @@ def _from_pretrained(location: str, dtype: torch.dtype, attn_implementation: str
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    bars_were_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # our CLI draws its own progress; restored below
+    bars_were_enabled, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()  # our CLI draws its own progress; both restored below
+    hf_logging.set_verbosity_error()  # no load reports on stderr (one is printed when a load is interrupted)
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=False, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(
@@ -306,6 +307,7 @@ def _from_pretrained(location: str, dtype: torch.dtype, attn_implementation: str
     except Exception as exc:  # transformers and tokenizers raise many types, some bare Exception
         raise ModelError(f"cannot load model from {location}: {_first_line(exc)}") from exc
     finally:
+        hf_logging.set_verbosity(verbosity)
         if bars_were_enabled:
             hf_logging.enable_progress_bar()
     if not getattr(tokenizer, "is_fast", False):
