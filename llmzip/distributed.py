@@ -99,9 +99,12 @@ class WorkerPool:
             if os.environ.get("RAY_ADDRESS"):
                 ray.init(**options)  # an existing cluster; its resources are its own
             else:
-                ray.init(num_cpus=workers, num_gpus=workers if _is_cuda(device) else None,
-                         object_store_memory=128 << 20, **options)
+                ray.init(num_cpus=workers, object_store_memory=128 << 20, **options)  # GPUs: Ray counts them
             self._started_ray = True
+        gpus = ray.cluster_resources().get("GPU", 0)
+        if _is_cuda(device) and gpus < workers:
+            self.close()
+            raise LmzError(f"--workers {workers} with --device {device} needs one GPU per worker; Ray sees {gpus:g}")
         spec = str(Path(model).resolve()) if os.path.exists(model) else model  # actors may run elsewhere
         actor = ray.remote(num_cpus=1, num_gpus=1 if _is_cuda(device) else 0,
                            max_restarts=max_retries, max_task_retries=max_retries)(_Trainer)
@@ -177,7 +180,7 @@ class WorkerPool:
                 self._running.clear()
             for results in waiting:
                 results.put(LmzError("the Ray workers were closed before this group finished"))
-        for actor in self.actors:
+        for actor in getattr(self, "actors", []):
             try:
                 self._ray.kill(actor)
             except Exception:  # noqa: BLE001 - already gone

@@ -90,6 +90,13 @@ def test_a_rerun_resumes_from_the_groups_the_driver_journaled(tiny_model, pool, 
     assert report.resumed_chunks == 2 and archive == reference[0]
 
 
+def test_cuda_workers_need_one_gpu_each(tiny_model_dir, pool):
+    if ray.cluster_resources().get("GPU", 0) >= 2:
+        pytest.skip("this cluster has the GPUs")
+    with pytest.raises(LmzError, match="needs one GPU per worker; Ray sees 0"):
+        distributed.WorkerPool(2, model=str(tiny_model_dir), device="cuda")
+
+
 def test_cli_workers_match_single_process_runs(run, tiny_model_dir, tmp_path, pool, reference):
     """The command of issue 17 (its own local Ray instance: the module's pool is closed
     first, so the CLI starts and ends one)."""
