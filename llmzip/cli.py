@@ -491,12 +491,15 @@ def _compress_many(compressor, jobs, force, loaded_in, device, *, concurrent, **
     """Compress each job, one summary (or one error) line per file; the number that
     failed. With workers, the files are compressed at once so that the groups of all of
     them share the workers."""
+    interrupted = []
+
     def one(job):
         try:
             _compress_one(compressor, *job, force, loaded_in, device, **show)
             return 0
         except LmzError as exc:
-            click.echo(f"llmzip: error: {exc}", err=True)
+            if not interrupted:  # after Ctrl-C or SIGTERM, "llmzip: interrupted" says it all
+                click.echo(f"llmzip: error: {exc}", err=True)
             return 1
 
     if not concurrent:
@@ -515,6 +518,7 @@ def _compress_many(compressor, jobs, force, loaded_in, device, *, concurrent, **
     try:
         return sum(executor.map(in_thread, jobs))
     except BaseException:  # Ctrl-C, SIGTERM: wake the threads waiting on workers
+        interrupted.append(True)
         compressor.group_runner.close()
         raise
     finally:

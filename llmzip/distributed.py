@@ -94,6 +94,7 @@ class WorkerPool:
         self._started_ray = False
         self._closed = False
         if not ray.is_initialized():
+            sigterm = _sigterm_handler()
             options = dict(logging_level=logging.ERROR, log_to_driver=False, include_dashboard=False,
                            runtime_env=_runtime_env())
             if os.environ.get("RAY_ADDRESS"):
@@ -101,6 +102,7 @@ class WorkerPool:
             else:
                 ray.init(num_cpus=workers, object_store_memory=128 << 20, **options)  # GPUs: Ray counts them
             self._started_ray = True
+            _restore_sigterm_handler(sigterm)
         gpus = ray.cluster_resources().get("GPU", 0)
         if _is_cuda(device) and gpus < workers:
             self.close()
@@ -180,12 +182,13 @@ class WorkerPool:
                 self._running.clear()
             for results in waiting:
                 results.put(LmzError("the Ray workers were closed before this group finished"))
-        for actor in getattr(self, "actors", []):
-            try:
-                self._ray.kill(actor)
-            except Exception:  # noqa: BLE001 - already gone
-                pass
-        if self._started_ray:
+        if not self._started_ray:  # a cluster that outlives this pool: end its actors only
+            for actor in getattr(self, "actors", []):
+                try:
+                    self._ray.kill(actor)
+                except Exception:  # noqa: BLE001 - already gone
+                    pass
+        else:
             self._ray.shutdown()
             self._started_ray = False
 
@@ -194,6 +197,22 @@ class WorkerPool:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _sigterm_handler():
+    import signal
+
+    return signal.getsignal(signal.SIGTERM)
+
+
+def _restore_sigterm_handler(handler) -> None:
+    """ray.init replaces the SIGTERM handler (its own: sys.exit(15), and a C-level stack
+    trace) over the one the CLI set (cleanup, "llmzip: terminated", 143): put it back."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread() and handler is not None:
+        signal.signal(signal.SIGTERM, handler)
 
 
 def _is_cuda(device: str) -> bool:
