@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -124,3 +125,20 @@ def test_the_cli_does_not_import_ray():
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import llmzip.cli, llmzip.codec; "
             "assert 'ray' not in sys.modules")
     subprocess.run([sys.executable, "-c", code, REPO], check=True)
+
+
+def test_sigterm_with_workers_exits_143_and_leaves_the_journal(tiny_model_dir, tmp_path):
+    """ray.init replaces the SIGTERM handler; llmzip puts its own back (cleanup, 143)."""
+    text = " ".join(f"Unseen sentence number {i} about lanterns, rivers and glass." for i in range(4))
+    (tmp_path / "doc.txt").write_text(text)
+    journal = tmp_path / "doc.txt.lmz.journal"
+    command = [sys.executable, "-m", "llmzip", "compress", str(tmp_path / "doc.txt"), "--model", str(tiny_model_dir),
+               "--chunk-tokens", "16", "--max-steps", "300", "--batch-size", "1", "--workers", "2", "--no-progress"]
+    process = subprocess.Popen(command, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not journal.exists() or journal.stat().st_size < 300):
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 143 and err.splitlines()[-1] == "llmzip: terminated", err
+    assert journal.exists() and not (tmp_path / "doc.txt.lmz").exists()
