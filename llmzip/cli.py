@@ -457,27 +457,29 @@ def compress(files, output, to_stdout, force, model, device, threads, chunk_toke
     if not jobs:
         sys.exit(1)
     _use_torch(device, 1 if threads is None and workers is not None else threads)
+    if workers is not None:
+        from llmzip.distributed import import_ray
 
+        import_ray()  # no Ray: say so before the model loads
     from llmzip import codec
 
     train = _train_config(device, max_steps=max_steps, margin=margin, batch_size=batch_size)
     began = time.perf_counter()
-    pool = _worker_pool(workers, model, device)
-    compressor = codec.LmzCompressor(model=model, device=device, chunk_tokens=chunk_tokens, train=train, group_runner=pool)
+    compressor = codec.LmzCompressor(model=model, device=device, chunk_tokens=chunk_tokens, train=train)
+    if workers is not None:  # after the driver's own load, so a bad --model is its usual error
+        compressor.group_runner = _worker_pool(workers, model, device)
     loaded_in = time.perf_counter() - began
     show = dict(quiet=quiet, verbose=verbose, progress=_show_progress(quiet, no_progress) and len(jobs) == 1)
     if len(jobs) == 1:
         _compress_one(compressor, *jobs[0], force, loaded_in, device, **show)
         return
-    failed += _compress_many(compressor, jobs, force, loaded_in, device, concurrent=pool is not None, **show)
+    failed += _compress_many(compressor, jobs, force, loaded_in, device, concurrent=workers is not None, **show)
     if failed:
         sys.exit(1)
 
 
 def _worker_pool(workers, model, device):
-    """A Ray worker pool for --workers (closed when the command ends), else None."""
-    if workers is None:
-        return None
+    """A Ray worker pool for --workers, closed when the command ends."""
     import torch
 
     from llmzip import distributed

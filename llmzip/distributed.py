@@ -58,11 +58,16 @@ class _Trainer:
 
         self.threads = threads
         torch.set_num_threads(threads)
-        self.loaded = load_model(model, device=device)
         self.compressors = {}
+        try:
+            self.loaded, self.error = load_model(model, device=device), None
+        except Exception as exc:  # noqa: BLE001 - raised again by describe(), as itself
+            self.loaded, self.error = None, exc
 
     def describe(self) -> tuple[dict, int]:
-        """(the model identity this actor loaded, its process id)."""
+        """(the model identity this actor loaded, its process id), or the load's error."""
+        if self.error is not None:
+            raise self.error
         return self.loaded.identity.to_dict(), os.getpid()
 
     def train_group(self, config, chunks: dict, group: list[int]):
@@ -103,16 +108,24 @@ class WorkerPool:
                 ray.init(num_cpus=workers, object_store_memory=128 << 20, **options)  # GPUs: Ray counts them
             self._started_ray = True
             _restore_sigterm_handler(sigterm)
-        gpus = ray.cluster_resources().get("GPU", 0)
+        resources = ray.cluster_resources()
+        gpus, cpus = resources.get("GPU", 0), resources.get("CPU", 0)
         if _is_cuda(device) and gpus < workers:
             self.close()
             raise LmzError(f"--workers {workers} with --device {device} needs one GPU per worker; Ray sees {gpus:g}")
+        if cpus < workers:  # each worker takes one CPU: more would wait forever
+            self.close()
+            raise LmzError(f"--workers {workers} needs one CPU per worker; the Ray cluster has {cpus:g}")
         spec = str(Path(model).resolve()) if os.path.exists(model) else model  # actors may run elsewhere
         actor = ray.remote(num_cpus=1, num_gpus=1 if _is_cuda(device) else 0,
                            max_restarts=max_retries, max_task_retries=max_retries)(_Trainer)
         # Each actor sees its own GPU as cuda:0 (Ray sets CUDA_VISIBLE_DEVICES).
         self.actors = [actor.remote(spec, "cuda" if _is_cuda(device) else device, threads) for _ in range(workers)]
-        described = ray.get([a.describe.remote() for a in self.actors])
+        try:
+            described = ray.get([a.describe.remote() for a in self.actors])
+        except Exception as exc:  # noqa: BLE001 - e.g. the model does not load on a worker
+            self.close()
+            raise _as_lmz_error(ray, exc, "starting the Ray workers") from None
         self.identity = described[0][0]
         self.pids = [pid for _, pid in described]
         if any(identity != self.identity for identity, _ in described):
@@ -123,6 +136,7 @@ class WorkerPool:
         self._pending: deque = deque()
         self._idle = list(self.actors)
         self._running: dict = {}  # task ref -> (actor, group number, result queue)
+        self._broken = None  # the error that stopped the dispatcher, if one did
         self._thread = threading.Thread(target=self._dispatch, name="llmzip-workers", daemon=True)
         self._thread.start()
 
@@ -137,6 +151,8 @@ class WorkerPool:
         shared = self._ray.put(needed)
         results: queue.Queue = queue.Queue()
         with self._lock:
+            if self._broken is not None:
+                raise self._broken
             self._pending.extend((compressor.train_config, shared, number, group, results) for number, group in todo)
         self._wake.set()
         for _ in todo:
@@ -146,6 +162,19 @@ class WorkerPool:
             yield item
 
     def _dispatch(self) -> None:
+        try:
+            self._dispatch_until_closed()
+        except Exception as exc:  # noqa: BLE001 - Ray itself failed: nobody may wait forever
+            error = _as_lmz_error(self._ray, exc, "the Ray worker pool")
+            with self._lock:
+                waiting = [item[-1] for item in self._pending] + [item[-1] for item in self._running.values()]
+                self._pending.clear()
+                self._running.clear()
+                self._broken = error
+            for results in waiting:
+                results.put(error)
+
+    def _dispatch_until_closed(self) -> None:
         ray = self._ray
         while not self._closed:
             with self._lock:
@@ -164,7 +193,7 @@ class WorkerPool:
                 try:
                     results.put((number, ray.get(task)))
                 except Exception as exc:  # noqa: BLE001 - handed to the compression that asked
-                    results.put(_as_lmz_error(ray, exc, number))
+                    results.put(_as_lmz_error(ray, exc, f"training group {number}"))
                 with self._lock:
                     self._idle.append(actor)
 
@@ -225,9 +254,9 @@ def _runtime_env() -> dict:
     return {"py_modules": [str(Path(__file__).resolve().parent)]}
 
 
-def _as_lmz_error(ray, exc: BaseException, number: int) -> BaseException:
+def _as_lmz_error(ray, exc: BaseException, what: str) -> BaseException:
     cause = getattr(exc, "cause", None)
-    if isinstance(exc, ray.exceptions.RayTaskError) and isinstance(cause, BaseException):
-        return cause  # the worker's own exception (an LmzError keeps its message)
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return LmzError(f"training group {number} failed on a Ray worker: {first}")
+    if isinstance(exc, ray.exceptions.RayTaskError) and isinstance(cause, LmzError):
+        return cause  # the worker's own LmzError, with its message
+    first = (str(cause if isinstance(cause, BaseException) else exc).strip().splitlines() or [type(exc).__name__])[0]
+    return LmzError(f"{what} failed on Ray: {first}")

@@ -98,6 +98,11 @@ def test_cuda_workers_need_one_gpu_each(tiny_model_dir, pool):
         distributed.WorkerPool(2, model=str(tiny_model_dir), device="cuda")
 
 
+def test_more_workers_than_cpus_is_refused_not_a_wait(tiny_model_dir, pool):
+    with pytest.raises(LmzError, match="needs one CPU per worker; the Ray cluster has 2"):
+        distributed.WorkerPool(3, model=str(tiny_model_dir))
+
+
 def test_cli_workers_match_single_process_runs(run, tiny_model_dir, tmp_path, pool, reference):
     """The command of issue 17 (its own local Ray instance: the module's pool is closed
     first, so the CLI starts and ends one)."""
