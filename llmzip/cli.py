@@ -414,9 +414,9 @@ def _check_device(device: str) -> None:
 
 
 @cli.command()
-@click.argument("file", type=click.Path(allow_dash=True))
-@click.option("-o", "--output", type=click.Path(allow_dash=True), help="Archive path (default FILE.lmz; - for stdout).")
-@click.option("-c", "--stdout", "to_stdout", is_flag=True, help="Write the archive to stdout (not with -o).")
+@click.argument("files", nargs=-1, required=True, metavar="FILE...", type=click.Path(allow_dash=True))
+@click.option("-o", "--output", type=click.Path(allow_dash=True), help="Archive path (default FILE.lmz; - for stdout; one FILE only).")
+@click.option("-c", "--stdout", "to_stdout", is_flag=True, help="Write the archive to stdout (not with -o; one FILE only).")
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--model", default="default", show_default=True, help="default, org/name@<commit>, a model directory or a .gguf file.")
 @click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda, cuda:1, ...")
@@ -429,36 +429,115 @@ def _check_device(device: str) -> None:
               help="memory: train memory vectors; lm: LM-code every chunk, no training (256-token chunks); "
                    "auto: each chunk in its smallest exact kind. memory/auto: chunks without a vector go to "
                    "zstd or lm, the smaller.")
+@click.option("--workers", type=click.IntRange(1), help="Train on N Ray workers, each with its own model (one GPU each with --device cuda); "
+              "a local Ray instance, or the cluster $RAY_ADDRESS names. Needs pip install \"llmzip[ray]\". --threads defaults to 1.")
 @_verbosity
-def compress(file, output, to_stdout, force, model, device, threads, chunk_tokens, max_steps, margin, batch_size,
-             codec_name, quiet, verbose, no_progress):
-    """Compress FILE (- for stdin) into an .lmz archive.
+def compress(files, output, to_stdout, force, model, device, threads, chunk_tokens, max_steps, margin, batch_size,
+             codec_name, workers, quiet, verbose, no_progress):
+    """Compress each FILE (- for stdin) into an .lmz archive (FILE.lmz).
 
     Progress is journaled beside the output (OUT.journal), or, when the archive goes to
     stdout or a device, in $XDG_CACHE_HOME/llmzip/journals/ (default ~/.cache). If
     compression is interrupted, running the same command again resumes from the finished
     chunks and gives the same archive. -v adds the model's load time and one line per
-    chunk (kind, bytes, tokens, recorded margin).
+    chunk (kind, bytes, tokens, recorded margin). With several files, a file that fails
+    gets one line on stderr, the others are still compressed, and the exit status is 1.
     """
     _setup_logging(quiet, verbose)
-    target = _output_path(file, output, to_stdout, lambda name: name + ".lmz")
-    _check_output(target, force, source=file, binary=True)
-    like = _source_stat(file)
-    data = _read_input(file)
-    _use_torch(device, threads)
+    if len(files) > 1 and (output is not None or to_stdout or "-" in files):
+        raise click.UsageError("-o, -c and - (stdin) take one FILE only", click.get_current_context())
+    jobs, failed = [], 0
+    for file in files:  # refuse what can be refused before the model loads
+        try:
+            target = _output_path(file, output, to_stdout, lambda name: name + ".lmz")
+            _check_output(target, force, source=file, binary=True)
+            like = _source_stat(file)
+            jobs.append((file, target, like, _read_input(file)))
+        except LmzError as exc:
+            if len(files) == 1:
+                raise
+            click.echo(f"llmzip: error: {exc}", err=True)
+            failed += 1
+    if not jobs:
+        sys.exit(1)
+    _use_torch(device, 1 if threads is None and workers is not None else threads)
+    if workers is not None:
+        from llmzip.distributed import import_ray
 
+        import_ray()  # no Ray: say so before the model loads
     from llmzip import codec
 
     train = _train_config(device, max_steps=max_steps, margin=margin, batch_size=batch_size)
     began = time.perf_counter()
     compressor = codec.LmzCompressor(model=model, device=device, chunk_tokens=chunk_tokens, train=train,
                                      codec=codec_name)
+    if workers is not None:  # after the driver's own load, so a bad --model is its usual error
+        compressor.group_runner = _worker_pool(workers, model, device)
     loaded_in = time.perf_counter() - began
+    show = dict(quiet=quiet, verbose=verbose, progress=_show_progress(quiet, no_progress) and len(jobs) == 1)
+    if len(jobs) == 1:
+        _compress_one(compressor, *jobs[0], force, loaded_in, device, **show)
+        return
+    failed += _compress_many(compressor, jobs, force, loaded_in, device, concurrent=workers is not None, **show)
+    if failed:
+        sys.exit(1)
+
+
+def _worker_pool(workers, model, device):
+    """A Ray worker pool for --workers, closed when the command ends."""
+    import torch
+
+    from llmzip import distributed
+
+    pool = distributed.WorkerPool(workers, model=model, device=device, threads=torch.get_num_threads())
+    click.get_current_context().call_on_close(pool.close)
+    return pool
+
+
+def _compress_many(compressor, jobs, force, loaded_in, device, *, concurrent, **show) -> int:
+    """Compress each job, one summary (or one error) line per file; the number that
+    failed. With workers, the files are compressed at once so that the groups of all of
+    them share the workers."""
+    interrupted = []
+
+    def one(job):
+        try:
+            _compress_one(compressor, *job, force, loaded_in, device, **show)
+            return 0
+        except LmzError as exc:
+            if not interrupted:  # after Ctrl-C or SIGTERM, "llmzip: interrupted" says it all
+                click.echo(f"llmzip: error: {exc}", err=True)
+            return 1
+
+    if not concurrent:
+        return sum(one(job) for job in jobs)
+    import concurrent.futures
+
+    import torch
+
+    threads = torch.get_num_threads()  # each thread of the pool sets it (OpenMP's count is per thread)
+
+    def in_thread(job):
+        torch.set_num_threads(threads)
+        return one(job)
+
+    executor = concurrent.futures.ThreadPoolExecutor(max_workers=min(len(jobs), 8))
+    try:
+        return sum(executor.map(in_thread, jobs))
+    except BaseException:  # Ctrl-C, SIGTERM: wake the threads waiting on workers
+        interrupted.append(True)
+        compressor.group_runner.close()
+        raise
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _compress_one(compressor, file, target, like, data, force, loaded_in, device, *, quiet, verbose, progress):
     journal = _journal_path(target, data, compressor)
-    with _about(file), _Progress(enabled=_show_progress(quiet, no_progress)) as progress:
+    with _about(file), _Progress(enabled=progress) as bar:
         archive, report = compressor.compress_with_report(
-            data, journal_path=journal, on_step=progress.step, on_chunk=progress.chunk,
-            on_verify=progress.decoding("verifying"),
+            data, journal_path=journal, on_step=bar.step, on_chunk=bar.chunk,
+            on_verify=bar.decoding("verifying"),
         )
     _write_output(target, archive, force, like=like)
     if journal is not None:
@@ -580,35 +659,61 @@ class _Progress:
 
 
 @cli.command()
-@click.argument("file", type=click.Path(allow_dash=True))
-@click.option("-o", "--output", type=click.Path(allow_dash=True), help="Output path (default FILE without .lmz; - for stdout).")
-@click.option("-c", "--stdout", "to_stdout", is_flag=True, help="Write to stdout (not with -o).")
+@click.argument("files", nargs=-1, required=True, metavar="FILE.lmz...", type=click.Path(allow_dash=True))
+@click.option("-o", "--output", type=click.Path(allow_dash=True), help="Output path (default FILE without .lmz; - for stdout; one FILE only).")
+@click.option("-c", "--stdout", "to_stdout", is_flag=True, help="Write to stdout (not with -o; one FILE only).")
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--model", default=None, help="Model spec [default: the one the archive names].")
 @click.option("--device", default="cpu", show_default=True, help="Torch device.")
 @_threads_option
 @_verbosity
-def extract(file, output, to_stdout, force, model, device, threads, quiet, verbose, no_progress):
-    """Restore the exact input from FILE.lmz.
+def extract(files, output, to_stdout, force, model, device, threads, quiet, verbose, no_progress):
+    """Restore the exact input from each FILE.lmz.
 
     Nothing is written unless the model matches the archive's and every chunk and the
     whole output pass their checksums. The output takes the archive's permissions and
     modification time, as gunzip does. -v adds one line per chunk (kind, bytes, tokens,
-    recorded margin; `verify -v` shows the margins decoding measured).
+    recorded margin; `verify -v` shows the margins decoding measured). With several files,
+    a file that fails gets one line on stderr, the others are still extracted, and the
+    exit status is 1.
     """
     _setup_logging(quiet, verbose)
-    target = _output_path(file, output, to_stdout, _strip_lmz)
-    _check_output(target, force, source=file, binary=False)
-    like = _source_stat(file)
-    archive = _read_input(file)
+    if len(files) > 1 and (output is not None or to_stdout or "-" in files):
+        raise click.UsageError("-o, -c and - (stdin) take one FILE only", click.get_current_context())
+    jobs, failed = [], 0
+    for file in files:  # refuse what can be refused before a model loads
+        try:
+            target = _output_path(file, output, to_stdout, _strip_lmz)
+            _check_output(target, force, source=file, binary=False)
+            jobs.append((file, target, _source_stat(file), _read_input(file)))
+        except LmzError as exc:
+            if len(files) == 1:
+                raise
+            click.echo(f"llmzip: error: {exc}", err=True)
+            failed += 1
+    if not jobs:
+        sys.exit(1)
     _use_torch(device, threads)
 
     from llmzip import codec
 
+    decompressor = codec.LmzDecompressor(model=model, device=device)  # keeps each model it loads
+    for job in jobs:
+        try:
+            _extract_one(decompressor, *job, force, quiet=quiet, verbose=verbose, progress=_show_progress(quiet, no_progress))
+        except LmzError as exc:
+            if len(files) == 1:
+                raise
+            click.echo(f"llmzip: error: {exc}", err=True)
+            failed += 1
+    if failed:
+        sys.exit(1)
+
+
+def _extract_one(decompressor, file, target, like, archive, force, *, quiet, verbose, progress):
     began = time.perf_counter()
-    with _about(file), _Progress(enabled=_show_progress(quiet, no_progress)) as progress:
-        data = codec.LmzDecompressor(model=model, device=device).decompress(
-            archive, on_progress=progress.decoding("decoding"))
+    with _about(file), _Progress(enabled=progress) as bar:
+        data = decompressor.decompress(archive, on_progress=bar.decoding("decoding"))
     seconds = time.perf_counter() - began
     _write_output(target, data, force, like=like)
     if not quiet:

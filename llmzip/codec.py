@@ -92,6 +92,10 @@ class LmzCompressor:
     or ``"auto"`` (both; each chunk in its smallest exact kind). With ``memory`` and
     ``auto`` a chunk without a vector is stored with whichever of zstd and lm makes the
     archive smaller.
+    ``group_runner``: what trains the groups, ``runner(compressor, chunks, [(number, group),
+    ...], on_step)`` yielding ``(number, entries)`` in any order; default
+    :func:`train_groups_here` (this process); :class:`llmzip.distributed.WorkerPool` runs
+    them on Ray workers. A group's result depends only on its chunks and the settings.
     """
 
     def __init__(
@@ -106,6 +110,7 @@ class LmzCompressor:
         decode_group: int = DEFAULT_DECODE_GROUP,
         loaded: LoadedModel | None = None,
         codec: str = "memory",
+        group_runner=None,
     ):
         if codec not in CODECS:
             raise InputError(f"codec must be one of {', '.join(CODECS)}, got {codec!r}")
@@ -123,6 +128,7 @@ class LmzCompressor:
         self.zstd_level = zstd_level
         self.metadata = {"creator": f"llmzip {__version__}", **(metadata or {})}
         self.decode_group = decode_group
+        self.group_runner = group_runner if group_runner is not None else train_groups_here
 
     def settings(self) -> dict:
         """What the archive header records of the settings (format/CODEC.md, "Settings"):
@@ -249,16 +255,23 @@ class LmzCompressor:
         if on_chunk is not None:
             on_chunk(0, len(eligible))  # the total is known before the first group finishes
         try:
+            todo = []
             for number, group in enumerate(groups):
                 entries = journal.groups.get(number) if journal is not None else None
                 if entries is not None and [e.index for e in entries] == group:
                     report.resumed_chunks += len(group)
+                    results.update((entry.index, entry) for entry in entries)
+                    done += len(group)
                 else:
-                    entries = self._train_group(chunks, group, on_step)
-                    if journal is not None:
-                        journal.append(number, entries)
+                    todo.append((number, group))
+            if done and on_chunk is not None:
+                on_chunk(done, len(eligible))
+            # The runner may finish groups in any order (workers): each is journaled as it arrives.
+            for number, entries in self.group_runner(self, chunks, todo, on_step):
+                if journal is not None:
+                    journal.append(number, entries)
                 results.update((entry.index, entry) for entry in entries)
-                done += len(group)
+                done += len(entries)
                 if on_chunk is not None:
                     on_chunk(done, len(eligible))
         finally:
@@ -377,6 +390,12 @@ class LmzCompressor:
         slip a wrong vector into an archive.
         """
         return chunking.text_bytes(chunking.detokenize(self.loaded.tokenizer, ids)) == expected
+
+
+def train_groups_here(compressor: LmzCompressor, chunks, todo, on_step):
+    """The default group runner: train each ``(number, group)`` in turn in this process."""
+    for number, group in todo:
+        yield number, compressor._train_group(chunks, group, on_step)
 
 
 class LmzDecompressor:

@@ -1,0 +1,262 @@
+"""Training groups on Ray workers: many processes, GPUs or nodes (``--workers N``).
+
+A :class:`WorkerPool` starts ``N`` Ray actors, each holding one loaded copy of the model
+(``num_gpus=1`` each when the device is CUDA), and is a *group runner* for
+:class:`llmzip.codec.LmzCompressor`: the compressor hands it the groups it has to train,
+the pool sends each group to the next idle actor and yields ``(group number, entries)`` as
+results arrive; the compressor journals each as it comes, so a rerun resumes. One pool
+serves any number of compressions at once (the CLI compresses several files through one
+pool), so the groups of all inputs share the workers.
+
+Archives are byte-identical to a single-process run on the same kind of device: a group's
+result depends only on its chunks and the training settings (train.py: fixed groups,
+per-chunk seeds), every actor runs with the same torch thread count as the parent, and the
+results merge by (input, group) index, whatever order they finish in.
+
+Faults: an actor that dies (killed, out of memory, node lost) is restarted by Ray
+(``max_restarts``) and its group in flight is retried there (``max_task_retries``); only
+that group's work is lost. If the retries run out the compression fails with an LmzError
+and its journal keeps every group that had finished.
+
+Ray: a local instance (``num_cpus=N``, no dashboard, quiet logs) unless ``RAY_ADDRESS``
+names an existing cluster, or the caller has already called ``ray.init()``. Nothing imports
+this module, hence Ray, unless workers are asked for.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+from collections import deque
+from pathlib import Path
+
+from llmzip.errors import LmzError
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = 'pip install "llmzip[ray]"'
+
+
+def import_ray():
+    """Ray, or one clear LmzError saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise LmzError(f"--workers needs Ray, which is not installed: {INSTALL_HINT}") from None
+    return ray
+
+
+class _Trainer:
+    """One Ray actor: a loaded model that trains groups (LmzCompressor._train_group)."""
+
+    def __init__(self, model: str, device: str, threads: int):
+        import torch
+
+        from llmzip.model import load_model
+
+        self.threads = threads
+        torch.set_num_threads(threads)
+        self.compressors = {}
+        try:
+            self.loaded, self.error = load_model(model, device=device), None
+        except Exception as exc:  # noqa: BLE001 - raised again by describe(), as itself
+            self.loaded, self.error = None, exc
+
+    def describe(self) -> tuple[dict, int]:
+        """(the model identity this actor loaded, its process id), or the load's error."""
+        if self.error is not None:
+            raise self.error
+        return self.loaded.identity.to_dict(), os.getpid()
+
+    def train_group(self, config, chunks: dict, group: list[int]):
+        import torch
+
+        from llmzip.codec import LmzCompressor
+
+        torch.set_num_threads(self.threads)  # per call: Ray may run calls on another thread
+        key = repr(config)
+        if key not in self.compressors:
+            self.compressors[key] = LmzCompressor(loaded=self.loaded, train=config)
+        return self.compressors[key]._train_group(chunks, group, None)
+
+
+class WorkerPool:
+    """``workers`` Ray actors holding ``model`` on ``device``; a group runner for
+    :class:`llmzip.codec.LmzCompressor` (``group_runner=pool``). Close it (or use it as a
+    context manager) to end the actors, and the local Ray instance if it started one.
+
+    ``threads``: torch CPU threads in each actor (default 1); use the parent's count for
+    archives byte-identical to a single-process run. ``max_retries``: restarts of a dead
+    actor, and retries of the group it was running.
+    """
+
+    def __init__(self, workers: int, *, model: str, device: str = "cpu", threads: int = 1, max_retries: int = 3):
+        if workers < 1:
+            raise LmzError(f"workers must be at least 1, got {workers}")
+        ray = self._ray = import_ray()
+        self._started_ray = False
+        self._closed = False
+        if not ray.is_initialized():
+            sigterm = _sigterm_handler()
+            options = dict(logging_level=logging.ERROR, log_to_driver=False, include_dashboard=False,
+                           runtime_env=_runtime_env())
+            if os.environ.get("RAY_ADDRESS"):
+                ray.init(**options)  # an existing cluster; its resources are its own
+            else:
+                ray.init(num_cpus=workers, object_store_memory=128 << 20, **options)  # GPUs: Ray counts them
+            self._started_ray = True
+            _restore_sigterm_handler(sigterm)
+        resources = ray.cluster_resources()
+        gpus, cpus = resources.get("GPU", 0), resources.get("CPU", 0)
+        if _is_cuda(device) and gpus < workers:
+            self.close()
+            raise LmzError(f"--workers {workers} with --device {device} needs one GPU per worker; Ray sees {gpus:g}")
+        if cpus < workers:  # each worker takes one CPU: more would wait forever
+            self.close()
+            raise LmzError(f"--workers {workers} needs one CPU per worker; the Ray cluster has {cpus:g}")
+        spec = str(Path(model).resolve()) if os.path.exists(model) else model  # actors may run elsewhere
+        actor = ray.remote(num_cpus=1, num_gpus=1 if _is_cuda(device) else 0,
+                           max_restarts=max_retries, max_task_retries=max_retries)(_Trainer)
+        # Each actor sees its own GPU as cuda:0 (Ray sets CUDA_VISIBLE_DEVICES).
+        self.actors = [actor.remote(spec, "cuda" if _is_cuda(device) else device, threads) for _ in range(workers)]
+        try:
+            described = ray.get([a.describe.remote() for a in self.actors])
+        except Exception as exc:  # noqa: BLE001 - e.g. the model does not load on a worker
+            self.close()
+            raise _as_lmz_error(ray, exc, "starting the Ray workers") from None
+        self.identity = described[0][0]
+        self.pids = [pid for _, pid in described]
+        if any(identity != self.identity for identity, _ in described):
+            self.close()
+            raise LmzError("the Ray workers loaded different models (check that every node has the same model files)")
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._pending: deque = deque()
+        self._idle = list(self.actors)
+        self._running: dict = {}  # task ref -> (actor, group number, result queue)
+        self._broken = None  # the error that stopped the dispatcher, if one did
+        self._thread = threading.Thread(target=self._dispatch, name="llmzip-workers", daemon=True)
+        self._thread.start()
+
+    def __call__(self, compressor, chunks, todo, on_step=None):
+        """The group-runner protocol (llmzip.codec.train_groups_here): yield ``(number,
+        entries)`` for each ``(number, group)`` in ``todo``, in the order they finish."""
+        if compressor.loaded.identity.to_dict() != self.identity:
+            raise LmzError("the Ray workers hold another model than the compressor")
+        if not todo:
+            return
+        needed = {index: chunks[index] for _, group in todo for index in group}
+        shared = self._ray.put(needed)
+        results: queue.Queue = queue.Queue()
+        with self._lock:
+            if self._broken is not None:
+                raise self._broken
+            self._pending.extend((compressor.train_config, shared, number, group, results) for number, group in todo)
+        self._wake.set()
+        for _ in todo:
+            item = results.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def _dispatch(self) -> None:
+        try:
+            self._dispatch_until_closed()
+        except Exception as exc:  # noqa: BLE001 - Ray itself failed: nobody may wait forever
+            error = _as_lmz_error(self._ray, exc, "the Ray worker pool")
+            with self._lock:
+                waiting = [item[-1] for item in self._pending] + [item[-1] for item in self._running.values()]
+                self._pending.clear()
+                self._running.clear()
+                self._broken = error
+            for results in waiting:
+                results.put(error)
+
+    def _dispatch_until_closed(self) -> None:
+        ray = self._ray
+        while not self._closed:
+            with self._lock:
+                while self._pending and self._idle:
+                    config, shared, number, group, results = self._pending.popleft()
+                    actor = self._idle.pop(0)
+                    self._running[actor.train_group.remote(config, shared, group)] = (actor, number, results)
+                running = list(self._running)
+            if not running:
+                self._wake.wait(0.2)
+                self._wake.clear()
+                continue
+            ready, _ = ray.wait(running, num_returns=1, timeout=0.2)
+            for task in ready:
+                actor, number, results = self._running.pop(task)
+                try:
+                    results.put((number, ray.get(task)))
+                except Exception as exc:  # noqa: BLE001 - handed to the compression that asked
+                    results.put(_as_lmz_error(ray, exc, f"training group {number}"))
+                with self._lock:
+                    self._idle.append(actor)
+
+    def close(self) -> None:
+        """End the actors (and the local Ray instance this pool started); a compression
+        still waiting for groups gets an LmzError instead of waiting forever."""
+        if self._closed:
+            return
+        self._closed = True
+        if getattr(self, "_thread", None) is not None:
+            self._thread.join()
+            with self._lock:
+                waiting = [item[-1] for item in self._pending] + [item[-1] for item in self._running.values()]
+                self._pending.clear()
+                self._running.clear()
+            for results in waiting:
+                results.put(LmzError("the Ray workers were closed before this group finished"))
+        if not self._started_ray:  # a cluster that outlives this pool: end its actors only
+            for actor in getattr(self, "actors", []):
+                try:
+                    self._ray.kill(actor)
+                except Exception:  # noqa: BLE001 - already gone
+                    pass
+        else:
+            self._ray.shutdown()
+            self._started_ray = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _sigterm_handler():
+    import signal
+
+    return signal.getsignal(signal.SIGTERM)
+
+
+def _restore_sigterm_handler(handler) -> None:
+    """ray.init replaces the SIGTERM handler (its own: sys.exit(15), and a C-level stack
+    trace) over the one the CLI set (cleanup, "llmzip: terminated", 143): put it back."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread() and handler is not None:
+        signal.signal(signal.SIGTERM, handler)
+
+
+def _is_cuda(device: str) -> bool:
+    return str(device).startswith("cuda")
+
+
+def _runtime_env() -> dict:
+    """Ship this llmzip package to the workers (the same code as the driver, also on
+    nodes that have another version or none), unless the user set a runtime env."""
+    return {"py_modules": [str(Path(__file__).resolve().parent)]}
+
+
+def _as_lmz_error(ray, exc: BaseException, what: str) -> BaseException:
+    cause = getattr(exc, "cause", None)
+    if isinstance(exc, ray.exceptions.RayTaskError) and isinstance(cause, LmzError):
+        return cause  # the worker's own LmzError, with its message
+    first = (str(cause if isinstance(cause, BaseException) else exc).strip().splitlines() or [type(exc).__name__])[0]
+    return LmzError(f"{what} failed on Ray: {first}")

@@ -1,0 +1,149 @@
+"""Training groups on Ray workers (llmzip.distributed): archives byte-identical to a
+single-process run, also when a worker is killed mid-run, and resumable journals.
+
+One local Ray cluster of 2 workers with the tiny model serves the module (~15 s to start
+on a 2-core CPU). Every run here uses one torch thread, in the parent and the workers."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from llmzip import codec, distributed  # noqa: E402
+from llmzip.errors import LmzError  # noqa: E402
+from llmzip.train import TrainConfig  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SETTINGS = TrainConfig(max_steps=40, extra_steps=10, batch_size=1)
+INPUTS = [
+    b"The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs.\n",
+    b"How vexingly quick daft zebras jump! Sphinx of black quartz, judge my vow.\n",
+    b"Machine learning models are trained on data; the weights are then frozen and reused.\n",
+]
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def pool(tiny_model_dir, one_thread):
+    with distributed.WorkerPool(2, model=str(tiny_model_dir), threads=1) as pool:
+        yield pool
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model, one_thread):
+    single = codec.LmzCompressor(loaded=tiny_model, chunk_tokens=8, train=SETTINGS)
+    return [single.compress(data) for data in INPUTS]
+
+
+def test_workers_write_the_single_process_archives(tiny_model, pool, reference):
+    compressor = codec.LmzCompressor(loaded=tiny_model, chunk_tokens=8, train=SETTINGS, group_runner=pool)
+    archives = [compressor.compress_with_report(data) for data in INPUTS]
+    assert all(report.memory_chunks > 0 for _, report in archives)
+    assert [archive for archive, _ in archives] == reference
+
+
+def test_a_worker_killed_mid_run_costs_only_its_group(tiny_model, pool, reference, tmp_path):
+    victim = pool.pids[0]
+    killed = []
+
+    def kill_after_first_group(done, total):
+        if done and not killed:  # both workers are busy with the next groups
+            os.kill(victim, signal.SIGKILL)
+            killed.append(done)
+
+    compressor = codec.LmzCompressor(loaded=tiny_model, chunk_tokens=8, train=SETTINGS, group_runner=pool)
+    data = b"".join(INPUTS)
+    single = codec.LmzCompressor(loaded=tiny_model, chunk_tokens=8, train=SETTINGS).compress(data)
+    archive, report = compressor.compress_with_report(data, journal_path=tmp_path / "j", on_chunk=kill_after_first_group)
+    assert killed and archive == single
+    pids = [pid for _, pid in ray.get([actor.describe.remote() for actor in pool.actors])]
+    assert victim not in pids  # Ray restarted the actor, and retried its group there
+
+
+def test_a_rerun_resumes_from_the_groups_the_driver_journaled(tiny_model, pool, reference, tmp_path):
+    journal = tmp_path / "doc.journal"
+
+    def stop_after_two(compressor, chunks, todo, on_step):
+        for count, item in enumerate(pool(compressor, chunks, todo, on_step)):
+            if count == 2:
+                raise KeyboardInterrupt
+            yield item
+
+    interrupted = codec.LmzCompressor(loaded=tiny_model, chunk_tokens=8, train=SETTINGS, group_runner=stop_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.compress(INPUTS[0], journal_path=journal)
+    compressor = codec.LmzCompressor(loaded=tiny_model, chunk_tokens=8, train=SETTINGS, group_runner=pool)
+    archive, report = compressor.compress_with_report(INPUTS[0], journal_path=journal)
+    assert report.resumed_chunks == 2 and archive == reference[0]
+
+
+def test_cuda_workers_need_one_gpu_each(tiny_model_dir, pool):
+    if ray.cluster_resources().get("GPU", 0) >= 2:
+        pytest.skip("this cluster has the GPUs")
+    with pytest.raises(LmzError, match="needs one GPU per worker; Ray sees 0"):
+        distributed.WorkerPool(2, model=str(tiny_model_dir), device="cuda")
+
+
+def test_more_workers_than_cpus_is_refused_not_a_wait(tiny_model_dir, pool):
+    with pytest.raises(LmzError, match="needs one CPU per worker; the Ray cluster has 2"):
+        distributed.WorkerPool(3, model=str(tiny_model_dir))
+
+
+def test_cli_workers_match_single_process_runs(run, tiny_model_dir, tmp_path, pool, reference):
+    """The command of issue 17 (its own local Ray instance: the module's pool is closed
+    first, so the CLI starts and ends one)."""
+    pool.close()
+    settings = ["--model", tiny_model_dir, "--chunk-tokens", "8", "--max-steps", "40", "--batch-size", "1", "--no-progress"]
+    names = []
+    for number, data in enumerate(INPUTS):
+        (tmp_path / f"{number}.txt").write_bytes(data)
+        names.append(tmp_path / f"{number}.txt")
+    code, _, err = run("compress", *names, *settings, "--workers", "2", "-q")
+    assert code == 0, err
+    assert [(tmp_path / f"{number}.txt.lmz").read_bytes() for number in range(len(INPUTS))] == reference
+    assert not ray.is_initialized()
+
+
+def test_without_ray_workers_is_one_line_and_exit_1(run, tmp_path, monkeypatch, tiny_model_dir):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    (tmp_path / "a.txt").write_bytes(INPUTS[0])
+    code, out, err = run("compress", tmp_path / "a.txt", "--model", tiny_model_dir, "--workers", "2")
+    assert code == 1 and out == ""
+    assert err == 'llmzip: error: --workers needs Ray, which is not installed: pip install "llmzip[ray]"\n'
+
+
+def test_the_cli_does_not_import_ray():
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import llmzip.cli, llmzip.codec; "
+            "assert 'ray' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code, REPO], check=True)
+
+
+def test_sigterm_with_workers_exits_143_and_leaves_the_journal(tiny_model_dir, tmp_path):
+    """ray.init replaces the SIGTERM handler; llmzip puts its own back (cleanup, 143)."""
+    text = " ".join(f"Unseen sentence number {i} about lanterns, rivers and glass." for i in range(4))
+    (tmp_path / "doc.txt").write_text(text)
+    journal = tmp_path / "doc.txt.lmz.journal"
+    command = [sys.executable, "-m", "llmzip", "compress", str(tmp_path / "doc.txt"), "--model", str(tiny_model_dir),
+               "--chunk-tokens", "16", "--max-steps", "300", "--batch-size", "1", "--workers", "2", "--no-progress"]
+    process = subprocess.Popen(command, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not journal.exists() or journal.stat().st_size < 300):
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 143 and err.splitlines()[-1] == "llmzip: terminated", err
+    assert journal.exists() and not (tmp_path / "doc.txt.lmz").exists()
