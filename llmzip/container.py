@@ -77,9 +77,10 @@ _HEADER_KEYS = {
         ("input_xxh64", "x", True), ("chunk_count", "c", True), ("metadata", "w", False)],
 }
 
-# Format 2 settings keys (header "s"): name -> key. Informational (nothing decodes by them),
-# recorded so that `info` can say how an archive was made.
-SETTINGS_KEYS = {"chunk_tokens": "c", "verify_margin": "m", "decode_group": "g"}
+# Format 2 settings keys (header "s"): name -> key (format/CODEC.md, "Settings"), so that
+# `info` can spell them out.
+SETTINGS_KEYS = {"chunk_tokens": "c", "verify_margin": "m", "decode_group": "g",
+                 "lm_delta": "ld", "lm_levels": "lr", "lm_band_levels": "lb", "lm_tolerance": "lt"}
 
 
 def settings_by_name(settings: dict, version: tuple[int, int]) -> dict:

@@ -44,7 +44,11 @@ SHIFTS = (0.0, 0.5)  # grid shift of modes 0 and 1, in steps
 BAND_LEVELS = 8
 BAND_START = (4, 1)  # adaptive counts of (band, raw id), +1 per use
 
-SETTINGS = {"ld": DELTA, "lr": R_LEVELS, "lb": BAND_LEVELS, "lt": TOLERANCE}  # header settings keys (CODEC.md)
+SETTINGS = {  # what lm chunks were coded with, recorded in the header's settings (CODEC.md)
+    container.SETTINGS_KEYS[name]: value
+    for name, value in (("lm_delta", DELTA), ("lm_levels", R_LEVELS), ("lm_band_levels", BAND_LEVELS),
+                        ("lm_tolerance", TOLERANCE))
+}
 LM_CHUNK_TOKENS = 256  # chunk budget of --codec lm by default (BENCHMARKS.md, "LM coding")
 
 
