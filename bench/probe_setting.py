@@ -22,7 +22,7 @@ import llmzip.decode
 import llmzip.train
 from corpus import CSV_PATH, read_rows
 from llmzip.model import load_model
-from llmzip.train import MemoryTrainer, TrainConfig
+from llmzip.train import MemoryTrainer, TrainConfig, fitted_start
 
 
 def main() -> None:
@@ -35,26 +35,31 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=TrainConfig.max_steps)
     parser.add_argument("--candidates", type=int, default=TrainConfig.candidates)
     parser.add_argument("--train-dtype", default=TrainConfig.train_dtype, choices=["auto", "float32", "bfloat16"])
+    parser.add_argument("--start", default="random", choices=["random", "fitted"],
+                        help="start vectors: seeded random, or the model's shipped fitted start (llmzip/starts/)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.template == "mem":
         llmzip.decode.prompt_embeddings = llmzip.train.prompt_embeddings = lambda model, vectors: vectors[:, None]
 
-    rows = [int(r) for r in args.rows.split(",")]
+    rows = [int(r) for part in args.rows.split(",") for r in
+            (range(int(part.split("-")[0]), int(part.split("-")[1]) + 1) if "-" in part else [int(part)])]
     loaded = load_model("default")
     texts = read_rows(max(rows) + 1, args.csv)
     chunks = [loaded.tokenizer(texts[r], add_special_tokens=False).input_ids[: args.tokens] for r in rows]
     config = TrainConfig(lr=args.lr, candidates=args.candidates, max_steps=args.max_steps, train_dtype=args.train_dtype)
-    start = time.perf_counter()
+    began = time.perf_counter()
 
     def report(index, result):
         print(f"row {rows[index]}: steps {result.steps} accepted {result.accepted} acc {result.token_accuracy:.3f} "
-              f"margin {result.decode_min_margin:.2f} at {time.perf_counter() - start:.0f}s", flush=True)
+              f"margin {result.decode_min_margin:.2f} at {time.perf_counter() - began:.0f}s", flush=True)
 
-    results = MemoryTrainer(loaded.model, config).train(chunks, on_chunk_done=report)
-    print(f"{vars(args)}: steps {[r.steps for r in results]}, accepted {[r.accepted for r in results]}, "
-          f"{time.perf_counter() - start:.1f} s", file=sys.stderr)
+    start = fitted_start(loaded.identity.weights_fingerprint) if args.start == "fitted" else None
+    results = MemoryTrainer(loaded.model, config, start=start).train(chunks, on_chunk_done=report)
+    print(f"{vars(args)}: steps {[r.steps for r in results]} (sum {sum(r.steps for r in results)}), accepted "
+          f"{sum(r.accepted for r in results)}/{len(results)}, min decode margin "
+          f"{min(r.decode_min_margin for r in results):.2f}, {time.perf_counter() - began:.1f} s", file=sys.stderr)
 
 
 if __name__ == "__main__":

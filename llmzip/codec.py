@@ -35,7 +35,7 @@ from llmzip.journal import Journal, JournalEntry
 from llmzip.kinds.memory import DEFAULT_DECODE_GROUP, MAX_DECODE_GROUP, MemoryChunk
 from llmzip.kinds.zstd import FallbackChunk
 from llmzip.model import DEFAULT_SPEC, LoadedModel, load_model, peek_hidden_size
-from llmzip.train import MemoryTrainer, TrainConfig
+from llmzip.train import MemoryTrainer, TrainConfig, fitted_start
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,8 @@ class LmzCompressor:
             self.loaded.identity.source_kind, FALLBACK_CHUNK_TOKENS
         ))
         self.train_config = train if train is not None else TrainConfig()
-        self.trainer = MemoryTrainer(self.loaded.model, self.train_config)
+        start = fitted_start(self.loaded.identity.weights_fingerprint) if self.train_config.start == "fitted" else None
+        self.trainer = MemoryTrainer(self.loaded.model, self.train_config, start=start)
         self.zstd_level = zstd_level
         self.metadata = {"creator": f"llmzip {__version__}", **(metadata or {})}
         self.decode_group = decode_group
@@ -143,6 +144,8 @@ class LmzCompressor:
         train = {name: value for name, value in dataclasses.asdict(self.train_config).items() if name != "device"}
         train["betas"] = list(train["betas"])
         train["train_dtype"] = self.trainer.train_dtype  # "auto" as resolved on this machine
+        if self.trainer.start is not None:  # the fitted start this llmzip ships
+            train["start"] = container.checksum(self.trainer.start.numpy().tobytes())
         return {
             "input_size": len(data),
             "input_xxh64": container.checksum(data),

@@ -38,8 +38,12 @@ class TrainConfig:
     train_dtype: str = "auto"  # training copy's weights: "float32", "bfloat16", or "auto" (bf16 where matmuls have it natively)
     device: Optional[str] = None  # where to train; None = where the model is
     seed: int = 0
+    start: str = "fitted"  # start vectors: "fitted" (the model's shipped mean vector, where llmzip has one) or "random"
+    start_noise: float = 0.1  # with a fitted start: plus this x the chunk's seeded random vector
 
     def __post_init__(self):
+        if self.start not in ("fitted", "random"):
+            raise ValueError(f"start must be 'fitted' or 'random', got {self.start!r}")
         if self.train_dtype not in TRAIN_DTYPES:
             raise ValueError(f"train_dtype must be one of {list(TRAIN_DTYPES)}, got {self.train_dtype!r}")
         if self.margin <= 0 or self.verify_margin < 0:

@@ -59,6 +59,21 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 assert {"auto", *DTYPES} == set(TRAIN_DTYPES)
 
 
+def fitted_start(weights_fingerprint: str) -> Optional[torch.Tensor]:
+    """The start vector llmzip ships for the model with this (algorithm 2) weights
+    fingerprint: the mean of memory vectors trained on held-out text by
+    ``bench/fit_start_vector.py`` (``llmzip/starts/FINGERPRINT.safetensors``, tensor
+    ``start``, (d,) float32), or None for models without one."""
+    from importlib import resources
+
+    from safetensors.torch import load
+
+    resource = resources.files("llmzip") / "starts" / f"{weights_fingerprint}.safetensors"
+    if not resource.is_file():
+        return None
+    return load(resource.read_bytes())["start"]
+
+
 def train_dtype_for(name: str, device: torch.device) -> str:
     """The training dtype ``name`` means on ``device``: ``"auto"`` is ``"bfloat16"`` where
     matmuls run bf16 natively (CUDA with bf16, CPUs with AMX tiles or AVX-512 BF16) and
@@ -119,9 +134,10 @@ class _Training:
 class MemoryTrainer:
     """Holds the models and the configuration; :meth:`train` can be called many times."""
 
-    def __init__(self, model, config: Optional[TrainConfig] = None):
+    def __init__(self, model, config: Optional[TrainConfig] = None, *, start: Optional[torch.Tensor] = None):
         self.model = model  # the decode model: never modified
         self.config = config if config is not None else TrainConfig()
+        self.start = start  # (d,) float32: where every chunk's vector starts (see _start), or None
         weight = model.get_input_embeddings().weight
         device = torch.device(self.config.device) if self.config.device else weight.device
         self.train_dtype = train_dtype_for(self.config.train_dtype, device)
@@ -145,11 +161,17 @@ class MemoryTrainer:
         return embeddings.pow(2).mean().sqrt().item()
 
     def _start(self, index: int, ids: Sequence[int], margin: float) -> _Training:
-        """A fresh chunk whose start vector depends only on the seed and its own ids."""
+        """A fresh chunk whose start vector depends only on the seed, its own ids and the
+        trainer's fitted start: a seeded random vector at the embeddings' scale, or, with a
+        fitted start, that vector plus ``start_noise`` times the random one (so that equal
+        chunks still start apart from other chunks' paths). The fitted start of Gemma 3
+        270M cut the steps 2.6x (BENCHMARKS.md, attempt 10)."""
         d = self.model.get_input_embeddings().weight.shape[1]
         ids_tensor = torch.tensor(list(ids), dtype=torch.long)
         generator = torch.Generator().manual_seed(self.config.seed * 2**32 + zlib.crc32(ids_tensor.numpy().tobytes()))
-        vector = torch.randn(d, generator=generator) * self.embed_rms
+        vector = torch.randn(d, generator=generator) * self.embed_rms  # (d,)
+        if self.start is not None:
+            vector = self.start.float().cpu() + self.config.start_noise * vector
         return _Training(index, ids_tensor, vector.to(self.device), margin, self.config.max_steps)
 
     def train(

@@ -165,3 +165,25 @@ def test_default_model_trains_a_short_chunk():
     (result,) = MemoryTrainer(loaded.model, TrainConfig(max_steps=400)).train([ids])
     assert result.accepted
     assert decode(loaded.model, result.vector, len(ids)).token_ids == ids
+
+
+def test_fitted_start_is_shipped_for_the_default_model_only():
+    """llmzip/starts/ holds the default model's fitted start (bench/fit_start_vector.py);
+    other models start from seeded random vectors."""
+    from llmzip.train import fitted_start
+
+    start = fitted_start("89a806cfdf3c7ec5")  # Gemma 3 270M's weights fingerprint (algorithm 2)
+    assert start.shape == (640,) and start.dtype == torch.float32 and torch.isfinite(start).all()
+    assert fitted_start("0000000000000000") is None
+
+
+def test_a_start_vector_moves_every_chunk_start_by_the_same_amount(tiny_model):
+    from llmzip.train import MemoryTrainer, TrainConfig
+
+    config = TrainConfig(start_noise=0.25)
+    plain = MemoryTrainer(tiny_model.model, config)
+    offset = torch.full((tiny_model.identity.hidden_size,), 0.5)  # (d,)
+    started = MemoryTrainer(tiny_model.model, config, start=offset)
+    for ids in ([5, 6, 7], [8, 9]):
+        random_vector = plain._start(0, ids, config.margin).vector
+        assert torch.allclose(started._start(0, ids, config.margin).vector, offset + 0.25 * random_vector)
