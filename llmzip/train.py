@@ -164,8 +164,8 @@ class MemoryTrainer:
         """A fresh chunk whose start vector depends only on the seed, its own ids and the
         trainer's fitted start: a seeded random vector at the embeddings' scale, or, with a
         fitted start, that vector plus ``start_noise`` times the random one (so that equal
-        chunks still start apart from other chunks' paths). The fitted start of Gemma 3
-        270M cut the steps 2.6x (BENCHMARKS.md, attempt 10)."""
+        chunks still start apart from other chunks' paths). Gemma 3 270M's fitted start cut
+        the steps on the Table 2 rows 2.2x, all still exact (BENCHMARKS.md, attempt 10)."""
         d = self.model.get_input_embeddings().weight.shape[1]
         ids_tensor = torch.tensor(list(ids), dtype=torch.long)
         generator = torch.Generator().manual_seed(self.config.seed * 2**32 + zlib.crc32(ids_tensor.numpy().tobytes()))
