@@ -1,11 +1,11 @@
 """Fit the start vector llmzip ships for a model: the mean of memory vectors it trained.
 
-    python bench/fit_start_vector.py [--rows 20-31] [--long-rows none|20-27] [--tokens 64]
+    python bench/fit_start_vector.py [--rows 20-31] [--long-rows 20-27] [--tokens 64]
 
 Trains, from llmzip's seeded random starts, the given rows of the paper's 100-character
-corpus and, if asked, 64-token prefixes of rows of its 1000-character corpus (rows 20 and
-up, so that they are held out from the Table 2 rows 0-19 and the 64-token rows 0-19 that
-the benchmarks measure), and writes the mean of the accepted vectors to
+corpus and 64-token prefixes of rows of its 1000-character corpus (rows 20 and up, so
+that they are held out from the Table 2 rows 0-19 and the 64-token rows 0-19 that the
+benchmarks measure), and writes the mean of the accepted vectors to
 ``llmzip/starts/<weights fingerprint>.safetensors`` (tensor ``start``, (d,) float32, with
 the rows and steps in its metadata). Deterministic for a given machine and torch.
 """
@@ -34,8 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default")
     parser.add_argument("--rows", default="20-31", help="rows of the 100-character corpus")
-    parser.add_argument("--long-rows", default="none", help="rows of the 1000-character corpus, as prefixes, or none "
-                        "(the shipped start: adding rows 20-27 made 64-token chunks slower, BENCHMARKS.md attempt 10)")
+    parser.add_argument("--long-rows", default="20-27", help="rows of the 1000-character corpus, as prefixes")
     parser.add_argument("--tokens", type=int, default=64, help="prefix length of the long rows")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -45,9 +44,9 @@ def main() -> None:
     def encode(text: str) -> list[int]:
         return loaded.tokenizer(text, add_special_tokens=False).input_ids
 
-    short, long = span(args.rows), [] if args.long_rows == "none" else span(args.long_rows)
+    short, long = span(args.rows), span(args.long_rows)
     texts = read_rows(max(short) + 1, CSV_PATH)
-    long_texts = read_rows(max(long) + 1, PAPER_DATA + "raschka_chunks_1000.csv") if long else []
+    long_texts = read_rows(max(long) + 1, PAPER_DATA + "raschka_chunks_1000.csv")
     chunks = [encode(texts[r]) for r in short] + [encode(long_texts[r])[: args.tokens] for r in long]
     trainer = MemoryTrainer(loaded.model, TrainConfig(start="random"))
     began = time.perf_counter()
