@@ -334,6 +334,26 @@ def _fsync_directory(directory: str) -> None:
         os.close(fd)
 
 
+def _jobs(files, output, to_stdout: bool, force: bool, derive, *, binary: bool):
+    """(file, target, input stat, input bytes) for each file whose output can be written,
+    refused before any model loads; with several files a refused one gets its line on
+    stderr and counts as failed (one file: the error itself). Exits 1 if none is left."""
+    jobs, failed = [], 0
+    for file in files:
+        try:
+            target = _output_path(file, output, to_stdout, derive)
+            _check_output(target, force, source=file, binary=binary)
+            jobs.append((file, target, _source_stat(file), _read_input(file)))
+        except LmzError as exc:
+            if len(files) == 1:
+                raise
+            click.echo(f"llmzip: error: {exc}", err=True)
+            failed += 1
+    if not jobs:
+        sys.exit(1)
+    return jobs, failed
+
+
 def _output_path(file: str, output: str | None, to_stdout: bool, derive) -> str | None:
     """None means stdout. ``derive(file)`` gives the default output name."""
     if to_stdout and output is not None:
@@ -446,20 +466,7 @@ def compress(files, output, to_stdout, force, model, device, threads, chunk_toke
     _setup_logging(quiet, verbose)
     if len(files) > 1 and (output is not None or to_stdout or "-" in files):
         raise click.UsageError("-o, -c and - (stdin) take one FILE only", click.get_current_context())
-    jobs, failed = [], 0
-    for file in files:  # refuse what can be refused before the model loads
-        try:
-            target = _output_path(file, output, to_stdout, lambda name: name + ".lmz")
-            _check_output(target, force, source=file, binary=True)
-            like = _source_stat(file)
-            jobs.append((file, target, like, _read_input(file)))
-        except LmzError as exc:
-            if len(files) == 1:
-                raise
-            click.echo(f"llmzip: error: {exc}", err=True)
-            failed += 1
-    if not jobs:
-        sys.exit(1)
+    jobs, failed = _jobs(files, output, to_stdout, force, lambda name: name + ".lmz", binary=True)
     _use_torch(device, 1 if threads is None and workers is not None else threads)
     if workers is not None:
         from llmzip.distributed import import_ray
@@ -680,19 +687,7 @@ def extract(files, output, to_stdout, force, model, device, threads, quiet, verb
     _setup_logging(quiet, verbose)
     if len(files) > 1 and (output is not None or to_stdout or "-" in files):
         raise click.UsageError("-o, -c and - (stdin) take one FILE only", click.get_current_context())
-    jobs, failed = [], 0
-    for file in files:  # refuse what can be refused before a model loads
-        try:
-            target = _output_path(file, output, to_stdout, _strip_lmz)
-            _check_output(target, force, source=file, binary=False)
-            jobs.append((file, target, _source_stat(file), _read_input(file)))
-        except LmzError as exc:
-            if len(files) == 1:
-                raise
-            click.echo(f"llmzip: error: {exc}", err=True)
-            failed += 1
-    if not jobs:
-        sys.exit(1)
+    jobs, failed = _jobs(files, output, to_stdout, force, _strip_lmz, binary=False)
     _use_torch(device, threads)
 
     from llmzip import codec
