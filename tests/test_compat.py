@@ -24,6 +24,16 @@ def test_tiny_model_archive_from_0_1_0_extracts_exactly(tiny_model):
     assert all(c.decode_margin >= 0.25 for c in checks if c.kind == "memory")
 
 
+@pytest.mark.parametrize("name, version, kinds", [("tiny-model-0.2.0.lmz", (2, 0), ["memory"] * 3 + ["zstd"]),
+                                                   ("tiny-model-0.2.0-lm.lmz", (2, 1), ["lm", "zstd"])])
+def test_tiny_model_archives_from_0_2_0_extract_exactly(tiny_model, name, version, kinds):
+    archive = (COMPAT / name).read_bytes()
+    assert container.unpack(archive).version == version
+    decompressor = codec.LmzDecompressor(loaded=tiny_model)
+    assert [c.kind for c in decompressor.verify(archive)] == kinds
+    assert decompressor.decompress(archive) == (COMPAT / "tiny-model.txt").read_bytes()
+
+
 def test_0_1_0_archive_is_checked_with_the_0_1_0_fingerprints(tiny_model):
     """The archive records fingerprint algorithm 1 (128-bit, serialisation-dependent); the
     loaded model's algorithm-1 fingerprints are computed to compare with it."""
