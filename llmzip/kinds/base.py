@@ -76,3 +76,25 @@ class Kind:
         with ``loaded`` (a :class:`llmzip.model.LoadedModel`, or None when ``needs_model``
         is False). ``on_done(n)`` reports progress: n more tokens decoded."""
         raise NotImplementedError
+
+
+def check_token_counts(items) -> None:
+    """Refuse a chunk that asks for more tokens than it has bytes: every token a writer
+    stores decodes to at least one byte, so such a record is corrupt, and decoding it
+    anyway would cost up to 65,536 model steps (kinds that decode tokens call this)."""
+    from llmzip.errors import FormatError
+
+    for index, chunk in items:
+        if chunk.n_tokens > chunk.length:
+            raise FormatError(f"chunk {index}: n_tokens {chunk.n_tokens} exceeds its length {chunk.length} B")
+
+
+def decode_group(archive, default: int, limit: int) -> int:
+    """The archive's decode group (settings ``g``, format 2; CODEC.md, "Decode groups"),
+    bounded to 1..``limit``, or ``default`` where it records none."""
+    from llmzip import container
+
+    group = archive.header.settings.get(container.SETTINGS_KEYS["decode_group"]) if archive.version[0] >= 2 else None
+    if group is None:
+        return default
+    return container.check_int(group, "header settings: decode group", 1, limit)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from llmzip import container
 from llmzip.errors import FormatError
-from llmzip.kinds.base import Kind, Restored, WireContext
+from llmzip.kinds.base import Kind, Restored, WireContext, check_token_counts, decode_group
 
 # Quantisation (CODEC.md, "Kind lm"). DELTA is a power of two, so logit / DELTA and the
 # half-step shift are exact in float64 and the levels are the same on every machine.
@@ -101,18 +101,14 @@ class LmKind(Kind):
         recorded = {key: settings.get(key) for key in SETTINGS}
         if recorded != SETTINGS:
             raise FormatError(f"lm chunks coded with settings {recorded}; this llmzip decodes {SETTINGS}")
-        for index, chunk in items:
-            if chunk.n_tokens > chunk.length:
-                raise FormatError(f"chunk {index}: n_tokens {chunk.n_tokens} exceeds its length {chunk.length} B")
+        check_token_counts(items)
 
     def restore(self, items, loaded, archive, on_done=None):
         from llmzip.kinds.memory import DEFAULT_DECODE_GROUP, MAX_DECODE_GROUP
 
-        group = archive.header.settings.get(container.SETTINGS_KEYS["decode_group"])
-        if group is not None:
-            container.check_int(group, "header settings: decode group", 1, MAX_DECODE_GROUP)
+        group = decode_group(archive, DEFAULT_DECODE_GROUP, MAX_DECODE_GROUP)
         chunks = [chunk for _, chunk in items]
-        token_lists = self.decode(loaded, chunks, group or DEFAULT_DECODE_GROUP, on_done=on_done)
+        token_lists = self.decode(loaded, chunks, group, on_done=on_done)
         for (index, _), ids in zip(items, token_lists):
             yield Restored(index, b"" if ids is None else _text_bytes(loaded, ids))
 

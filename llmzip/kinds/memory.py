@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from llmzip import container
 from llmzip.errors import FormatError
-from llmzip.kinds.base import Kind, Restored, WireContext
+from llmzip.kinds.base import Kind, Restored, WireContext, check_token_counts, decode_group
 
 TEMPLATE = "bos+mem"  # the prompt: the model's BOS embedding, then the vector (CODEC.md)
 # Memory chunks are decoded together in groups of this many, consecutive in archive order
@@ -130,11 +130,7 @@ class MemoryKind(Kind):
             template = archive.header.settings.get("template")
             if template != TEMPLATE:
                 raise FormatError(f"archive uses prompt template {template!r}; this llmzip decodes {TEMPLATE!r}")
-        for index, chunk in items:
-            # Every token of a chunk the writer stores decodes to at least one byte, so more
-            # tokens than bytes is corrupt; decoding it anyway would cost up to 65,536 steps.
-            if chunk.n_tokens > chunk.length:
-                raise FormatError(f"chunk {index}: n_tokens {chunk.n_tokens} exceeds its length {chunk.length} B")
+        check_token_counts(items)
 
     def restore(self, items, loaded, archive, on_done=None):
         """Decode in the archive's groups (format 1 recorded none: 0.1.0 verified at batch
@@ -143,11 +139,9 @@ class MemoryKind(Kind):
         checks decide: a second computation, never a way around them."""
         from llmzip import container
 
-        group = archive.header.settings.get(container.SETTINGS_KEYS["decode_group"]) if archive.version[0] >= 2 else None
-        if group is not None:
-            container.check_int(group, "header settings: decode group", 1, MAX_DECODE_GROUP)
+        group = decode_group(archive, DEFAULT_DECODE_GROUP, MAX_DECODE_GROUP)
         chunks = [chunk for _, chunk in items]
-        results = self.decode(loaded, chunks, group or DEFAULT_DECODE_GROUP, on_done=on_done)
+        results = self.decode(loaded, chunks, group, on_done=on_done)
         for (index, chunk), result in zip(items, results):
             data = _text_bytes(loaded, result.token_ids)
             if len(data) != chunk.length or container.chunk_check(data, archive.version) != chunk.check:
