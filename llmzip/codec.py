@@ -7,7 +7,7 @@ processed without reloading it (like python-zstandard's context objects).
 Compression: split the input (:mod:`llmzip.chunking`), train a memory vector for every
 eligible chunk in fixed groups (:mod:`llmzip.train`, resumable through
 :mod:`llmzip.journal`), keep a vector only if the canonical decoder reproduced the chunk
-from its stored fp16 form, and store every other chunk with zstd (:mod:`llmzip.container`).
+from its stored form (fp16, or low-rank coefficients), and store every other chunk with zstd (:mod:`llmzip.container`).
 
 Decompression: parse and check the container, refuse a model whose identity differs from
 the archive's before decoding anything, decode each memory chunk with the same decoder,
@@ -28,11 +28,11 @@ from pathlib import Path
 import torch
 
 from llmzip import __version__, chunking, container, kinds
-from llmzip.config import DEFAULT_CHUNK_TOKENS, FALLBACK_CHUNK_TOKENS
+from llmzip.config import DEFAULT_CHUNK_TOKENS, DEFAULT_VECTOR_FORM, FALLBACK_CHUNK_TOKENS, FALLBACK_VECTOR_FORM
 from llmzip.errors import ChecksumError, FormatError, InputError, LimitError, ModelError, ModelMismatchError
 from llmzip.identity import ModelIdentity, recorded_identity
 from llmzip.journal import Journal, JournalEntry
-from llmzip.kinds.memory import DEFAULT_DECODE_GROUP, MAX_DECODE_GROUP, MemoryChunk
+from llmzip.kinds.memory import DEFAULT_DECODE_GROUP, MAX_DECODE_GROUP
 from llmzip.kinds.zstd import FallbackChunk
 from llmzip.model import DEFAULT_SPEC, LoadedModel, load_model, peek_hidden_size
 from llmzip.train import MemoryTrainer, TrainConfig, fitted_start
@@ -123,9 +123,19 @@ class LmzCompressor:
         self.chunk_tokens = chunk_tokens or (kinds.lm.LM_CHUNK_TOKENS if codec == "lm" else DEFAULT_CHUNK_TOKENS.get(
             self.loaded.identity.source_kind, FALLBACK_CHUNK_TOKENS
         ))
-        self.train_config = train if train is not None else TrainConfig()
+        config = train if train is not None else TrainConfig()
+        rank, bits = DEFAULT_VECTOR_FORM.get(self.loaded.identity.source_kind, FALLBACK_VECTOR_FORM)
+        self.train_config = dataclasses.replace(config, rank=rank if config.rank is None else config.rank,
+                                                bits=bits if config.bits is None else config.bits)
+        if self.train_config.rank > self.loaded.identity.hidden_size:
+            raise InputError(f"rank must be at most the model's hidden size {self.loaded.identity.hidden_size}, "
+                             f"got {self.train_config.rank}")
         start = fitted_start(self.loaded.identity.weights_fingerprint) if self.train_config.start == "fitted" else None
-        self.trainer = MemoryTrainer(self.loaded.model, self.train_config, start=start)
+        self.offset = kinds.memory_lowrank.offset_for(self.loaded.identity.weights_fingerprint)
+        form = (kinds.memory_lowrank.LowRankForm(self.train_config.rank, self.train_config.bits, self.offset,
+                                                 self.loaded.identity.hidden_size) if self.train_config.rank else None)
+        self.trainer = MemoryTrainer(self.loaded.model, self.train_config, start=start, form=form)
+        self.vector_kind = self.trainer.form.kind  # memory or memory-lowrank
         self.zstd_level = zstd_level
         self.metadata = {"creator": f"llmzip {__version__}", **(metadata or {})}
         self.decode_group = decode_group
@@ -194,13 +204,9 @@ class LmzCompressor:
         for index, chunk in enumerate(chunks):
             entry = trained.get(index)
             if entry is not None and entry.vector is not None:
-                stored.append(MemoryChunk(
-                    vector=entry.vector,
-                    n_tokens=entry.n_tokens,
-                    length=len(chunk.data),
-                    check=container.chunk_check(chunk.data),
-                    min_margin=entry.min_margin,
-                ))
+                stored.append(self.vector_kind.make_chunk(entry.vector, entry.n_tokens, len(chunk.data),
+                                                          container.chunk_check(chunk.data), entry.min_margin,
+                                                          self.loaded.identity.hidden_size))
             else:
                 stored.append(FallbackChunk(data=chunk.data))
         stored = self._verify_as_extract(stored, chunks, on_verify)
@@ -221,7 +227,7 @@ class LmzCompressor:
                     alternative = self._verify_lm(alternative, chunks)
                     smaller = self._pack(alternative, data)
                 stored, archive = alternative, smaller
-        report.memory_chunks = sum(kinds.of(chunk) is kinds.memory.KIND for chunk in stored)
+        report.memory_chunks = sum(kinds.of(chunk) is self.vector_kind for chunk in stored)
         report.lm_chunks = sum(kinds.of(chunk) is lm for chunk in stored)
         report.fallback_chunks = len(stored) - report.memory_chunks - report.lm_chunks
         report.archive_size = len(archive)
@@ -232,6 +238,8 @@ class LmzCompressor:
         settings = self.settings()
         if any(kinds.of(chunk) is kinds.lm.KIND for chunk in stored):
             settings.update(kinds.lm.SETTINGS)
+        if self.offset is not None and any(kinds.of(chunk) is kinds.memory_lowrank.KIND for chunk in stored):
+            settings[kinds.memory_lowrank.OFFSET_KEY] = kinds.memory_lowrank.offset_checksum(self.offset)
         header = container.Header(
             model=self.loaded.identity.to_header(),
             settings=settings,
@@ -294,7 +302,7 @@ class LmzCompressor:
             entries.append(
                 JournalEntry(
                     index=index,
-                    vector=_vector_bytes(result.vector) if keep else None,
+                    vector=result.payload if keep else None,
                     n_tokens=len(ids),
                     min_margin=float(result.decode_min_margin),
                 )
@@ -308,7 +316,7 @@ class LmzCompressor:
         margin, and record the margin measured here. A chunk that fails falls back to zstd;
         that regroups the vectors after it, so the pass repeats until none fails (each
         round stores one vector fewer, so it ends)."""
-        memory = kinds.memory.KIND
+        memory = self.vector_kind
         while True:
             positions = [i for i, chunk in enumerate(stored) if kinds.of(chunk) is memory]
             total, done = sum(stored[i].n_tokens for i in positions), 0
@@ -340,7 +348,7 @@ class LmzCompressor:
         by lm regroups the others, so memory verification runs again."""
         import zstandard
 
-        lm, memory = kinds.lm.KIND, kinds.memory.KIND
+        lm, memory = kinds.lm.KIND, self.vector_kind
         offer = [i for i, chunk in enumerate(chunks) if chunk.eligible and len(chunk.token_ids) <= len(chunk.data)
                  and (self.codec != "memory" or kinds.of(stored[i]) is not memory)]
         if not offer:
@@ -514,7 +522,7 @@ def export(data: bytes) -> bytes:
     archive = container.unpack(_as_bytes(data))
     rows, vectors, offset = [], [], 0
     for index, chunk in enumerate(archive.chunks):
-        row = kinds.of(chunk).export_row(chunk)
+        row = kinds.of(chunk).export_row(chunk, archive)
         if row is not None:
             vectors.append(row.pop("vector"))
             rows.append({"chunk": index, "offset": offset, "length": chunk.length, **row})
@@ -550,11 +558,6 @@ def _join_checked(archive: container.Archive, pieces: list[bytes]) -> bytes:
     if len(output) != archive.header.input_size or container.checksum(output) != archive.header.input_xxh64:
         raise ChecksumError("restored input does not match the archive's whole-input xxh64")
     return output
-
-
-def _vector_bytes(vector: torch.Tensor) -> bytes:
-    """(d,) float16 -> little-endian bytes, as the container stores it."""
-    return vector.detach().to("cpu", torch.float16).contiguous().numpy().astype("<f2").tobytes()
 
 
 def _spec_from_identity(identity: ModelIdentity) -> str:

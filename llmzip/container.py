@@ -40,7 +40,7 @@ from llmzip.errors import (
 
 MAGIC = b"\x89LMZ\r\n\x1a\n"
 VERSION = (2, 0)  # (major, minor) this module writes
-READS = {1: 0, 2: 1}  # major -> the newest minor whose chunk kinds this reader knows
+READS = {1: 0, 2: 2}  # major -> the newest minor whose chunk kinds this reader knows
 MUST_UNDERSTAND_FLAGS = 0  # must-understand flag bits defined so far: none
 
 # Hard limits (SPEC.md, "Limits"). A reader rejects anything beyond them before allocating.
@@ -80,7 +80,8 @@ _HEADER_KEYS = {
 # Format 2 settings keys (header "s"): name -> key (format/CODEC.md, "Settings"), so that
 # `info` can spell them out.
 SETTINGS_KEYS = {"chunk_tokens": "c", "verify_margin": "m", "decode_group": "g",
-                 "lm_delta": "ld", "lm_levels": "lr", "lm_band_levels": "lb", "lm_tolerance": "lt"}
+                 "lm_delta": "ld", "lm_levels": "lr", "lm_band_levels": "lb", "lm_tolerance": "lt",
+                 "memory_offset": "mo"}
 
 
 def settings_by_name(settings: dict, version: tuple[int, int]) -> dict:
@@ -214,7 +215,7 @@ def pack(header: Header, chunks: Sequence, *, zstd_level: int = 19) -> bytes:
     kinds = _kinds()
     chunks = _merge_fallback(chunks, kinds)
     header_bytes = _encode_header(header, len(chunks))
-    # 2.0 unless a chunk's kind came later (2.1: lm), so 2.0 readers still read the rest
+    # 2.0 unless a chunk's kind came later (2.1: lm, 2.2: memory-lowrank), so older readers still read the rest
     types = {kind.chunk_type: kind.minor for kind in kinds.KINDS}
     version = (VERSION[0], max([VERSION[1], *(types.get(type(chunk), 0) for chunk in chunks)]))
     context = kinds.WireContext(version, header.vector_dim)

@@ -27,8 +27,9 @@ Fixed numerics, in the order they matter:
   ``n`` single-token steps instead of ``n`` growing full passes (2.8x faster for 23
   tokens on Gemma 3 270M; BENCHMARKS.md); with a batch, each step's weight reads serve
   every row (BENCHMARKS.md, "Extract throughput: batched decoding");
-* the vectors are used exactly as stored (fp16), converted to the model's dtype, which is
-  exact for fp16 -> fp32.
+* the vectors are used exactly as stored (fp16, kind ``memory``) or as rebuilt from their
+  stored form (float32, kind ``memory-lowrank``), converted to the model's dtype, which is
+  exact for fp16 or fp32 -> fp32.
 
 No EOS handling: the archive stores each chunk's token count, so decoding cannot run away.
 """
@@ -92,9 +93,9 @@ def batch_schedule(n_tokens: Sequence[int]) -> list[list[int]]:
 def _check_batch(model, vectors: torch.Tensor, n_tokens: Sequence[int]) -> list[int]:
     """Validate the arguments of :func:`decode_batch`; returns ``n_tokens`` as ints."""
     d = model.get_input_embeddings().weight.shape[1]
-    if not isinstance(vectors, torch.Tensor) or vectors.dtype != torch.float16 or vectors.dim() != 2:
+    if not isinstance(vectors, torch.Tensor) or vectors.dtype not in (torch.float16, torch.float32) or vectors.dim() != 2:
         got = f"{tuple(vectors.shape)} {vectors.dtype}" if isinstance(vectors, torch.Tensor) else type(vectors).__name__
-        raise ValueError(f"expected a (B, d) float16 tensor of stored vectors, got {got}")
+        raise ValueError(f"expected a (B, d) float16 or float32 tensor of stored vectors, got {got}")
     if vectors.shape[0] < 1 or vectors.shape[1] != d:
         raise ValueError(f"expected (B >= 1, d = {d}) vectors, got {tuple(vectors.shape)}")
     try:
@@ -114,7 +115,8 @@ def decode_batch(
 ) -> list[DecodeResult]:
     """Greedily generate ``n_tokens[i]`` tokens from each stored memory vector ``vectors[i]``.
 
-    ``vectors`` is the (B, d) float16 tensor exactly as stored, ``n_tokens`` the B token
+    ``vectors`` is the (B, d) float16 or float32 tensor of the prompt vectors (see the
+    module docstring), ``n_tokens`` the B token
     counts. Returns one :class:`DecodeResult` per row, in the given order.
 
     All rows share the 2-position :data:`TEMPLATE` prompt, so they stay position-aligned
@@ -174,12 +176,12 @@ def decode_batch(
 def decode(model, vector: torch.Tensor, n_tokens: int) -> DecodeResult:
     """Greedily generate ``n_tokens`` tokens from one stored memory vector.
 
-    ``vector`` is the (d,) float16 tensor exactly as stored. Returns the token ids and
+    ``vector`` is one (d,) row of what :func:`decode_batch` takes. Returns the token ids and
     the smallest top-1/top-2 logit gap seen, which tells how close the decode came to
     flipping a token under slightly different numerics. The same computation as
     :func:`decode_batch` with a batch of one.
     """
     if not isinstance(vector, torch.Tensor) or vector.dim() != 1:
         got = f"{tuple(vector.shape)} {vector.dtype}" if isinstance(vector, torch.Tensor) else type(vector).__name__
-        raise ValueError(f"expected a (d,) float16 vector, got {got}")
+        raise ValueError(f"expected a (d,) vector, got {got}")
     return decode_batch(model, vector[None], [n_tokens])[0]  # (1, d)

@@ -21,7 +21,11 @@ How the loop is organised, and why:
 * **Stop on margin, keep what was measured.** A chunk stops when, at every position, the
   target's logit beats every other logit by at least ``margin``. The vector that produced
   those logits (before any further update) is the one verified and returned.
-* **Verify the stored form.** The stopped vector is rounded to fp16 and decoded with
+* **Stored forms.** What is optimised is a *form* of the vector (``form``): the full
+  vector itself (:class:`llmzip.kinds.memory.Fp16Form`, the default) or k coefficients of
+  a low-rank, quantised vector (:class:`llmzip.kinds.memory_lowrank.LowRankForm`), each
+  chunk's parameters a row of a (B, p) tensor.
+* **Verify the stored form.** The stopped vector is rounded to its stored form (fp16) and decoded with
   :func:`llmzip.decode.decode` on the caller's (fp32) model. It is accepted only if it
   reproduces the ids with a decode margin of at least ``verify_margin``. A converged chunk
   that fails goes back into the batch with a doubled margin for at most ``extra_steps``
@@ -54,6 +58,7 @@ import torch.nn.functional as F
 
 from llmzip.config import TRAIN_DTYPES, TrainConfig
 from llmzip.decode import DecodeResult, decode, prompt_embeddings
+from llmzip.kinds.memory import Fp16Form
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 assert {"auto", *DTYPES} == set(TRAIN_DTYPES)
@@ -63,15 +68,12 @@ def fitted_start(weights_fingerprint: str) -> Optional[torch.Tensor]:
     """The start vector llmzip ships for the model with this (algorithm 2) weights
     fingerprint: the mean of memory vectors trained on held-out text by
     ``bench/fit_start_vector.py`` (``llmzip/starts/FINGERPRINT.safetensors``, tensor
-    ``start``, (d,) float32), or None for models without one."""
-    from importlib import resources
+    ``start``, (d,) float32), or None for models without one. Low-rank vectors use it as
+    their offset (:func:`llmzip.kinds.memory_lowrank.offset_for`)."""
+    from llmzip.kinds.memory_lowrank import offset_for
 
-    from safetensors.torch import load
-
-    resource = resources.files("llmzip") / "starts" / f"{weights_fingerprint}.safetensors"
-    if not resource.is_file():
-        return None
-    return load(resource.read_bytes())["start"]
+    start = offset_for(weights_fingerprint)
+    return None if start is None else torch.from_numpy(start.copy())
 
 
 def train_dtype_for(name: str, device: torch.device) -> str:
@@ -101,7 +103,8 @@ class _Evaluation(NamedTuple):
 
 @dataclass
 class ChunkResult:
-    vector: torch.Tensor  # (d,) float16 on CPU: exactly what will be stored
+    payload: bytes  # the stored form's bytes (the form's kind builds the record from them)
+    vector: torch.Tensor  # (d,) on CPU: the vector extract prompts with, rebuilt from payload
     exact: bool  # decode() of this fp16 vector reproduced the tokens exactly
     accepted: bool  # exact, and decode_min_margin >= config.verify_margin: store it
     decode_min_margin: float  # from decode() of the stored vector
@@ -114,14 +117,14 @@ class ChunkResult:
 
 
 class _Training:
-    """One chunk's optimisation state: its vector and its own Adam moments and clock."""
+    """One chunk's optimisation state: its parameters and its own Adam moments and clock."""
 
-    def __init__(self, index: int, ids: torch.Tensor, vector: torch.Tensor, target_margin: float, budget: int):
+    def __init__(self, index: int, ids: torch.Tensor, params: torch.Tensor, target_margin: float, budget: int):
         self.index = index
         self.ids = ids  # (T,)
-        self.vector = vector  # (d,) float32
-        self.exp_avg = torch.zeros_like(vector)
-        self.exp_avg_sq = torch.zeros_like(vector)
+        self.params = params  # (p,) float32: the form's parameters (the vector itself for Fp16Form)
+        self.exp_avg = torch.zeros_like(params)
+        self.exp_avg_sq = torch.zeros_like(params)
         self.steps = 0
         self.target_margin = target_margin  # the gap this chunk trains for (doubled on a retry)
         self.budget = budget
@@ -134,10 +137,12 @@ class _Training:
 class MemoryTrainer:
     """Holds the models and the configuration; :meth:`train` can be called many times."""
 
-    def __init__(self, model, config: Optional[TrainConfig] = None, *, start: Optional[torch.Tensor] = None):
+    def __init__(self, model, config: Optional[TrainConfig] = None, *, start: Optional[torch.Tensor] = None, form=None):
         self.model = model  # the decode model: never modified
         self.config = config if config is not None else TrainConfig()
-        self.start = start  # (d,) float32: where every chunk's vector starts (see _start), or None
+        self.start = start  # (d,) float32: where every full vector starts (see _start), or None
+        d = model.get_input_embeddings().weight.shape[1]
+        self.form = form if form is not None else Fp16Form(d, start)  # what is optimised and stored
         weight = model.get_input_embeddings().weight
         device = torch.device(self.config.device) if self.config.device else weight.device
         self.train_dtype = train_dtype_for(self.config.train_dtype, device)
@@ -161,18 +166,15 @@ class MemoryTrainer:
         return embeddings.pow(2).mean().sqrt().item()
 
     def _start(self, index: int, ids: Sequence[int], margin: float) -> _Training:
-        """A fresh chunk whose start vector depends only on the seed, its own ids and the
-        trainer's fitted start: a seeded random vector at the embeddings' scale, or, with a
-        fitted start, that vector plus ``start_noise`` times the random one (so that equal
-        chunks still start apart from other chunks' paths). Gemma 3 270M's fitted start cut
-        the steps on the Table 2 rows 2.2x, all still exact (BENCHMARKS.md, attempt 10)."""
-        d = self.model.get_input_embeddings().weight.shape[1]
+        """A fresh chunk whose start depends only on the seed, its own ids and the form
+        (:meth:`Fp16Form.initial`: a seeded random vector at the embeddings' scale, or the
+        fitted start plus ``start_noise`` times it, so that equal chunks still start apart
+        from other chunks' paths). Gemma 3 270M's fitted start cut the steps on the Table 2
+        rows 2.2x, all still exact (BENCHMARKS.md, attempt 10)."""
         ids_tensor = torch.tensor(list(ids), dtype=torch.long)
         generator = torch.Generator().manual_seed(self.config.seed * 2**32 + zlib.crc32(ids_tensor.numpy().tobytes()))
-        vector = torch.randn(d, generator=generator) * self.embed_rms  # (d,)
-        if self.start is not None:
-            vector = self.start.float().cpu() + self.config.start_noise * vector
-        return _Training(index, ids_tensor, vector.to(self.device), margin, self.config.max_steps)
+        params = self.form.initial(generator, self.embed_rms, self.config.start_noise)  # (p,)
+        return _Training(index, ids_tensor, params.to(self.device), margin, self.config.max_steps)
 
     def train(
         self,
@@ -197,9 +199,9 @@ class MemoryTrainer:
             while waiting and len(active) < self.config.batch_size:
                 index = waiting.popleft()
                 active.append(self._start(index, chunks[index], self.config.margin))
-            vectors = torch.stack([c.vector for c in active]).requires_grad_()  # (B, d)
-            evaluation = self._evaluate(vectors, active)
-            (grad,) = torch.autograd.grad(evaluation.losses.sum(), vectors)  # (B, d)
+            params = torch.stack([c.params for c in active]).requires_grad_()  # (B, p)
+            evaluation = self._evaluate(self.form.vectors(params), active)  # vectors (B, d)
+            (grad,) = torch.autograd.grad(evaluation.losses.sum(), params)  # (B, p)
             step += 1
             if on_step is not None:
                 on_step(step, len(active), evaluation.losses.mean().item())
@@ -290,27 +292,28 @@ class MemoryTrainer:
 
     @torch.no_grad()
     def _adam_step(self, chunks: list[_Training], g: torch.Tensor) -> None:
-        """Adam (no weight decay) on the chunks still training; ``g`` is their (B', d)
-        gradient. Each chunk has its own step count for bias correction and warmup."""
+        """Adam (no weight decay) on the chunks still training; ``g`` is their (B', p)
+        gradient. Each chunk has its own step count for bias correction and warmup. The
+        step is ``lr`` embedding-RMS units of the vector, whatever the form (``lr_scale``)."""
         if not chunks:
             return
         beta1, beta2 = self.config.betas
-        vector = torch.stack([c.vector for c in chunks])  # (B', d)
+        params = torch.stack([c.params for c in chunks])  # (B', p)
         exp_avg = torch.stack([c.exp_avg for c in chunks]).lerp_(g, 1 - beta1)
         exp_avg_sq = torch.stack([c.exp_avg_sq for c in chunks]).mul_(beta2).addcmul_(g, g, value=1 - beta2)
         t = torch.tensor([c.steps + 1 for c in chunks], dtype=torch.float32, device=g.device)[:, None]  # (B', 1)
-        lr = self.config.lr * self.embed_rms * torch.clamp(t / self.config.warmup_steps, max=1.0)
+        lr = self.config.lr * self.embed_rms * self.form.lr_scale * torch.clamp(t / self.config.warmup_steps, max=1.0)
         denom = (exp_avg_sq / (1 - beta2**t)).sqrt_().add_(self.config.eps)
-        vector -= lr / (1 - beta1**t) * exp_avg / denom
+        params -= lr / (1 - beta1**t) * exp_avg / denom
         for i, chunk in enumerate(chunks):
-            chunk.vector, chunk.exp_avg, chunk.exp_avg_sq = vector[i], exp_avg[i], exp_avg_sq[i]
+            chunk.params, chunk.exp_avg, chunk.exp_avg_sq = params[i], exp_avg[i], exp_avg_sq[i]
             chunk.steps += 1
 
     def _verify(self, chunk: _Training) -> Optional[ChunkResult]:
-        """Decode the fp16 form of the vector just measured. Returns the final result, or
+        """Decode the stored form of the vector just measured. Returns the final result, or
         None when the chunk should train on (converged, failed, retry not yet used)."""
         converged = chunk.min_margin >= chunk.target_margin
-        stored = chunk.vector.detach().to("cpu", torch.float16)  # (d,)
+        payload, stored = self.form.store(chunk.params)  # stored: (d,) as extract rebuilds it
         if chunk.token_accuracy < 1.0:
             # Teacher forcing already mispredicts a token, so greedy decoding cannot pass
             # with a margin; skip its n_tokens forward passes (they dominate when many
@@ -326,6 +329,7 @@ class MemoryTrainer:
             chunk.budget = chunk.steps + self.config.extra_steps
             return None
         return ChunkResult(
+            payload=payload,
             vector=stored,
             exact=exact,
             accepted=accepted,

@@ -185,5 +185,5 @@ def test_a_start_vector_moves_every_chunk_start_by_the_same_amount(tiny_model):
     offset = torch.full((tiny_model.identity.hidden_size,), 0.5)  # (d,)
     started = MemoryTrainer(tiny_model.model, config, start=offset)
     for ids in ([5, 6, 7], [8, 9]):
-        random_vector = plain._start(0, ids, config.margin).vector
-        assert torch.allclose(started._start(0, ids, config.margin).vector, offset + 0.25 * random_vector)
+        random_vector = plain._start(0, ids, config.margin).params
+        assert torch.allclose(started._start(0, ids, config.margin).params, offset + 0.25 * random_vector)

@@ -60,7 +60,7 @@ class Kind:
         """Units of restoring work (decoded tokens) this chunk costs, for progress bars."""
         return 0
 
-    def export_row(self, chunk) -> dict[str, Any] | None:
+    def export_row(self, chunk, archive) -> dict[str, Any] | None:
         """What ``llmzip export`` writes for this chunk, or None if it exports nothing."""
         return None
 

@@ -104,11 +104,16 @@ class MemoryKind(Kind):
         return chunk
 
     def _check(self, chunk: MemoryChunk, vector_dim: int, where: str) -> None:
+        self._check_common(chunk, where)
+        self.vector_format.check(chunk.vector, vector_dim, where)
+
+    @staticmethod
+    def _check_common(chunk, where: str) -> None:
+        """The fields every memory kind has: n_tokens and min_margin."""
         container.check_int(chunk.n_tokens, f"{where}: n_tokens", 1, container.MAX_TOKENS_PER_CHUNK)
         margin = chunk.min_margin
         if not isinstance(margin, (int, float)) or not math.isfinite(margin) or margin < 0:
             raise FormatError(f"{where}: min_margin {margin!r} is not a finite number >= 0")
-        self.vector_format.check(chunk.vector, vector_dim, where)
 
     def stored_bytes(self, chunk: MemoryChunk) -> int:
         return len(chunk.vector)
@@ -119,7 +124,14 @@ class MemoryKind(Kind):
     def work(self, chunk: MemoryChunk) -> int:
         return chunk.n_tokens
 
-    def export_row(self, chunk: MemoryChunk) -> dict:
+    def make_chunk(self, payload: bytes, n_tokens: int, length: int, check: int, min_margin: float,
+                   vector_dim: int) -> MemoryChunk:
+        """A chunk of this kind from what training stored (:meth:`Fp16Form.store`'s payload)."""
+        chunk = MemoryChunk(payload, n_tokens, length, check, min_margin)
+        self._check(chunk, vector_dim, "trained chunk")
+        return chunk
+
+    def export_row(self, chunk: MemoryChunk, archive) -> dict:
         return {"n_tokens": chunk.n_tokens, "min_margin": chunk.min_margin,
                 "vector": self.vector_format.to_numpy(chunk.vector)}
 
@@ -160,11 +172,16 @@ class MemoryKind(Kind):
         results = []
         for start in range(0, len(chunks), group):
             batch = chunks[start : start + group]
-            raw = bytearray(b"".join(chunk.vector for chunk in batch))
-            vectors = torch.frombuffer(raw, dtype=torch.float16).view(len(batch), -1)  # (B, d)
+            vectors = self.vectors(loaded, batch)  # (B, d)
             results += decode_batch(loaded.model, vectors, [chunk.n_tokens for chunk in batch], on_step=on_done)
         return results
 
+    def vectors(self, loaded, chunks):
+        """The (B, d) tensor of the vectors the model is prompted with, exactly as stored (float16)."""
+        import torch
+
+        raw = bytearray(b"".join(chunk.vector for chunk in chunks))
+        return torch.frombuffer(raw, dtype=torch.float16).view(len(chunks), -1)  # (B, d)
 
 
 
@@ -184,3 +201,33 @@ def _float32_at_most(value: float) -> float:
 
 
 KIND = MemoryKind()
+
+
+class Fp16Form:
+    """How the trainer parametrises a full vector: the (d,) float32 vector itself, prompted
+    as is while training and rounded to fp16 when stored."""
+
+    kind = KIND
+    lr_scale = 1.0
+
+    def __init__(self, vector_dim: int, start=None):
+        self.n_params = vector_dim
+        self.start = start  # (d,) float32 tensor where every vector starts, or None (seeded noise alone)
+
+    def initial(self, generator, embed_rms: float, start_noise: float):
+        """The start vector (d,): seeded noise at the embeddings' scale, or the fitted start
+        plus ``start_noise`` times that noise."""
+        import torch
+
+        vector = torch.randn(self.n_params, generator=generator) * embed_rms
+        return vector if self.start is None else self.start.float().cpu() + start_noise * vector
+
+    def vectors(self, params):
+        return params  # (B, d)
+
+    def store(self, params):
+        """(the fp16 bytes the record holds, the (d,) float16 vector they are)."""
+        import torch
+
+        vector = params.detach().to("cpu", torch.float16).contiguous()
+        return vector.numpy().astype("<f2").tobytes(), vector

@@ -1,0 +1,293 @@
+"""Kind ``memory-lowrank`` (code 4): a memory vector stored as k small integers.
+
+A full memory vector is d fp16 numbers (10,240 bits for Gemma 3 270M) and holds a chunk
+worth a few hundred bits, so an archive of them is many times its input. This kind stores
+the vector the model is prompted with as
+
+    v = offset + s * (P @ q)        # (d,) float32
+
+* ``P`` (d, k): a fixed matrix of +1/-1 read from xxh64 hashes (:func:`basis`); the first
+  k columns of the d x K matrix for any K > k, so every rank shares one basis;
+* ``q`` (k,): the stored integer coefficients, ``bits`` 4, 8 or 16 bits each, in
+  ``-(2**(bits-1) - 1) .. 2**(bits-1) - 1``;
+* ``s``: one stored fp16 scale per vector (finite, > 0);
+* ``offset`` (d,): the model's fitted start vector that llmzip ships (``llmzip/starts/``),
+  or zero for a model without one; the archive header records which
+  (settings ``mo``: xxh64 of its float32 bytes, absent for zero).
+
+Every step of that formula is exact or correctly rounded once in IEEE float64: ``P @ q``
+sums integers below 2**53, ``s`` is an fp16 value, then one multiply, one add and one
+rounding to float32. So the vector extract rebuilds is the same bits on any machine, and
+compress verifies exactly that vector with the decoder extract runs (format/CODEC.md).
+
+Training (:class:`LowRankForm`) optimises a float ``z`` (k,) and prompts the model with
+the *quantised* vector at every step (a straight-through estimator: the gradient for the
+rounded coefficients is applied to ``z``), so the margin it stops on is measured on the
+stored form.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import struct
+from dataclasses import dataclass
+
+import xxhash
+
+from llmzip import container
+from llmzip.config import LOWRANK_BITS
+from llmzip.errors import FormatError
+from llmzip.kinds.memory import MemoryKind, _float32_at_most, _MARGIN_V2
+
+BITS = LOWRANK_BITS  # coefficient widths a record may use
+BASIS_SEED = 0x6C6D7A62  # xxh64 seed of the basis hashes ("lmzb")
+OFFSET_KEY = container.SETTINGS_KEYS["memory_offset"]  # xxh64 of the offset's float32 bytes (absent: zero)
+_SCALE = struct.Struct("<e")
+MIN_SCALE = 2.0**-14  # the smallest normal fp16: what a writer clamps a vector's scale to
+
+
+def qmax(bits: int) -> int:
+    """Largest coefficient magnitude at ``bits`` bits (symmetric: -2**(bits-1) is unused)."""
+    return 2 ** (bits - 1) - 1
+
+
+def coefficient_bytes(rank: int, bits: int) -> int:
+    return (rank * bits + 7) // 8
+
+
+@dataclass(frozen=True)
+class LowRankChunk:
+    """A chunk regenerated from ``offset + scale * (basis(d, rank) @ coefficients)``."""
+
+    rank: int  # k: number of coefficients
+    bits: int  # bits per coefficient: 4, 8 or 16
+    scale: float  # s, an fp16 value
+    coefficients: bytes  # q: int8/int16 little-endian, or int4 nibbles (low nibble first, pad nibble 0)
+    n_tokens: int  # tokens the decoder must generate
+    length: int  # bytes of the chunk's text
+    check: int  # container.chunk_check() of the chunk's bytes
+    min_margin: float  # smallest top-1/top-2 logit gap measured by extract's computation at compress time
+
+    @property
+    def payload(self) -> bytes:
+        """The record's fields after n_tokens and min_margin (and what a journal keeps)."""
+        return container.varint(self.rank) + bytes([self.bits]) + _SCALE.pack(self.scale) + self.coefficients
+
+
+def parse_payload(payload, vector_dim: int, where: str) -> tuple[int, int, float, bytes]:
+    """(rank, bits, scale, coefficients) from payload bytes, every bound checked."""
+    payload = memoryview(payload)
+    rank, at = container.read_varint(payload, 0, f"{where}: rank")
+    container.check_int(rank, f"{where}: rank", 1, vector_dim)
+    if at >= payload.nbytes or payload[at] not in BITS:
+        raise FormatError(f"{where}: bits per coefficient must be one of {BITS}")
+    bits = payload[at]
+    at += 1
+    expected = at + _SCALE.size + coefficient_bytes(rank, bits)
+    if payload.nbytes != expected:
+        raise FormatError(f"{where}: a rank-{rank} {bits}-bit vector takes {expected} bytes of fields "
+                          f"after n_tokens and min_margin, not {payload.nbytes}")
+    (scale,) = _SCALE.unpack_from(payload, at)
+    if not math.isfinite(scale) or scale <= 0:
+        raise FormatError(f"{where}: scale {scale!r} is not a finite number > 0")
+    coefficients = bytes(payload[at + _SCALE.size :])
+    q = unpack_coefficients(coefficients, rank, bits)
+    if abs(int(q.min())) > qmax(bits) or int(q.max()) > qmax(bits):
+        raise FormatError(f"{where}: a {bits}-bit coefficient is outside -{qmax(bits)}..{qmax(bits)}")
+    if bits == 4 and rank % 2 and coefficients[-1] >> 4:
+        raise FormatError(f"{where}: the padding nibble of an odd-rank 4-bit vector is not zero")
+    return rank, bits, scale, coefficients
+
+
+def unpack_coefficients(coefficients: bytes, rank: int, bits: int):
+    """(rank,) int64 numpy array of the stored coefficients."""
+    import numpy
+
+    if bits == 16:
+        return numpy.frombuffer(coefficients, dtype="<i2").astype(numpy.int64)
+    if bits == 8:
+        return numpy.frombuffer(coefficients, dtype="i1").astype(numpy.int64)
+    raw = numpy.frombuffer(coefficients, dtype="u1")
+    nibbles = numpy.stack([raw & 0x0F, raw >> 4], axis=1).reshape(-1)[:rank].astype(numpy.int64)  # low nibble first
+    return numpy.where(nibbles >= 8, nibbles - 16, nibbles)
+
+
+def pack_coefficients(q, bits: int) -> bytes:
+    """Bytes of integer coefficients ``q`` (numpy, each within ``qmax(bits)``)."""
+    import numpy
+
+    q = numpy.asarray(q, dtype=numpy.int64)
+    if bits == 16:
+        return q.astype("<i2").tobytes()
+    if bits == 8:
+        return q.astype("i1").tobytes()
+    nibbles = (q & 0x0F).astype(numpy.uint8)
+    if len(nibbles) % 2:
+        nibbles = numpy.append(nibbles, numpy.uint8(0))
+    return (nibbles[0::2] | (nibbles[1::2] << 4)).astype(numpy.uint8).tobytes()
+
+
+@functools.lru_cache(maxsize=16)
+def basis(vector_dim: int, rank: int):
+    """P, (vector_dim, rank) float64 of +1/-1, read-only. Column j, rows 64b..64b+63 are
+    the bits of ``xxh64(u32le(j) + u32le(b), seed=BASIS_SEED)``, least significant first:
+    a 0 bit is +1, a 1 bit is -1 (format/CODEC.md, "Low-rank vectors")."""
+    import numpy
+
+    blocks = (vector_dim + 63) // 64
+    digests = numpy.array([[xxhash.xxh64_intdigest(struct.pack("<II", j, b), BASIS_SEED) for b in range(blocks)]
+                           for j in range(rank)], dtype="<u8")  # (rank, blocks)
+    bits = numpy.unpackbits(digests.view(numpy.uint8), bitorder="little").reshape(rank, blocks * 64)[:, :vector_dim]
+    matrix = (1.0 - 2.0 * bits.astype(numpy.float64)).T.copy()  # (d, rank)
+    matrix.setflags(write=False)
+    return matrix
+
+
+def offset_for(weights_fingerprint: str):
+    """The offset of low-rank vectors for the model with this (algorithm 2) weights
+    fingerprint: the fitted start llmzip ships for it ((d,) float32 numpy), or None (zero).
+    Shipped start files never change: an archive records the checksum of the one it used."""
+    from importlib import resources
+
+    from safetensors.numpy import load
+
+    resource = resources.files("llmzip") / "starts" / f"{weights_fingerprint}.safetensors"
+    if not resource.is_file():
+        return None
+    return load(resource.read_bytes())["start"].astype("<f4")
+
+
+def offset_checksum(offset) -> int | None:
+    """The settings value that names ``offset`` ((d,) float32 numpy, or None for zero)."""
+    return None if offset is None else container.checksum(offset.astype("<f4").tobytes())
+
+
+def rebuild(chunks, vector_dim: int, offset):
+    """The vectors extract prompts with: (B, vector_dim) float32 numpy, B = len(chunks),
+    ``offset`` a (d,) float32 numpy array or None (see the module docstring for why these are
+    the same bits everywhere)."""
+    import numpy
+
+    vectors = numpy.zeros((len(chunks), vector_dim), dtype=numpy.float64)
+    base = numpy.zeros(vector_dim) if offset is None else offset.astype(numpy.float64)
+    for row, chunk in enumerate(chunks):
+        q = unpack_coefficients(chunk.coefficients, chunk.rank, chunk.bits).astype(numpy.float64)
+        exact = basis(vector_dim, chunk.rank) @ q  # (d,): integer sums, exact in float64
+        vectors[row] = base + chunk.scale * exact
+    return vectors.astype(numpy.float32)
+
+
+class LowRankKind(MemoryKind):
+    """Wire half: record fields ``n_tokens varint, min_margin f32, rank varint, bits u8,
+    scale f16, coefficients``. Model half: :class:`MemoryKind`'s decode and restore with
+    the rebuilt float32 vectors."""
+
+    name = "memory-lowrank"
+    code = 4
+    chunk_type = LowRankChunk
+    minor = 2
+
+    def encode_fields(self, chunk: LowRankChunk, ctx) -> bytes:
+        self._check_common(chunk, "memory-lowrank chunk")
+        payload = chunk.payload
+        parse_payload(payload, ctx.vector_dim, "memory-lowrank chunk")
+        return container.varint(chunk.n_tokens) + _MARGIN_V2.pack(_float32_at_most(chunk.min_margin)) + payload
+
+    def decode_fields(self, fields, length, check, ctx, where) -> LowRankChunk:
+        n_tokens, at = container.read_varint(fields, 0, f"{where}: n_tokens")
+        if fields.nbytes < at + _MARGIN_V2.size:
+            raise FormatError(f"{where}: a memory-lowrank record's fields end before its min_margin")
+        (margin,) = _MARGIN_V2.unpack_from(fields, at)
+        rank, bits, scale, coefficients = parse_payload(fields[at + _MARGIN_V2.size :], ctx.vector_dim, where)
+        chunk = LowRankChunk(rank, bits, scale, coefficients, n_tokens, length, check, margin)
+        self._check_common(chunk, where)
+        return chunk
+
+    def stored_bytes(self, chunk: LowRankChunk) -> int:
+        return len(chunk.payload)
+
+    def export_row(self, chunk: LowRankChunk, archive) -> dict:
+        """The full (d,) vector the model is prompted with, as float16 like kind memory's
+        (the float32 vector rounded; soft-prompt users get one dtype), and the stored form."""
+        from llmzip.identity import recorded_identity
+
+        offset = offset_for(recorded_identity(archive.version, archive.header).weights_fingerprint)
+        vector = rebuild([chunk], archive.header.vector_dim, offset)[0].astype("<f2")
+        return {"n_tokens": chunk.n_tokens, "min_margin": chunk.min_margin, "rank": chunk.rank, "bits": chunk.bits,
+                "vector": vector}
+
+    def make_chunk(self, payload: bytes, n_tokens: int, length: int, check: int, min_margin: float,
+                   vector_dim: int) -> LowRankChunk:
+        rank, bits, scale, coefficients = parse_payload(payload, vector_dim, "trained chunk")
+        return LowRankChunk(rank, bits, scale, coefficients, n_tokens, length, check, min_margin)
+
+    # ---------------------------------------------------------------- model half
+
+    def check_before_model(self, items, archive) -> None:
+        super().check_before_model(items, archive)
+        from llmzip.identity import recorded_identity
+
+        recorded = archive.header.settings.get(OFFSET_KEY)
+        offset = offset_for(recorded_identity(archive.version, archive.header).weights_fingerprint)
+        if recorded != offset_checksum(offset):
+            raise FormatError(f"memory-lowrank vectors were written with offset {recorded!r}; this llmzip has "
+                              f"{offset_checksum(offset)!r} for the archive's model")
+
+    def vectors(self, loaded, chunks):
+        import torch
+
+        offset = offset_for(loaded.identity.weights_fingerprint)
+        return torch.from_numpy(rebuild(chunks, loaded.model.config.hidden_size, offset))  # (B, d) float32
+
+
+KIND = LowRankKind()
+
+
+class LowRankForm:
+    """How the trainer parametrises a low-rank vector: ``z`` (k,) float, prompted with the
+    vector of its quantised form (straight-through), stored as :class:`LowRankChunk`."""
+
+    kind = KIND
+
+    def __init__(self, rank: int, bits: int, offset, vector_dim: int):
+        import torch
+
+        if not 1 <= rank <= vector_dim or bits not in BITS:
+            raise ValueError(f"rank must be in 1..{vector_dim} and bits one of {BITS}, got rank {rank}, bits {bits}")
+        self.rank, self.bits, self.vector_dim = rank, bits, vector_dim
+        self.offset = offset  # (d,) float32 numpy or None
+        self.n_params = rank
+        self.lr_scale = 1 / math.sqrt(rank)  # v moves ~sqrt(k) x a coefficient's step (random signs)
+        self._basis = torch.tensor(basis(vector_dim, rank), dtype=torch.float32)  # (d, k); moved to z's device
+        self._offset = torch.zeros(vector_dim) if offset is None else torch.from_numpy(offset.copy())  # (d,)
+
+    def initial(self, generator, embed_rms: float, start_noise: float):
+        """Start coefficients (k,): seeded noise, small around the offset where there is one."""
+        import torch
+
+        z = torch.randn(self.rank, generator=generator) * embed_rms * self.lr_scale
+        return z * start_noise if self.offset is not None else z
+
+    def _quantise(self, z):
+        """Scale (B, 1) as fp16 values and integer coefficients (B, k), from z (B, k)."""
+        scale = (z.abs().amax(-1, keepdim=True) / qmax(self.bits)).clamp_min(MIN_SCALE).half().float()
+        return scale, (z / scale).round().clamp(-qmax(self.bits), qmax(self.bits))
+
+    def vectors(self, z):
+        """(B, k) -> (B, d): the quantised vectors, differentiable in z (straight-through)."""
+        scale, q = self._quantise(z.detach())
+        zq = z + (q * scale - z).detach()
+        if self._basis.device != z.device:  # once: the trainer's device
+            self._basis, self._offset = self._basis.to(z.device), self._offset.to(z.device)
+        return self._offset + zq @ self._basis.T
+
+    def store(self, z):
+        """(the record's payload, see :attr:`LowRankChunk.payload`; the (d,) float32
+        vector extract rebuilds from it)."""
+        import torch
+
+        scale, q = self._quantise(z.detach().float().cpu()[None])
+        form = LowRankChunk(self.rank, self.bits, float(scale[0, 0]), pack_coefficients(q[0].long().numpy(), self.bits),
+                            n_tokens=1, length=1, check=0, min_margin=0.0)  # the stored form; chunk fields unused
+        return form.payload, torch.from_numpy(rebuild([form], self.vector_dim, self.offset))[0]
