@@ -20,7 +20,7 @@ import time
 import click
 
 from llmzip import __version__
-from llmzip.config import DEFAULT_CHUNK_TOKENS, TrainConfig  # torch-free, like this module
+from llmzip.config import DEFAULT_CHUNK_TOKENS, DEFAULT_VECTOR_FORM, LOWRANK_BITS, TrainConfig  # torch-free, like this module
 from llmzip.container import MAX_TOKENS_PER_CHUNK
 from llmzip.errors import InputError, LmzError
 
@@ -96,6 +96,7 @@ def _describe(path, archive) -> str:
     counts, input_bytes = archive.chunk_counts, archive.input_bytes
     chunks = ", ".join(f"{counts[kind]} {kind} ({input_bytes[kind]:,} B of input)" for kind in counts)
     min_margin = "-" if archive.min_margin is None else f"{archive.min_margin:.6g}"
+    vectors = [kind for kind in counts if kind.startswith("memory") and counts[kind]]  # memory kinds, mean stored bits
     lines = [
         _show(path),
         f"  format version  {archive.version[0]}.{archive.version[1]}",
@@ -105,6 +106,8 @@ def _describe(path, archive) -> str:
         "  stored bytes    " + ", ".join(f"{kind} {size:,} B" for kind, size in archive.stored_bytes.items())
         + f", overhead {archive.overhead_bytes:,} B",
         f"  chunks          {sum(counts.values())}: {chunks}",
+        *([f"  bits per vector " + ", ".join(f"{kind} {8 * archive.stored_bytes[kind] / counts[kind]:,.0f}" for kind in vectors)]
+          if vectors else []),
         f"  min margin      {min_margin}",
         f"  vector dim      {archive.header.vector_dim}",
     ]
@@ -445,6 +448,10 @@ def _check_device(device: str) -> None:
 @click.option("--max-steps", type=click.IntRange(1), help=f"Optimiser steps per chunk before it falls back to zstd [default: {_TRAIN.max_steps}].")
 @click.option("--margin", type=click.FloatRange(0, min_open=True), help=f"Logit margin every position must win by [default: {_TRAIN.margin}].")
 @click.option("--batch-size", type=click.IntRange(1), help=f"Chunks trained together [default: {_TRAIN.batch_size}].")
+@click.option("--rank", type=click.IntRange(0), help="Coefficients per stored memory vector (kind memory-lowrank); 0 stores full fp16 "
+              f"vectors (kind memory) [default: per model, {DEFAULT_VECTOR_FORM['default'][0]} for the default model].")
+@click.option("--bits", type=click.Choice([str(b) for b in LOWRANK_BITS]), help="Bits per low-rank coefficient "
+              f"[default: per model, {DEFAULT_VECTOR_FORM['default'][1]} for the default model].")
 @click.option("--codec", "codec_name", type=click.Choice(["memory", "lm", "auto"]), default="memory", show_default=True,
               help="memory: train memory vectors; lm: LM-code every chunk, no training (256-token chunks); "
                    "auto: each chunk in its smallest exact kind. memory/auto: chunks without a vector go to "
@@ -453,7 +460,7 @@ def _check_device(device: str) -> None:
               "a local Ray instance, or the cluster $RAY_ADDRESS names. Needs pip install \"llmzip[ray]\". --threads defaults to 1.")
 @_verbosity
 def compress(files, output, to_stdout, force, model, device, threads, chunk_tokens, max_steps, margin, batch_size,
-             codec_name, workers, quiet, verbose, no_progress):
+             rank, bits, codec_name, workers, quiet, verbose, no_progress):
     """Compress each FILE (- for stdin) into an .lmz archive (FILE.lmz).
 
     Progress is journaled beside the output (OUT.journal), or, when the archive goes to
@@ -474,7 +481,8 @@ def compress(files, output, to_stdout, force, model, device, threads, chunk_toke
         import_ray()  # no Ray: say so before the model loads
     from llmzip import codec
 
-    train = _train_config(device, max_steps=max_steps, margin=margin, batch_size=batch_size)
+    train = _train_config(device, max_steps=max_steps, margin=margin, batch_size=batch_size, rank=rank,
+                          bits=None if bits is None else int(bits))
     began = time.perf_counter()
     compressor = codec.LmzCompressor(model=model, device=device, chunk_tokens=chunk_tokens, train=train,
                                      codec=codec_name)
@@ -607,6 +615,8 @@ def _chunk_lines(archive: bytes) -> list[str]:
             detail += f"  {_plural(chunk.n_tokens, 'token')}"
         if kind.margin(chunk) is not None:
             detail += f"  margin {kind.margin(chunk):.3f}"
+        if kind.stored_bytes(chunk):
+            detail += f"  stored {kind.stored_bytes(chunk):,} B"
         lines.append(f"  chunk {index:>5}  {kind.name:<6} {chunk.length:>7} B{detail}")
     return lines
 

@@ -21,7 +21,7 @@ FALLBACK_CHUNK_TOKENS = 32
 # memory). See BENCHMARKS.md, "Bytes per vector vs text held".
 DEFAULT_VECTOR_FORM = {"default": (0, 16)}
 FALLBACK_VECTOR_FORM = (0, 16)
-LOWRANK_BITS = (4, 8, 16)
+LOWRANK_BITS = (2, 4, 8, 16)
 
 
 
@@ -48,7 +48,7 @@ class TrainConfig:
     start: str = "fitted"  # start vectors: "fitted" (the model's shipped mean vector, where llmzip has one) or "random"
     start_noise: float = 0.1  # with a fitted start: plus this x the chunk's seeded random vector
     rank: Optional[int] = None  # coefficients per stored vector: 0 = full fp16 vector; None = the model's default
-    bits: Optional[int] = None  # bits per coefficient of a low-rank vector (4, 8 or 16); None = the model's default
+    bits: Optional[int] = None  # bits per coefficient of a low-rank vector (2, 4, 8 or 16); None = the model's default
 
     def __post_init__(self):
         if self.start not in ("fitted", "random"):

@@ -6,9 +6,12 @@ the vector the model is prompted with as
 
     v = offset + s * (P @ q)        # (d,) float32
 
-* ``P`` (d, k): a fixed matrix of +1/-1 read from xxh64 hashes (:func:`basis`); the first
-  k columns of the d x K matrix for any K > k, so every rank shares one basis;
-* ``q`` (k,): the stored integer coefficients, ``bits`` 4, 8 or 16 bits each, in
+* ``P`` (d, k): for k < d a fixed matrix of +1/-1 read from xxh64 hashes (:func:`basis`;
+  the first k columns of the d x K matrix for any d > K > k, so those ranks share one
+  basis); for k = d the identity, so the coefficients are the vector's own coordinates
+  (quantised): Adam's per-coordinate steps then act on the model's own axes, which took
+  fewer steps than a full-rank random basis (BENCHMARKS.md, "Bytes per vector");
+* ``q`` (k,): the stored integer coefficients, ``bits`` 2, 4, 8 or 16 bits each, in
   ``-(2**(bits-1) - 1) .. 2**(bits-1) - 1``;
 * ``s``: one stored fp16 scale per vector (finite, > 0);
 * ``offset`` (d,): the model's fitted start vector that llmzip ships (``llmzip/starts/``),
@@ -61,9 +64,9 @@ class LowRankChunk:
     """A chunk regenerated from ``offset + scale * (basis(d, rank) @ coefficients)``."""
 
     rank: int  # k: number of coefficients
-    bits: int  # bits per coefficient: 4, 8 or 16
+    bits: int  # bits per coefficient: 2, 4, 8 or 16
     scale: float  # s, an fp16 value
-    coefficients: bytes  # q: int8/int16 little-endian, or int4 nibbles (low nibble first, pad nibble 0)
+    coefficients: bytes  # q: int8/int16 little-endian, or 2/4-bit fields packed from the low bits up (padding 0)
     n_tokens: int  # tokens the decoder must generate
     length: int  # bytes of the chunk's text
     check: int  # container.chunk_check() of the chunk's bytes
@@ -95,8 +98,8 @@ def parse_payload(payload, vector_dim: int, where: str) -> tuple[int, int, float
     q = unpack_coefficients(coefficients, rank, bits)
     if abs(int(q.min())) > qmax(bits) or int(q.max()) > qmax(bits):
         raise FormatError(f"{where}: a {bits}-bit coefficient is outside -{qmax(bits)}..{qmax(bits)}")
-    if bits == 4 and rank % 2 and coefficients[-1] >> 4:
-        raise FormatError(f"{where}: the padding nibble of an odd-rank 4-bit vector is not zero")
+    if bits < 8 and rank * bits % 8 and coefficients[-1] >> (rank * bits % 8):
+        raise FormatError(f"{where}: the padding bits after the last {bits}-bit coefficient are not zero")
     return rank, bits, scale, coefficients
 
 
@@ -108,9 +111,11 @@ def unpack_coefficients(coefficients: bytes, rank: int, bits: int):
         return numpy.frombuffer(coefficients, dtype="<i2").astype(numpy.int64)
     if bits == 8:
         return numpy.frombuffer(coefficients, dtype="i1").astype(numpy.int64)
-    raw = numpy.frombuffer(coefficients, dtype="u1")
-    nibbles = numpy.stack([raw & 0x0F, raw >> 4], axis=1).reshape(-1)[:rank].astype(numpy.int64)  # low nibble first
-    return numpy.where(nibbles >= 8, nibbles - 16, nibbles)
+    per_byte = 8 // bits
+    raw = numpy.frombuffer(coefficients, dtype="u1").astype(numpy.int64)
+    shifts = numpy.arange(per_byte) * bits  # low bits first
+    fields = ((raw[:, None] >> shifts) & (2**bits - 1)).reshape(-1)[:rank]
+    return numpy.where(fields >= 2 ** (bits - 1), fields - 2**bits, fields)  # two's complement
 
 
 def pack_coefficients(q, bits: int) -> bytes:
@@ -122,18 +127,24 @@ def pack_coefficients(q, bits: int) -> bytes:
         return q.astype("<i2").tobytes()
     if bits == 8:
         return q.astype("i1").tobytes()
-    nibbles = (q & 0x0F).astype(numpy.uint8)
-    if len(nibbles) % 2:
-        nibbles = numpy.append(nibbles, numpy.uint8(0))
-    return (nibbles[0::2] | (nibbles[1::2] << 4)).astype(numpy.uint8).tobytes()
+    per_byte = 8 // bits
+    fields = q & (2**bits - 1)
+    fields = numpy.append(fields, numpy.zeros(-len(fields) % per_byte, dtype=numpy.int64)).reshape(-1, per_byte)
+    return (fields << (numpy.arange(per_byte) * bits)).sum(axis=1).astype(numpy.uint8).tobytes()
 
 
 @functools.lru_cache(maxsize=16)
 def basis(vector_dim: int, rank: int):
-    """P, (vector_dim, rank) float64 of +1/-1, read-only. Column j, rows 64b..64b+63 are
-    the bits of ``xxh64(u32le(j) + u32le(b), seed=BASIS_SEED)``, least significant first:
-    a 0 bit is +1, a 1 bit is -1 (format/CODEC.md, "Low-rank vectors")."""
+    """P, (vector_dim, rank) float64, read-only: the identity for rank = vector_dim; else
+    +1/-1, column j, rows 64b..64b+63 being the bits of ``xxh64(u32le(j) + u32le(b),
+    seed=BASIS_SEED)``, least significant first: a 0 bit is +1, a 1 bit is -1
+    (format/CODEC.md, "Low-rank vectors")."""
     import numpy
+
+    if rank == vector_dim:
+        matrix = numpy.eye(vector_dim)
+        matrix.setflags(write=False)
+        return matrix
 
     blocks = (vector_dim + 63) // 64
     digests = numpy.array([[xxhash.xxh64_intdigest(struct.pack("<II", j, b), BASIS_SEED) for b in range(blocks)]
@@ -258,7 +269,8 @@ class LowRankForm:
         self.rank, self.bits, self.vector_dim = rank, bits, vector_dim
         self.offset = offset  # (d,) float32 numpy or None
         self.n_params = rank
-        self.lr_scale = 1 / math.sqrt(rank)  # v moves ~sqrt(k) x a coefficient's step (random signs)
+        # a coefficient's step moves v by ~sqrt(k) x as much with random signs, by as much with the identity
+        self.lr_scale = 1.0 if rank == vector_dim else 1 / math.sqrt(rank)
         self._basis = torch.tensor(basis(vector_dim, rank), dtype=torch.float32)  # (d, k); moved to z's device
         self._offset = torch.zeros(vector_dim) if offset is None else torch.from_numpy(offset.copy())  # (d,)
 
