@@ -195,6 +195,8 @@ class LowRankKind(MemoryKind):
         return container.varint(chunk.n_tokens) + _MARGIN_V2.pack(_float32_at_most(chunk.min_margin)) + payload
 
     def decode_fields(self, fields, length, check, ctx, where) -> LowRankChunk:
+        if tuple(ctx.version) < (2, self.minor):
+            raise FormatError(f"{where}: kind memory-lowrank (4) is not defined in format {ctx.version[0]}.{ctx.version[1]}")
         n_tokens, at = container.read_varint(fields, 0, f"{where}: n_tokens")
         if fields.nbytes < at + _MARGIN_V2.size:
             raise FormatError(f"{where}: a memory-lowrank record's fields end before its min_margin")
