@@ -80,8 +80,10 @@ def parse_payload(payload, vector_dim: int, where: str) -> tuple[int, int, float
     payload = memoryview(payload)
     rank, at = container.read_varint(payload, 0, f"{where}: rank")
     container.check_int(rank, f"{where}: rank", 1, vector_dim)
-    if at >= payload.nbytes or payload[at] not in BITS:
-        raise FormatError(f"{where}: bits per coefficient must be one of {BITS}")
+    if at >= payload.nbytes:
+        raise FormatError(f"{where}: a memory-lowrank record's fields end before its bits per coefficient")
+    if payload[at] not in BITS:
+        raise FormatError(f"{where}: bits per coefficient {payload[at]} is not one of {BITS}")
     bits = payload[at]
     at += 1
     expected = at + _SCALE.size + coefficient_bytes(rank, bits)
