@@ -165,6 +165,21 @@ def offset_checksum(offset) -> int | None:
     return None if offset is None else container.checksum(offset.astype("<f4").tobytes())
 
 
+def archive_offset(archive):
+    """The offset of ``archive``'s low-rank vectors ((d,) float32 numpy, or None for zero):
+    the one this llmzip ships for the archive's model, or a ``FormatError`` if the header's
+    settings ``mo`` names another (extract and export both refuse rather than rebuild
+    different vectors)."""
+    from llmzip.identity import recorded_identity
+
+    recorded = archive.header.settings.get(OFFSET_KEY)
+    offset = offset_for(recorded_identity(archive.version, archive.header).weights_fingerprint)
+    if recorded != offset_checksum(offset):
+        raise FormatError(f"memory-lowrank vectors were written with offset {recorded!r}; this llmzip has "
+                          f"{offset_checksum(offset)!r} for the archive's model")
+    return offset
+
+
 def rebuild(chunks, vector_dim: int, offset):
     """The vectors extract prompts with: (B, vector_dim) float32 numpy, B = len(chunks),
     ``offset`` a (d,) float32 numpy array or None (see the module docstring for why these are
@@ -214,10 +229,7 @@ class LowRankKind(MemoryKind):
     def export_row(self, chunk: LowRankChunk, archive) -> dict:
         """The full (d,) vector the model is prompted with, as float16 like kind memory's
         (the float32 vector rounded; soft-prompt users get one dtype), and the stored form."""
-        from llmzip.identity import recorded_identity
-
-        offset = offset_for(recorded_identity(archive.version, archive.header).weights_fingerprint)
-        vector = rebuild([chunk], archive.header.vector_dim, offset)[0].astype("<f2")
+        vector = rebuild([chunk], archive.header.vector_dim, archive_offset(archive))[0].astype("<f2")
         return {"n_tokens": chunk.n_tokens, "min_margin": chunk.min_margin, "rank": chunk.rank, "bits": chunk.bits,
                 "vector": vector}
 
@@ -230,13 +242,7 @@ class LowRankKind(MemoryKind):
 
     def check_before_model(self, items, archive) -> None:
         super().check_before_model(items, archive)
-        from llmzip.identity import recorded_identity
-
-        recorded = archive.header.settings.get(OFFSET_KEY)
-        offset = offset_for(recorded_identity(archive.version, archive.header).weights_fingerprint)
-        if recorded != offset_checksum(offset):
-            raise FormatError(f"memory-lowrank vectors were written with offset {recorded!r}; this llmzip has "
-                              f"{offset_checksum(offset)!r} for the archive's model")
+        archive_offset(archive)
 
     def vectors(self, loaded, chunks):
         import torch
