@@ -64,6 +64,16 @@ def test_packed_bytes_are_the_spec_example():
     assert pack_coefficients(numpy.array([1, -7, 0, 7, -3]), 4) == bytes.fromhex("91700d")
     assert pack_coefficients(numpy.array([127, -127, 5]), 8) == bytes.fromhex("7f8105")
     assert pack_coefficients(numpy.array([32767, -32767, 1000]), 16) == bytes.fromhex("ff7f0180e803")
+    chunk = LowRankChunk(5, 4, 0.125, bytes.fromhex("91700d"), 1, 1, 0, 0.0)
+    assert rebuild([chunk], 640, None)[0, :8].tolist() == [1.5, -0.5, 0.5, 0.5, 2.0, 1.25, -2.25, -0.25]
+
+
+def test_the_default_models_offset_checksum():
+    """format/CODEC.md, "Offset": settings mo of archives of the default model."""
+    offset = lowrank.offset_for("89a806cfdf3c7ec5")
+    assert offset.shape == (640,) and offset.dtype == numpy.float32
+    assert lowrank.offset_checksum(offset) == 0xE8B95AA74E8A2D2E
+    assert lowrank.offset_for("0000000000000000") is None and lowrank.offset_checksum(None) is None
 
 
 @pytest.mark.parametrize("bits, raw, rank", [(4, b"\x08", 1), (8, b"\x80", 1), (16, b"\x00\x80", 1),
@@ -88,6 +98,7 @@ def test_basis_test_vectors():
         [1, -1, 1, -1, 1, 1, -1, 1],
     ]
     assert first[636:, 0].astype(int).tolist() == [-1, -1, -1, 1]
+    assert xxhash.xxh64_intdigest(struct.pack("<II", 0, 0), 0x6C6D7A62) == 0xAC91899C7A42EA72
     assert xxhash.xxh64_intdigest(basis(640, 64).astype("<f8").tobytes()) == 0x826E778FF90C68DA
 
 
