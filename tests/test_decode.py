@@ -71,7 +71,7 @@ def test_prefix_returns_exactly_n_tokens(tiny, fox):
 @pytest.mark.parametrize(
     "vector, n_tokens",
     [
-        (torch.zeros(64, dtype=torch.float32), 4),  # not the stored dtype
+        (torch.zeros(64, dtype=torch.float64), 4),  # not a stored dtype (fp16, or float32 rebuilt from low rank)
         (torch.zeros(1, 64, dtype=torch.float16), 4),  # not one vector
         (torch.zeros(64, dtype=torch.float16), 0),
     ],
@@ -164,7 +164,7 @@ def test_decode_batch_is_deterministic(tiny_model, rows):
 @pytest.mark.parametrize(
     "vectors, n_tokens",
     [
-        (torch.zeros(2, 64, dtype=torch.float32), [3, 4]),  # not the stored dtype
+        (torch.zeros(2, 64, dtype=torch.float64), [3, 4]),  # not a stored dtype (fp16, or float32 rebuilt from low rank)
         (torch.zeros(64, dtype=torch.float16), [3]),  # one vector, not a batch
         (torch.zeros(1, 2, 64, dtype=torch.float16), [3]),  # too many dimensions
         (torch.zeros(2, 32, dtype=torch.float16), [3, 4]),  # not the model's width

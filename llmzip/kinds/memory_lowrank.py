@@ -83,8 +83,10 @@ def parse_payload(payload, vector_dim: int, where: str) -> tuple[int, int, float
     payload = memoryview(payload)
     rank, at = container.read_varint(payload, 0, f"{where}: rank")
     container.check_int(rank, f"{where}: rank", 1, vector_dim)
-    if at >= payload.nbytes or payload[at] not in BITS:
-        raise FormatError(f"{where}: bits per coefficient must be one of {BITS}")
+    if at >= payload.nbytes:
+        raise FormatError(f"{where}: a memory-lowrank record's fields end before its bits per coefficient")
+    if payload[at] not in BITS:
+        raise FormatError(f"{where}: bits per coefficient {payload[at]} is not one of {BITS}")
     bits = payload[at]
     at += 1
     expected = at + _SCALE.size + coefficient_bytes(rank, bits)
@@ -174,6 +176,21 @@ def offset_checksum(offset) -> int | None:
     return None if offset is None else container.checksum(offset.astype("<f4").tobytes())
 
 
+def archive_offset(archive):
+    """The offset of ``archive``'s low-rank vectors ((d,) float32 numpy, or None for zero):
+    the one this llmzip ships for the archive's model, or a ``FormatError`` if the header's
+    settings ``mo`` names another (extract and export both refuse rather than rebuild
+    different vectors)."""
+    from llmzip.identity import recorded_identity
+
+    recorded = archive.header.settings.get(OFFSET_KEY)
+    offset = offset_for(recorded_identity(archive.version, archive.header).weights_fingerprint)
+    if recorded != offset_checksum(offset):
+        raise FormatError(f"memory-lowrank vectors were written with offset {recorded!r}; this llmzip has "
+                          f"{offset_checksum(offset)!r} for the archive's model")
+    return offset
+
+
 def rebuild(chunks, vector_dim: int, offset):
     """The vectors extract prompts with: (B, vector_dim) float32 numpy, B = len(chunks),
     ``offset`` a (d,) float32 numpy array or None (see the module docstring for why these are
@@ -206,6 +223,8 @@ class LowRankKind(MemoryKind):
         return container.varint(chunk.n_tokens) + _MARGIN_V2.pack(_float32_at_most(chunk.min_margin)) + payload
 
     def decode_fields(self, fields, length, check, ctx, where) -> LowRankChunk:
+        if tuple(ctx.version) < (2, self.minor):
+            raise FormatError(f"{where}: kind memory-lowrank (4) is not defined in format {ctx.version[0]}.{ctx.version[1]}")
         n_tokens, at = container.read_varint(fields, 0, f"{where}: n_tokens")
         if fields.nbytes < at + _MARGIN_V2.size:
             raise FormatError(f"{where}: a memory-lowrank record's fields end before its min_margin")
@@ -221,10 +240,7 @@ class LowRankKind(MemoryKind):
     def export_row(self, chunk: LowRankChunk, archive) -> dict:
         """The full (d,) vector the model is prompted with, as float16 like kind memory's
         (the float32 vector rounded; soft-prompt users get one dtype), and the stored form."""
-        from llmzip.identity import recorded_identity
-
-        offset = offset_for(recorded_identity(archive.version, archive.header).weights_fingerprint)
-        vector = rebuild([chunk], archive.header.vector_dim, offset)[0].astype("<f2")
+        vector = rebuild([chunk], archive.header.vector_dim, archive_offset(archive))[0].astype("<f2")
         return {"n_tokens": chunk.n_tokens, "min_margin": chunk.min_margin, "rank": chunk.rank, "bits": chunk.bits,
                 "vector": vector}
 
@@ -237,13 +253,7 @@ class LowRankKind(MemoryKind):
 
     def check_before_model(self, items, archive) -> None:
         super().check_before_model(items, archive)
-        from llmzip.identity import recorded_identity
-
-        recorded = archive.header.settings.get(OFFSET_KEY)
-        offset = offset_for(recorded_identity(archive.version, archive.header).weights_fingerprint)
-        if recorded != offset_checksum(offset):
-            raise FormatError(f"memory-lowrank vectors were written with offset {recorded!r}; this llmzip has "
-                              f"{offset_checksum(offset)!r} for the archive's model")
+        archive_offset(archive)
 
     def vectors(self, loaded, chunks):
         import torch
