@@ -1,6 +1,6 @@
 """Bytes per stored vector against text held: the map behind the default vector form.
 
-For each stored form (``rank`` coefficients of ``bits`` bits, kind memory-lowrank; rank 0
+For each stored form (``rank`` coefficients of ``bits`` bits, kind memory-int; rank 0
 is the full fp16 vector of kind memory) and each set of chunks, train every chunk with the
 default engine and record whether its *stored* form decodes exactly (the trainer verifies
 exactly what would be written), its steps, seconds, decode margin and stored bytes.
@@ -53,7 +53,7 @@ def run(args) -> None:
     import torch
 
     from llmzip.config import TrainConfig
-    from llmzip.kinds.memory_lowrank import LowRankForm, offset_for
+    from llmzip.kinds.memory_int import IntVectorForm, offset_for
     from llmzip.model import load_model
     from llmzip.train import MemoryTrainer, fitted_start
 
@@ -65,7 +65,7 @@ def run(args) -> None:
         name, rows, ids, sizes = chunks_of(set_spec, loaded.tokenizer)
         for form_spec in args.forms.split(","):
             rank, bits = (int(x) for x in form_spec.split(":"))
-            form = LowRankForm(rank, bits, offset_for(fingerprint), d) if rank else None
+            form = IntVectorForm(rank, bits, offset_for(fingerprint), d) if rank else None
             config = TrainConfig(max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr)
             trainer = MemoryTrainer(loaded.model, config, start=fitted_start(fingerprint), form=form)
             began = time.perf_counter()

@@ -20,7 +20,7 @@ import time
 import click
 
 from llmzip import __version__
-from llmzip.config import DEFAULT_CHUNK_TOKENS, DEFAULT_VECTOR_FORM, LOWRANK_BITS, TrainConfig  # torch-free, like this module
+from llmzip.config import DEFAULT_CHUNK_TOKENS, DEFAULT_VECTOR_FORM, VECTOR_BITS, TrainConfig  # torch-free, like this module
 from llmzip.container import MAX_TOKENS_PER_CHUNK
 from llmzip.errors import InputError, LmzError
 
@@ -448,9 +448,9 @@ def _check_device(device: str) -> None:
 @click.option("--max-steps", type=click.IntRange(1), help=f"Optimiser steps per chunk before it falls back to zstd [default: {_TRAIN.max_steps}].")
 @click.option("--margin", type=click.FloatRange(0, min_open=True), help=f"Logit margin every position must win by [default: {_TRAIN.margin}].")
 @click.option("--batch-size", type=click.IntRange(1), help=f"Chunks trained together [default: {_TRAIN.batch_size}].")
-@click.option("--rank", type=click.IntRange(0), help="Coefficients per stored memory vector (kind memory-lowrank); 0 stores full fp16 "
+@click.option("--rank", type=click.IntRange(0), help="Coefficients per stored memory vector (kind memory-int); 0 stores full fp16 "
               f"vectors (kind memory) [default: per model, {DEFAULT_VECTOR_FORM['default'][0]} for the default model].")
-@click.option("--bits", type=click.Choice([str(b) for b in LOWRANK_BITS]), help="Bits per low-rank coefficient "
+@click.option("--bits", type=click.Choice([str(b) for b in VECTOR_BITS]), help="Bits per memory-int coefficient "
               f"[default: per model, {DEFAULT_VECTOR_FORM['default'][1]} for the default model].")
 @click.option("--codec", "codec_name", type=click.Choice(["memory", "lm", "auto"]), default="memory", show_default=True,
               help="memory: train memory vectors; lm: LM-code every chunk, no training (256-token chunks); "

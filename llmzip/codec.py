@@ -7,7 +7,7 @@ processed without reloading it (like python-zstandard's context objects).
 Compression: split the input (:mod:`llmzip.chunking`), train a memory vector for every
 eligible chunk in fixed groups (:mod:`llmzip.train`, resumable through
 :mod:`llmzip.journal`), keep a vector only if the canonical decoder reproduced the chunk
-from its stored form (fp16, or low-rank coefficients), and store every other chunk with zstd (:mod:`llmzip.container`).
+from its stored form (fp16, or integer coefficients), and store every other chunk with zstd (:mod:`llmzip.container`).
 
 Decompression: parse and check the container, refuse a model whose identity differs from
 the archive's before decoding anything, decode each memory chunk with the same decoder,
@@ -131,11 +131,11 @@ class LmzCompressor:
             raise InputError(f"rank must be at most the model's hidden size {self.loaded.identity.hidden_size}, "
                              f"got {self.train_config.rank}")
         start = fitted_start(self.loaded.identity.weights_fingerprint) if self.train_config.start == "fitted" else None
-        self.offset = kinds.memory_lowrank.offset_for(self.loaded.identity.weights_fingerprint)
-        form = (kinds.memory_lowrank.LowRankForm(self.train_config.rank, self.train_config.bits, self.offset,
+        self.offset = kinds.memory_int.offset_for(self.loaded.identity.weights_fingerprint)
+        form = (kinds.memory_int.IntVectorForm(self.train_config.rank, self.train_config.bits, self.offset,
                                                  self.loaded.identity.hidden_size) if self.train_config.rank else None)
         self.trainer = MemoryTrainer(self.loaded.model, self.train_config, start=start, form=form)
-        self.vector_kind = self.trainer.form.kind  # memory or memory-lowrank
+        self.vector_kind = self.trainer.form.kind  # memory or memory-int
         self.zstd_level = zstd_level
         self.metadata = {"creator": f"llmzip {__version__}", **(metadata or {})}
         self.decode_group = decode_group
@@ -238,8 +238,8 @@ class LmzCompressor:
         settings = self.settings()
         if any(kinds.of(chunk) is kinds.lm.KIND for chunk in stored):
             settings.update(kinds.lm.SETTINGS)
-        if self.offset is not None and any(kinds.of(chunk) is kinds.memory_lowrank.KIND for chunk in stored):
-            settings[kinds.memory_lowrank.OFFSET_KEY] = kinds.memory_lowrank.offset_checksum(self.offset)
+        if self.offset is not None and any(kinds.of(chunk) is kinds.memory_int.KIND for chunk in stored):
+            settings[kinds.memory_int.OFFSET_KEY] = kinds.memory_int.offset_checksum(self.offset)
         header = container.Header(
             model=self.loaded.identity.to_header(),
             settings=settings,

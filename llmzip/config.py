@@ -17,11 +17,11 @@ DEFAULT_CHUNK_TOKENS = {"default": 64}
 FALLBACK_CHUNK_TOKENS = 32
 
 # Stored form of memory vectors by model source, (rank, bits): rank k > 0 stores k
-# coefficients of `bits` bits (kind memory-lowrank), rank 0 a full fp16 vector (kind
+# coefficients of `bits` bits (kind memory-int), rank 0 a full fp16 vector (kind
 # memory). See BENCHMARKS.md, "Bytes per vector vs text held".
 DEFAULT_VECTOR_FORM = {"default": (0, 16)}
 FALLBACK_VECTOR_FORM = (0, 16)
-LOWRANK_BITS = (2, 4, 8, 16)
+VECTOR_BITS = (2, 4, 8, 16)
 
 
 
@@ -48,15 +48,15 @@ class TrainConfig:
     start: str = "fitted"  # start vectors: "fitted" (the model's shipped mean vector, where llmzip has one) or "random"
     start_noise: float = 0.1  # with a fitted start: plus this x the chunk's seeded random vector
     rank: Optional[int] = None  # coefficients per stored vector: 0 = full fp16 vector; None = the model's default
-    bits: Optional[int] = None  # bits per coefficient of a low-rank vector (2, 4, 8 or 16); None = the model's default
+    bits: Optional[int] = None  # bits per coefficient of a memory-int vector (2, 4, 8 or 16); None = the model's default
 
     def __post_init__(self):
         if self.start not in ("fitted", "random"):
             raise ValueError(f"start must be 'fitted' or 'random', got {self.start!r}")
         if self.train_dtype not in TRAIN_DTYPES:
             raise ValueError(f"train_dtype must be one of {list(TRAIN_DTYPES)}, got {self.train_dtype!r}")
-        if self.rank is not None and self.rank < 0 or self.bits is not None and self.bits not in LOWRANK_BITS:
-            raise ValueError(f"rank must be >= 0 and bits one of {list(LOWRANK_BITS)}, got {self.rank}, {self.bits}")
+        if self.rank is not None and self.rank < 0 or self.bits is not None and self.bits not in VECTOR_BITS:
+            raise ValueError(f"rank must be >= 0 and bits one of {list(VECTOR_BITS)}, got {self.rank}, {self.bits}")
         if self.margin <= 0 or self.verify_margin < 0:
             raise ValueError("margin must be positive and verify_margin non-negative")
         if min(self.max_steps, self.batch_size, self.warmup_steps, self.refresh_every) < 1 or self.candidates < 0:

@@ -215,7 +215,7 @@ def pack(header: Header, chunks: Sequence, *, zstd_level: int = 19) -> bytes:
     kinds = _kinds()
     chunks = _merge_fallback(chunks, kinds)
     header_bytes = _encode_header(header, len(chunks))
-    # 2.0 unless a chunk's kind came later (2.1: lm, 2.2: memory-lowrank), so older readers still read the rest
+    # 2.0 unless a chunk's kind came later (2.1: lm, 2.2: memory-int), so older readers still read the rest
     types = {kind.chunk_type: kind.minor for kind in kinds.KINDS}
     version = (VERSION[0], max([VERSION[1], *(types.get(type(chunk), 0) for chunk in chunks)]))
     context = kinds.WireContext(version, header.vector_dim)

@@ -28,7 +28,7 @@ Fixed numerics, in the order they matter:
   tokens on Gemma 3 270M; BENCHMARKS.md); with a batch, each step's weight reads serve
   every row (BENCHMARKS.md, "Extract throughput: batched decoding");
 * the vectors are used exactly as stored (fp16, kind ``memory``) or as rebuilt from their
-  stored form (float32, kind ``memory-lowrank``), converted to the model's dtype, which is
+  stored form (float32, kind ``memory-int``), converted to the model's dtype, which is
   exact for fp16 or fp32 -> fp32.
 
 No EOS handling: the archive stores each chunk's token count, so decoding cannot run away.

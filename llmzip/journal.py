@@ -36,7 +36,7 @@ class JournalEntry:
     """One trained chunk: its stored vector (None when it fell back to zstd)."""
 
     index: int
-    vector: bytes | None  # the stored form's bytes (fp16 vector, or a low-rank payload), as training returned them
+    vector: bytes | None  # the stored form's bytes (fp16 vector, or a memory-int payload), as training returned them
     n_tokens: int
     min_margin: float
 

@@ -23,7 +23,7 @@ How the loop is organised, and why:
   those logits (before any further update) is the one verified and returned.
 * **Stored forms.** What is optimised is a *form* of the vector (``form``): the full
   vector itself (:class:`llmzip.kinds.memory.Fp16Form`, the default) or k coefficients of
-  a low-rank, quantised vector (:class:`llmzip.kinds.memory_lowrank.LowRankForm`), each
+  an integer-coded vector, full or low rank (:class:`llmzip.kinds.memory_int.IntVectorForm`), each
   chunk's parameters a row of a (B, p) tensor.
 * **Verify the stored form.** The stopped vector is rounded to its stored form (fp16) and decoded with
   :func:`llmzip.decode.decode` on the caller's (fp32) model. It is accepted only if it
@@ -68,9 +68,9 @@ def fitted_start(weights_fingerprint: str) -> Optional[torch.Tensor]:
     """The start vector llmzip ships for the model with this (algorithm 2) weights
     fingerprint: the mean of memory vectors trained on held-out text by
     ``bench/fit_start_vector.py`` (``llmzip/starts/FINGERPRINT.safetensors``, tensor
-    ``start``, (d,) float32), or None for models without one. Low-rank vectors use it as
-    their offset (:func:`llmzip.kinds.memory_lowrank.offset_for`)."""
-    from llmzip.kinds.memory_lowrank import offset_for
+    ``start``, (d,) float32), or None for models without one. memory-int vectors use it as
+    their offset (:func:`llmzip.kinds.memory_int.offset_for`)."""
+    from llmzip.kinds.memory_int import offset_for
 
     start = offset_for(weights_fingerprint)
     return None if start is None else torch.from_numpy(start.copy())

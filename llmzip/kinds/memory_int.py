@@ -1,4 +1,7 @@
-"""Kind ``memory-lowrank`` (code 4): a memory vector stored as k small integers.
+"""Kind ``memory-int`` (code 4): a memory vector stored as k small integers.
+
+k = d quantises every coordinate of the vector (2-16 bits each instead of fp16's 16);
+k < d stores k coefficients of a fixed random basis (a low-rank vector).
 
 A full memory vector is d fp16 numbers (10,240 bits for Gemma 3 270M) and holds a chunk
 worth a few hundred bits, so an archive of them is many times its input. This kind stores
@@ -23,7 +26,7 @@ sums integers below 2**53, ``s`` is an fp16 value, then one multiply, one add an
 rounding to float32. So the vector extract rebuilds is the same bits on any machine, and
 compress verifies exactly that vector with the decoder extract runs (format/CODEC.md).
 
-Training (:class:`LowRankForm`) optimises a float ``z`` (k,) and prompts the model with
+Training (:class:`IntVectorForm`) optimises a float ``z`` (k,) and prompts the model with
 the *quantised* vector at every step (a straight-through estimator: the gradient for the
 rounded coefficients is applied to ``z``), so the margin it stops on is measured on the
 stored form.
@@ -39,11 +42,11 @@ from dataclasses import dataclass
 import xxhash
 
 from llmzip import container
-from llmzip.config import LOWRANK_BITS
+from llmzip.config import VECTOR_BITS
 from llmzip.errors import FormatError
 from llmzip.kinds.memory import MemoryKind, _float32_at_most, _MARGIN_V2
 
-BITS = LOWRANK_BITS  # coefficient widths a record may use
+BITS = VECTOR_BITS  # coefficient widths a record may use
 BASIS_SEED = 0x6C6D7A62  # xxh64 seed of the basis hashes ("lmzb")
 OFFSET_KEY = container.SETTINGS_KEYS["memory_offset"]  # xxh64 of the offset's float32 bytes (absent: zero)
 _SCALE = struct.Struct("<e")
@@ -60,7 +63,7 @@ def coefficient_bytes(rank: int, bits: int) -> int:
 
 
 @dataclass(frozen=True)
-class LowRankChunk:
+class IntVectorChunk:
     """A chunk regenerated from ``offset + scale * (basis(d, rank) @ coefficients)``."""
 
     rank: int  # k: number of coefficients
@@ -84,7 +87,7 @@ def parse_payload(payload, vector_dim: int, where: str) -> tuple[int, int, float
     rank, at = container.read_varint(payload, 0, f"{where}: rank")
     container.check_int(rank, f"{where}: rank", 1, vector_dim)
     if at >= payload.nbytes:
-        raise FormatError(f"{where}: a memory-lowrank record's fields end before its bits per coefficient")
+        raise FormatError(f"{where}: a memory-int record's fields end before its bits per coefficient")
     if payload[at] not in BITS:
         raise FormatError(f"{where}: bits per coefficient {payload[at]} is not one of {BITS}")
     bits = payload[at]
@@ -140,7 +143,7 @@ def basis(vector_dim: int, rank: int):
     """P, (vector_dim, rank) float64, read-only: the identity for rank = vector_dim; else
     +1/-1, column j, rows 64b..64b+63 being the bits of ``xxh64(u32le(j) + u32le(b),
     seed=BASIS_SEED)``, least significant first: a 0 bit is +1, a 1 bit is -1
-    (format/CODEC.md, "Low-rank vectors")."""
+    (format/CODEC.md, "Integer vectors")."""
     import numpy
 
     if rank == vector_dim:
@@ -158,7 +161,7 @@ def basis(vector_dim: int, rank: int):
 
 
 def offset_for(weights_fingerprint: str):
-    """The offset of low-rank vectors for the model with this (algorithm 2) weights
+    """The offset of memory-int vectors for the model with this (algorithm 2) weights
     fingerprint: the fitted start llmzip ships for it ((d,) float32 numpy), or None (zero).
     Shipped start files never change: an archive records the checksum of the one it used."""
     from importlib import resources
@@ -177,7 +180,7 @@ def offset_checksum(offset) -> int | None:
 
 
 def archive_offset(archive):
-    """The offset of ``archive``'s low-rank vectors ((d,) float32 numpy, or None for zero):
+    """The offset of ``archive``'s memory-int vectors ((d,) float32 numpy, or None for zero):
     the one this llmzip ships for the archive's model, or a ``FormatError`` if the header's
     settings ``mo`` names another (extract and export both refuse rather than rebuild
     different vectors)."""
@@ -186,7 +189,7 @@ def archive_offset(archive):
     recorded = archive.header.settings.get(OFFSET_KEY)
     offset = offset_for(recorded_identity(archive.version, archive.header).weights_fingerprint)
     if recorded != offset_checksum(offset):
-        raise FormatError(f"memory-lowrank vectors were written with offset {recorded!r}; this llmzip has "
+        raise FormatError(f"memory-int vectors were written with offset {recorded!r}; this llmzip has "
                           f"{offset_checksum(offset)!r} for the archive's model")
     return offset
 
@@ -206,38 +209,38 @@ def rebuild(chunks, vector_dim: int, offset):
     return vectors.astype(numpy.float32)
 
 
-class LowRankKind(MemoryKind):
+class IntVectorKind(MemoryKind):
     """Wire half: record fields ``n_tokens varint, min_margin f32, rank varint, bits u8,
     scale f16, coefficients``. Model half: :class:`MemoryKind`'s decode and restore with
     the rebuilt float32 vectors."""
 
-    name = "memory-lowrank"
+    name = "memory-int"
     code = 4
-    chunk_type = LowRankChunk
+    chunk_type = IntVectorChunk
     minor = 2
 
-    def encode_fields(self, chunk: LowRankChunk, ctx) -> bytes:
-        self._check_common(chunk, "memory-lowrank chunk")
+    def encode_fields(self, chunk: IntVectorChunk, ctx) -> bytes:
+        self._check_common(chunk, "memory-int chunk")
         payload = chunk.payload
-        parse_payload(payload, ctx.vector_dim, "memory-lowrank chunk")
+        parse_payload(payload, ctx.vector_dim, "memory-int chunk")
         return container.varint(chunk.n_tokens) + _MARGIN_V2.pack(_float32_at_most(chunk.min_margin)) + payload
 
-    def decode_fields(self, fields, length, check, ctx, where) -> LowRankChunk:
+    def decode_fields(self, fields, length, check, ctx, where) -> IntVectorChunk:
         if tuple(ctx.version) < (2, self.minor):
-            raise FormatError(f"{where}: kind memory-lowrank (4) is not defined in format {ctx.version[0]}.{ctx.version[1]}")
+            raise FormatError(f"{where}: kind memory-int (4) is not defined in format {ctx.version[0]}.{ctx.version[1]}")
         n_tokens, at = container.read_varint(fields, 0, f"{where}: n_tokens")
         if fields.nbytes < at + _MARGIN_V2.size:
-            raise FormatError(f"{where}: a memory-lowrank record's fields end before its min_margin")
+            raise FormatError(f"{where}: a memory-int record's fields end before its min_margin")
         (margin,) = _MARGIN_V2.unpack_from(fields, at)
         rank, bits, scale, coefficients = parse_payload(fields[at + _MARGIN_V2.size :], ctx.vector_dim, where)
-        chunk = LowRankChunk(rank, bits, scale, coefficients, n_tokens, length, check, margin)
+        chunk = IntVectorChunk(rank, bits, scale, coefficients, n_tokens, length, check, margin)
         self._check_common(chunk, where)
         return chunk
 
-    def stored_bytes(self, chunk: LowRankChunk) -> int:
+    def stored_bytes(self, chunk: IntVectorChunk) -> int:
         return len(chunk.payload)
 
-    def export_row(self, chunk: LowRankChunk, archive) -> dict:
+    def export_row(self, chunk: IntVectorChunk, archive) -> dict:
         """The full (d,) vector the model is prompted with, as float16 like kind memory's
         (the float32 vector rounded; soft-prompt users get one dtype), and the stored form."""
         vector = rebuild([chunk], archive.header.vector_dim, archive_offset(archive))[0].astype("<f2")
@@ -245,9 +248,9 @@ class LowRankKind(MemoryKind):
                 "vector": vector}
 
     def make_chunk(self, payload: bytes, n_tokens: int, length: int, check: int, min_margin: float,
-                   vector_dim: int) -> LowRankChunk:
+                   vector_dim: int) -> IntVectorChunk:
         rank, bits, scale, coefficients = parse_payload(payload, vector_dim, "trained chunk")
-        return LowRankChunk(rank, bits, scale, coefficients, n_tokens, length, check, min_margin)
+        return IntVectorChunk(rank, bits, scale, coefficients, n_tokens, length, check, min_margin)
 
     # ---------------------------------------------------------------- model half
 
@@ -262,12 +265,12 @@ class LowRankKind(MemoryKind):
         return torch.from_numpy(rebuild(chunks, loaded.model.config.hidden_size, offset))  # (B, d) float32
 
 
-KIND = LowRankKind()
+KIND = IntVectorKind()
 
 
-class LowRankForm:
-    """How the trainer parametrises a low-rank vector: ``z`` (k,) float, prompted with the
-    vector of its quantised form (straight-through), stored as :class:`LowRankChunk`."""
+class IntVectorForm:
+    """How the trainer parametrises a memory-int vector: ``z`` (k,) float, prompted with the
+    vector of its quantised form (straight-through), stored as :class:`IntVectorChunk`."""
 
     kind = KIND
 
@@ -305,11 +308,11 @@ class LowRankForm:
         return self._offset + zq @ self._basis.T
 
     def store(self, z):
-        """(the record's payload, see :attr:`LowRankChunk.payload`; the (d,) float32
+        """(the record's payload, see :attr:`IntVectorChunk.payload`; the (d,) float32
         vector extract rebuilds from it)."""
         import torch
 
         scale, q = self._quantise(z.detach().float().cpu()[None])
-        form = LowRankChunk(self.rank, self.bits, float(scale[0, 0]), pack_coefficients(q[0].long().numpy(), self.bits),
+        form = IntVectorChunk(self.rank, self.bits, float(scale[0, 0]), pack_coefficients(q[0].long().numpy(), self.bits),
                             n_tokens=1, length=1, check=0, min_margin=0.0)  # the stored form; chunk fields unused
         return form.payload, torch.from_numpy(rebuild([form], self.vector_dim, self.offset))[0]

@@ -1,5 +1,5 @@
-"""Kind memory-lowrank (llmzip/kinds/memory_lowrank.py against format/SPEC.md, "Kind 4",
-and format/CODEC.md, "Low-rank vectors"): coefficient packing, the hash basis and its test
+"""Kind memory-int (llmzip/kinds/memory_int.py against format/SPEC.md, "Kind 4",
+and format/CODEC.md, "Integer vectors"): coefficient packing, the hash basis and its test
 vectors, the exact rebuild, and real archives of the fixture model (round trip, export,
 the offset check)."""
 
@@ -16,10 +16,10 @@ from safetensors.numpy import load
 
 from llmzip import codec, container, kinds
 from llmzip.errors import FormatError
-from llmzip.kinds import memory_lowrank as lowrank
-from llmzip.kinds.memory_lowrank import (
+from llmzip.kinds import memory_int
+from llmzip.kinds.memory_int import (
     BITS,
-    LowRankChunk,
+    IntVectorChunk,
     basis,
     coefficient_bytes,
     pack_coefficients,
@@ -55,31 +55,31 @@ def test_pack_unpack_round_trip(case):
     assert unpack_coefficients(packed, len(q), bits).tolist() == q
     if bits == 4 and len(q) % 2:
         assert packed[-1] >> 4 == 0  # the pad nibble
-    payload = LowRankChunk(len(q), bits, 0.5, packed, 1, 1, 0, 0.0).payload
+    payload = IntVectorChunk(len(q), bits, 0.5, packed, 1, 1, 0, 0.0).payload
     assert parse_payload(payload, 70, "test") == (len(q), bits, 0.5, packed)
 
 
 def test_packed_bytes_are_the_spec_example():
-    """format/CODEC.md, "Low-rank vectors": int4, rank 5."""
+    """format/CODEC.md, "Integer vectors": int4, rank 5."""
     assert pack_coefficients(numpy.array([1, -7, 0, 7, -3]), 4) == bytes.fromhex("91700d")
     assert pack_coefficients(numpy.array([127, -127, 5]), 8) == bytes.fromhex("7f8105")
     assert pack_coefficients(numpy.array([32767, -32767, 1000]), 16) == bytes.fromhex("ff7f0180e803")
-    chunk = LowRankChunk(5, 4, 0.125, bytes.fromhex("91700d"), 1, 1, 0, 0.0)
+    chunk = IntVectorChunk(5, 4, 0.125, bytes.fromhex("91700d"), 1, 1, 0, 0.0)
     assert rebuild([chunk], 640, None)[0, :8].tolist() == [1.5, -0.5, 0.5, 0.5, 2.0, 1.25, -2.25, -0.25]
 
 
 def test_the_default_models_offset_checksum():
     """format/CODEC.md, "Offset": settings mo of archives of the default model."""
-    offset = lowrank.offset_for("89a806cfdf3c7ec5")
+    offset = memory_int.offset_for("89a806cfdf3c7ec5")
     assert offset.shape == (640,) and offset.dtype == numpy.float32
-    assert lowrank.offset_checksum(offset) == 0xE8B95AA74E8A2D2E
-    assert lowrank.offset_for("0000000000000000") is None and lowrank.offset_checksum(None) is None
+    assert memory_int.offset_checksum(offset) == 0xE8B95AA74E8A2D2E
+    assert memory_int.offset_for("0000000000000000") is None and memory_int.offset_checksum(None) is None
 
 
 @pytest.mark.parametrize("bits, raw, rank", [(4, b"\x08", 1), (8, b"\x80", 1), (16, b"\x00\x80", 1),
                                              (4, b"\x11", 1)])  # -8, -128, -32768, a non-zero pad nibble
 def test_parse_refuses_the_unused_minimum_and_the_pad_nibble(bits, raw, rank):
-    payload = LowRankChunk(rank, bits, 0.5, raw, 1, 1, 0, 0.0).payload
+    payload = IntVectorChunk(rank, bits, 0.5, raw, 1, 1, 0, 0.0).payload
     with pytest.raises(FormatError, match="^here: "):
         parse_payload(payload, 8, "here")
 
@@ -112,11 +112,16 @@ def test_basis_is_the_bits_of_its_hashes():
             assert matrix[row, j] == (-1.0 if digest >> bit & 1 else 1.0)
 
 
-@pytest.mark.parametrize("dim, small, large", [(640, 4, 64), (64, 1, 64), (100, 7, 33)])
+@pytest.mark.parametrize("dim, small, large", [(640, 4, 64), (64, 1, 63), (100, 7, 33)])
 def test_basis_is_nested_and_plus_minus_one(dim, small, large):
     assert numpy.array_equal(basis(dim, small), basis(dim, large)[:, :small])
     assert set(numpy.unique(basis(dim, large)).tolist()) == {-1.0, 1.0}
     assert numpy.array_equal(basis(dim, large)[:50], basis(50, large))  # rows depend only on their index
+
+
+def test_full_rank_basis_is_the_identity():
+    """rank = d stores the vector's own coordinates (quantised)."""
+    assert numpy.array_equal(basis(64, 64), numpy.eye(64)) and not basis(64, 64).flags.writeable
 
 
 def test_basis_is_read_only_and_deterministic():
@@ -136,7 +141,7 @@ def random_chunks(rng, dim, count):
         rank = int(rng.integers(1, dim + 1))
         q = rng.integers(-qmax(bits), qmax(bits) + 1, size=rank)
         scale = float(numpy.float16(rng.uniform(2.0**-14, 4.0)))
-        chunks.append(LowRankChunk(rank, bits, scale, pack_coefficients(q, bits), 1, 1, 0, 0.0))
+        chunks.append(IntVectorChunk(rank, bits, scale, pack_coefficients(q, bits), 1, 1, 0, 0.0))
     return chunks
 
 
@@ -168,11 +173,13 @@ def test_rebuild_is_exact_and_independent_of_batching(with_offset):
 
 
 def test_rebuild_of_the_extremes_is_exact():
-    """The largest sums (rank d, every coefficient at qmax, all one sign) stay integers in float64."""
+    """The largest sums (the largest hash-basis rank, every coefficient at qmax, all one
+    sign) stay integers in float64."""
     dim = 640
-    q = basis(dim, dim)[0].astype(numpy.int64) * qmax(16)  # row 0 of P times 32767: sum 640 * 32767
-    chunk = LowRankChunk(dim, 16, 1.0, pack_coefficients(q, 16), 1, 1, 0, 0.0)
-    assert rebuild([chunk], dim, None)[0, 0] == numpy.float32(dim * qmax(16))
+    rank = dim - 1  # rank d is the identity
+    q = basis(dim, rank)[0].astype(numpy.int64) * qmax(16)  # row 0 of P times 32767: sum 639 * 32767
+    chunk = IntVectorChunk(rank, 16, 1.0, pack_coefficients(q, 16), 1, 1, 0, 0.0)
+    assert rebuild([chunk], dim, None)[0, 0] == numpy.float32(rank * qmax(16))
 
 
 # ---------------------------------------------------------------- real archives, fixture model
@@ -182,14 +189,14 @@ def test_rebuild_of_the_extremes_is_exact():
 def archives(tiny_model):
     """Archives of TEXT at each bit width, with the rank each one is made with."""
     made = {}
-    for rank, bits in [(16, 4), (32, 8), (64, 16)]:
+    for rank, bits in [(64, 2), (16, 4), (32, 8), (64, 16)]:
         compressor = codec.LmzCompressor(loaded=tiny_model, chunk_tokens=8, train=TrainConfig(rank=rank, bits=bits, **FAST))
         made[bits] = (rank, compressor.compress(TEXT))
     return made
 
 
-def lowrank_chunks(archive):
-    return [chunk for chunk in archive.chunks if kinds.of(chunk) is lowrank.KIND]
+def int_chunks(archive):
+    return [chunk for chunk in archive.chunks if kinds.of(chunk) is memory_int.KIND]
 
 
 @pytest.mark.parametrize("bits", BITS)
@@ -197,17 +204,17 @@ def test_archive_round_trip(archives, tiny_model, bits):
     rank, data = archives[bits]
     archive = container.unpack(data)
     assert archive.version == (2, 2)
-    stored = lowrank_chunks(archive)
+    stored = int_chunks(archive)
     assert stored and all((chunk.rank, chunk.bits) == (rank, bits) for chunk in stored)
-    assert lowrank.OFFSET_KEY not in archive.header.settings  # the fixture model has no shipped start
-    assert container.read_header(data).chunk_counts["memory-lowrank"] == len(stored)
+    assert memory_int.OFFSET_KEY not in archive.header.settings  # the fixture model has no shipped start
+    assert container.read_header(data).chunk_counts["memory-int"] == len(stored)
     assert codec.LmzDecompressor(loaded=tiny_model).decompress(data) == TEXT
 
 
 def test_export_writes_full_float16_vectors(archives):
     _, data = archives[8]
     archive = container.unpack(data)
-    stored = lowrank_chunks(archive)
+    stored = int_chunks(archive)
     vectors = load(codec.export(data))["vectors"]
     assert vectors.dtype == numpy.float16 and vectors.shape == (len(stored), archive.header.vector_dim)
     assert numpy.array_equal(vectors, rebuild(stored, archive.header.vector_dim, None).astype(numpy.float16))
@@ -225,12 +232,12 @@ def no_decoding(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("decoded an archive that should have been refused")
 
-    monkeypatch.setattr(lowrank.KIND, "decode", refuse)
+    monkeypatch.setattr(memory_int.KIND, "decode", refuse)
 
 
 def test_a_changed_offset_setting_is_refused_before_decoding(archives, tiny_model, no_decoding):
     _, data = archives[4]
-    forged = with_settings(data, **{lowrank.OFFSET_KEY: 12345})
+    forged = with_settings(data, **{memory_int.OFFSET_KEY: 12345})
     with pytest.raises(FormatError, match="offset 12345"):
         codec.LmzDecompressor(loaded=tiny_model).decompress(forged)
     with pytest.raises(FormatError, match="offset 12345"):
@@ -242,18 +249,18 @@ def test_the_model_offset_is_recorded_and_checked(tiny_model, monkeypatch):
     settings "mo", the vectors are rebuilt around it, and an archive without "mo" or with
     another value is refused before decoding."""
     start = (numpy.random.default_rng(5).normal(size=64) * 0.05).astype("<f4")
-    monkeypatch.setattr(lowrank, "offset_for", lambda fingerprint: start.copy())
+    monkeypatch.setattr(memory_int, "offset_for", lambda fingerprint: start.copy())
     compressor = codec.LmzCompressor(loaded=tiny_model, chunk_tokens=8, train=TrainConfig(rank=32, bits=8, **FAST))
     data = compressor.compress(TEXT)
     archive = container.unpack(data)
-    stored = lowrank_chunks(archive)
+    stored = int_chunks(archive)
     assert stored
-    assert archive.header.settings[lowrank.OFFSET_KEY] == xxhash.xxh64_intdigest(start.tobytes())
+    assert archive.header.settings[memory_int.OFFSET_KEY] == xxhash.xxh64_intdigest(start.tobytes())
     assert codec.LmzDecompressor(loaded=tiny_model).decompress(data) == TEXT
     assert numpy.array_equal(load(codec.export(data))["vectors"], rebuild(stored, 64, start).astype(numpy.float16))
 
-    monkeypatch.setattr(lowrank.KIND, "decode", lambda *a, **k: pytest.fail("decoded a refused archive"))
-    for forged in (with_settings(data, **{lowrank.OFFSET_KEY: None}),
-                   with_settings(data, **{lowrank.OFFSET_KEY: archive.header.settings[lowrank.OFFSET_KEY] ^ 1})):
+    monkeypatch.setattr(memory_int.KIND, "decode", lambda *a, **k: pytest.fail("decoded a refused archive"))
+    for forged in (with_settings(data, **{memory_int.OFFSET_KEY: None}),
+                   with_settings(data, **{memory_int.OFFSET_KEY: archive.header.settings[memory_int.OFFSET_KEY] ^ 1})):
         with pytest.raises(FormatError, match="offset"):
             codec.LmzDecompressor(loaded=tiny_model).decompress(forged)
