@@ -510,8 +510,9 @@ def decompress(data: bytes, **options) -> bytes:
 def export(data: bytes) -> bytes:
     """The memory vectors of an archive as safetensors bytes, for use as soft prompts.
 
-    Tensor ``vectors`` is (N, d) float16, one row per chunk that has a vector, in input
-    order. Metadata (JSON strings): ``llmzip.chunks`` (per row: chunk index, byte offset,
+    Tensor ``vectors`` is (N, d), one row per chunk that has a vector, in input order:
+    float16 when every row is a ``memory`` vector (stored so), float32 when any is a
+    ``memory-int`` vector (rebuilt exactly; fp16 rows convert exactly). Metadata (JSON strings): ``llmzip.chunks`` (per row: chunk index, byte offset,
     length, token count, recorded margin), ``llmzip.model`` (the model identity),
     ``llmzip.settings``. format/CODEC.md says how to decode a row with plain transformers.
     No model is loaded.
@@ -534,7 +535,8 @@ def export(data: bytes) -> bytes:
         "llmzip.model": json.dumps(recorded_identity(archive.version, archive.header).to_dict(), sort_keys=True),
         "llmzip.settings": json.dumps(archive.header.settings, sort_keys=True),
     }
-    return save({"vectors": numpy.stack(vectors)}, metadata=metadata)
+    dtype = numpy.result_type(*vectors)  # float16, or float32 if any row is
+    return save({"vectors": numpy.stack(vectors).astype(dtype)}, metadata=metadata)
 
 
 def journal_path_for(output: str | Path) -> Path:

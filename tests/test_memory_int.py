@@ -211,13 +211,13 @@ def test_archive_round_trip(archives, tiny_model, bits):
     assert codec.LmzDecompressor(loaded=tiny_model).decompress(data) == TEXT
 
 
-def test_export_writes_full_float16_vectors(archives):
+def test_export_writes_the_exact_full_float32_vectors(archives):
     _, data = archives[8]
     archive = container.unpack(data)
     stored = int_chunks(archive)
     vectors = load(codec.export(data))["vectors"]
-    assert vectors.dtype == numpy.float16 and vectors.shape == (len(stored), archive.header.vector_dim)
-    assert numpy.array_equal(vectors, rebuild(stored, archive.header.vector_dim, None).astype(numpy.float16))
+    assert vectors.dtype == numpy.float32 and vectors.shape == (len(stored), archive.header.vector_dim)
+    assert numpy.array_equal(vectors, rebuild(stored, archive.header.vector_dim, None))
 
 
 def with_settings(data: bytes, **changes) -> bytes:
@@ -257,7 +257,7 @@ def test_the_model_offset_is_recorded_and_checked(tiny_model, monkeypatch):
     assert stored
     assert archive.header.settings[memory_int.OFFSET_KEY] == xxhash.xxh64_intdigest(start.tobytes())
     assert codec.LmzDecompressor(loaded=tiny_model).decompress(data) == TEXT
-    assert numpy.array_equal(load(codec.export(data))["vectors"], rebuild(stored, 64, start).astype(numpy.float16))
+    assert numpy.array_equal(load(codec.export(data))["vectors"], rebuild(stored, 64, start))
 
     monkeypatch.setattr(memory_int.KIND, "decode", lambda *a, **k: pytest.fail("decoded a refused archive"))
     for forged in (with_settings(data, **{memory_int.OFFSET_KEY: None}),

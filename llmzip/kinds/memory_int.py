@@ -241,9 +241,9 @@ class IntVectorKind(MemoryKind):
         return len(chunk.payload)
 
     def export_row(self, chunk: IntVectorChunk, archive) -> dict:
-        """The full (d,) vector the model is prompted with, as float16 like kind memory's
-        (the float32 vector rounded; soft-prompt users get one dtype), and the stored form."""
-        vector = rebuild([chunk], archive.header.vector_dim, archive_offset(archive))[0].astype("<f2")
+        """The full (d,) float32 vector the model is prompted with, exactly (not rounded to
+        fp16: that would not be the vector compress verified), and the stored form."""
+        vector = rebuild([chunk], archive.header.vector_dim, archive_offset(archive))[0]
         return {"n_tokens": chunk.n_tokens, "min_margin": chunk.min_margin, "rank": chunk.rank, "bits": chunk.bits,
                 "vector": vector}
 
