@@ -53,7 +53,7 @@ def run(args) -> None:
     import torch
 
     from llmzip.config import TrainConfig
-    from llmzip.kinds.memory_int import IntVectorForm, offset_for
+    from llmzip.kinds.memory_int import CLIP, IntVectorForm, offset_for
     from llmzip.model import load_model
     from llmzip.train import MemoryTrainer, fitted_start
 
@@ -79,7 +79,7 @@ def run(args) -> None:
             record = {
                 "set": name, "rows": rows, "rank": rank, "bits": bits, "lr": args.lr, "max_steps": args.max_steps,
                 "batch_size": args.batch_size, "threads": args.threads, "seconds": time.perf_counter() - began,
-                "train_dtype": trainer.train_dtype,
+                "train_dtype": trainer.train_dtype, "clip": CLIP.get(bits) if rank else None,
                 "chunks": [{"row": row, "tokens": len(chunk), "bytes": size, "accepted": r.accepted, "steps": r.steps,
                             "margin": r.decode_min_margin, "stored_bytes": len(r.payload),
                             "accuracy": r.token_accuracy}
@@ -97,6 +97,10 @@ def summary_row(record: dict) -> str:
     chunks = record["chunks"]
     ok = [c for c in chunks if c["accepted"]]
     form = "fp16 (d=640)" if record["rank"] == 0 else f"k={record['rank']} int{record['bits']}"
+    if record.get("clip"):
+        form += f", clip {record['clip']}x RMS"
+    elif record["rank"] and record["bits"] <= 4:
+        form += ", max-scaled"
     stored = chunks[0]["stored_bytes"]
     mean = lambda values: sum(values) / len(values) if values else float("nan")  # noqa: E731
     held = sum(c["bytes"] for c in ok)
