@@ -450,7 +450,7 @@ def _check_device(device: str) -> None:
 @click.option("--batch-size", type=click.IntRange(1), help=f"Chunks trained together [default: {_TRAIN.batch_size}].")
 @click.option("--rank", type=click.IntRange(0), help="Coefficients per stored memory vector (kind memory-int); 0 stores full fp16 "
               f"vectors (kind memory) [default: per model, {DEFAULT_VECTOR_FORM['default'][0]} for the default model].")
-@click.option("--bits", type=click.Choice([str(b) for b in VECTOR_BITS]), help="Bits per memory-int coefficient "
+@click.option("--bits", type=click.IntRange(VECTOR_BITS[0], VECTOR_BITS[-1]), help="Bits per memory-int coefficient "
               f"[default: per model, {DEFAULT_VECTOR_FORM['default'][1]} for the default model].")
 @click.option("--codec", "codec_name", type=click.Choice(["memory", "lm", "auto"]), default="memory", show_default=True,
               help="memory: train memory vectors; lm: LM-code every chunk, no training (256-token chunks); "
@@ -482,7 +482,7 @@ def compress(files, output, to_stdout, force, model, device, threads, chunk_toke
     from llmzip import codec
 
     train = _train_config(device, max_steps=max_steps, margin=margin, batch_size=batch_size, rank=rank,
-                          bits=None if bits is None else int(bits))
+                          bits=bits)
     began = time.perf_counter()
     compressor = codec.LmzCompressor(model=model, device=device, chunk_tokens=chunk_tokens, train=train,
                                      codec=codec_name)
@@ -617,7 +617,7 @@ def _chunk_lines(archive: bytes) -> list[str]:
             detail += f"  margin {kind.margin(chunk):.3f}"
         if kind.stored_bytes(chunk):
             detail += f"  stored {kind.stored_bytes(chunk):,} B"
-        lines.append(f"  chunk {index:>5}  {kind.name:<6} {chunk.length:>7} B{detail}")
+        lines.append(f"  chunk {index:>5}  {kind.name:<10} {chunk.length:>7} B{detail}")
     return lines
 
 

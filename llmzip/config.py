@@ -19,9 +19,9 @@ FALLBACK_CHUNK_TOKENS = 32
 # Stored form of memory vectors by model source, (rank, bits): rank k > 0 stores k
 # coefficients of `bits` bits (kind memory-int), rank 0 a full fp16 vector (kind
 # memory). See BENCHMARKS.md, "Bytes per vector vs text held".
-DEFAULT_VECTOR_FORM = {"default": (0, 16)}
+DEFAULT_VECTOR_FORM = {"default": (640, 4)}
 FALLBACK_VECTOR_FORM = (0, 16)
-VECTOR_BITS = (2, 4, 8, 16)
+VECTOR_BITS = tuple(range(2, 17))  # bits per memory-int coefficient
 
 
 
@@ -48,7 +48,7 @@ class TrainConfig:
     start: str = "fitted"  # start vectors: "fitted" (the model's shipped mean vector, where llmzip has one) or "random"
     start_noise: float = 0.1  # with a fitted start: plus this x the chunk's seeded random vector
     rank: Optional[int] = None  # coefficients per stored vector: 0 = full fp16 vector; None = the model's default
-    bits: Optional[int] = None  # bits per coefficient of a memory-int vector (2, 4, 8 or 16); None = the model's default
+    bits: Optional[int] = None  # bits per coefficient of a memory-int vector (2..16); None = the model's default
 
     def __post_init__(self):
         if self.start not in ("fitted", "random"):

@@ -199,7 +199,7 @@ def int_chunks(archive):
     return [chunk for chunk in archive.chunks if kinds.of(chunk) is memory_int.KIND]
 
 
-@pytest.mark.parametrize("bits", BITS)
+@pytest.mark.parametrize("bits", [2, 4, 8, 16])
 def test_archive_round_trip(archives, tiny_model, bits):
     rank, data = archives[bits]
     archive = container.unpack(data)

@@ -14,7 +14,7 @@ the vector the model is prompted with as
   basis); for k = d the identity, so the coefficients are the vector's own coordinates
   (quantised): Adam's per-coordinate steps then act on the model's own axes, which took
   fewer steps than a full-rank random basis (BENCHMARKS.md, "Bytes per vector");
-* ``q`` (k,): the stored integer coefficients, ``bits`` 2, 4, 8 or 16 bits each, in
+* ``q`` (k,): the stored integer coefficients, ``bits`` 2 to 16 bits each, in
   ``-(2**(bits-1) - 1) .. 2**(bits-1) - 1``;
 * ``s``: one stored fp16 scale per vector (finite, > 0);
 * ``offset`` (d,): the model's fitted start vector that llmzip ships (``llmzip/starts/``),
@@ -56,7 +56,7 @@ MIN_SCALE = 2.0**-14  # the smallest normal fp16: what a writer clamps a vector'
 # on a few levels near zero at 2 and 4 bits: on 4 rows of the paper's 100-character chunks
 # 2-bit max-scaled vectors held 0/4 in 400 steps, 1.2 x RMS 2/4; 4-bit needed 129 mean
 # steps max-scaled, 113 at 2.0 x RMS, 100 at 2.5 x RMS (fp16 vectors: 70).
-CLIP = {2: 1.2, 4: 2.5}
+CLIP = {2: 1.2, 3: 1.9, 4: 2.5}  # 3 bits: between the measured two, not measured itself
 
 
 def qmax(bits: int) -> int:
@@ -73,9 +73,9 @@ class IntVectorChunk:
     """A chunk regenerated from ``offset + scale * (basis(d, rank) @ coefficients)``."""
 
     rank: int  # k: number of coefficients
-    bits: int  # bits per coefficient: 2, 4, 8 or 16
+    bits: int  # bits per coefficient: 2..16
     scale: float  # s, an fp16 value
-    coefficients: bytes  # q: int8/int16 little-endian, or 2/4-bit fields packed from the low bits up (padding 0)
+    coefficients: bytes  # q: a little-endian bit stream of bits-bit two's complement fields (padding 0)
     n_tokens: int  # tokens the decoder must generate
     length: int  # bytes of the chunk's text
     check: int  # container.chunk_check() of the chunk's bytes
@@ -95,7 +95,7 @@ def parse_payload(payload, vector_dim: int, where: str) -> tuple[int, int, float
     if at >= payload.nbytes:
         raise FormatError(f"{where}: a memory-int record's fields end before its bits per coefficient")
     if payload[at] not in BITS:
-        raise FormatError(f"{where}: bits per coefficient {payload[at]} is not one of {BITS}")
+        raise FormatError(f"{where}: bits per coefficient {payload[at]} is not in {BITS[0]}..{BITS[-1]}")
     bits = payload[at]
     at += 1
     expected = at + _SCALE.size + coefficient_bytes(rank, bits)
@@ -109,39 +109,30 @@ def parse_payload(payload, vector_dim: int, where: str) -> tuple[int, int, float
     q = unpack_coefficients(coefficients, rank, bits)
     if abs(int(q.min())) > qmax(bits) or int(q.max()) > qmax(bits):
         raise FormatError(f"{where}: a {bits}-bit coefficient is outside -{qmax(bits)}..{qmax(bits)}")
-    if bits < 8 and rank * bits % 8 and coefficients[-1] >> (rank * bits % 8):
+    if rank * bits % 8 and coefficients[-1] >> (rank * bits % 8):
         raise FormatError(f"{where}: the padding bits after the last {bits}-bit coefficient are not zero")
     return rank, bits, scale, coefficients
 
 
 def unpack_coefficients(coefficients: bytes, rank: int, bits: int):
-    """(rank,) int64 numpy array of the stored coefficients."""
+    """(rank,) int64 numpy array of the stored coefficients: a little-endian bit stream,
+    coefficient i in bits i*bits .. i*bits + bits - 1 (least significant first), two's
+    complement. At 8 and 16 bits that is plain int8 / little-endian int16."""
     import numpy
 
-    if bits == 16:
-        return numpy.frombuffer(coefficients, dtype="<i2").astype(numpy.int64)
-    if bits == 8:
-        return numpy.frombuffer(coefficients, dtype="i1").astype(numpy.int64)
-    per_byte = 8 // bits
-    raw = numpy.frombuffer(coefficients, dtype="u1").astype(numpy.int64)
-    shifts = numpy.arange(per_byte) * bits  # low bits first
-    fields = ((raw[:, None] >> shifts) & (2**bits - 1)).reshape(-1)[:rank]
+    stream = numpy.unpackbits(numpy.frombuffer(coefficients, dtype="u1"), bitorder="little")
+    fields = stream[: rank * bits].reshape(rank, bits).astype(numpy.int64) @ (1 << numpy.arange(bits))  # (rank,)
     return numpy.where(fields >= 2 ** (bits - 1), fields - 2**bits, fields)  # two's complement
 
 
 def pack_coefficients(q, bits: int) -> bytes:
-    """Bytes of integer coefficients ``q`` (numpy, each within ``qmax(bits)``)."""
+    """Bytes of integer coefficients ``q`` (numpy, each within ``qmax(bits)``), the layout
+    :func:`unpack_coefficients` reads; the bits after the last coefficient are 0."""
     import numpy
 
-    q = numpy.asarray(q, dtype=numpy.int64)
-    if bits == 16:
-        return q.astype("<i2").tobytes()
-    if bits == 8:
-        return q.astype("i1").tobytes()
-    per_byte = 8 // bits
-    fields = q & (2**bits - 1)
-    fields = numpy.append(fields, numpy.zeros(-len(fields) % per_byte, dtype=numpy.int64)).reshape(-1, per_byte)
-    return (fields << (numpy.arange(per_byte) * bits)).sum(axis=1).astype(numpy.uint8).tobytes()
+    fields = numpy.asarray(q, dtype=numpy.int64) & (2**bits - 1)  # (rank,)
+    stream = ((fields[:, None] >> numpy.arange(bits)) & 1).astype(numpy.uint8).reshape(-1)
+    return numpy.packbits(stream, bitorder="little").tobytes()
 
 
 @functools.lru_cache(maxsize=16)
@@ -284,7 +275,7 @@ class IntVectorForm:
         import torch
 
         if not 1 <= rank <= vector_dim or bits not in BITS:
-            raise ValueError(f"rank must be in 1..{vector_dim} and bits one of {BITS}, got rank {rank}, bits {bits}")
+            raise ValueError(f"rank must be in 1..{vector_dim} and bits in {BITS[0]}..{BITS[-1]}, got rank {rank}, bits {bits}")
         self.rank, self.bits, self.vector_dim = rank, bits, vector_dim
         self.offset = offset  # (d,) float32 numpy or None
         self.n_params = rank
