@@ -14,6 +14,11 @@ index in the band of the next ``BAND_LEVELS`` levels (coded uniformly, so only t
 lower edge must be safe), or its id. format/CODEC.md, "Kind lm", is the contract;
 ``constriction``'s range coder does the arithmetic.
 
+That is scheme 1 (format 2.1 as first written, still read). New archives use scheme 2
+(:func:`_walk`): "in this band / deeper" decisions with the quantised log-odds of the two
+sides' softmax masses, then a uniform index in the band, so only the edges on the token's
+path must be safe. The recorded settings select the scheme (:func:`scheme_of`).
+
 The record's fields: varint n_tokens, then the coder's compressed 32-bit words as
 little-endian bytes with up to 3 trailing zero bytes of the last word dropped.
 """
