@@ -28,10 +28,10 @@ def _ids(tiny_model, text: bytes):
 def test_weight_table_is_its_formula():
     assert lm.WEIGHTS == lm.weight_table(lm.DELTA, lm.R_LEVELS)
     assert lm.SETTINGS_V1 == {"ld": 0.5, "lr": 8, "lb": 8, "lt": 1e-4}  # CODEC.md, "Kind lm", scheme 1
-    assert lm.SETTINGS == {"ld": 0.5, "lr": 48, "lb": 12, "lt": 1e-4}  # scheme 2, written today
+    assert lm.SETTINGS == {"ld": 0.5, "lr": 48, "lb": 14, "lt": 1e-4}  # scheme 2, written today
     assert lm.scheme_of(lm.SETTINGS_V1) == 1 and lm.scheme_of(lm.SETTINGS) == 2
     with pytest.raises(LmzError):
-        lm.scheme_of({**lm.SETTINGS, "lb": 11})
+        lm.scheme_of({**lm.SETTINGS, "lb": 12})
     assert lm.DELTA in {2.0**-k for k in range(8)}  # a power of two: logit / DELTA is exact
 
 
@@ -39,7 +39,7 @@ def test_odds_table_is_its_formula():
     import math
 
     table = lm.IN_WEIGHT
-    assert len(table) == 2 * lm.K_MAX and table[0] == 863 and table[-1] == 2**24 - 863  # CODEC.md
+    assert len(table) == 2 * lm.K_MAX and table[0] == 978 and table[-1] == 2**24 - 978  # CODEC.md
     assert all(round(2**24 / (1 + math.exp(-(k + 0.5) * lm.GAMMA))) == w for k, w in zip(range(-lm.K_MAX, lm.K_MAX), table))
     assert all(a + b == 2**24 for a, b in zip(table, reversed(table)))
 

@@ -62,29 +62,31 @@ def _settings(delta, levels, band_levels, tolerance) -> dict:
 # as "in this band / deeper" decisions down to its band, each with the quantised log-odds
 # of the two sides' softmax masses, then its index in the band, uniformly. Only the band
 # edges the token's path crosses and those log-odds must be safe, not every candidate.
-EDGES = (0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48)  # band b: relative levels EDGES[b] ... EDGES[b+1] - 1
-DEEP = 7  # decisions about bands >= DEEP are preceded by a flag; an unsafe edge there is skipped
-GAMMA = 0.25  # step of the log-odds grid
-K_MAX = 40  # log-odds levels clamped to [-K_MAX, K_MAX - 1]
+EDGES = (0, 1, 2, 3, 4, 6, 8, 10, 12, 16, 20, 24, 32, 48)  # band b: relative levels EDGES[b] ... EDGES[b+1] - 1
+DEEP = 8  # decisions about bands >= DEEP are preceded by a flag; an unsafe edge there is skipped
+GAMMA = 0.5  # step of the log-odds grid
+K_MAX = 20  # log-odds levels clamped to [-K_MAX, K_MAX - 1]
 ODDS_MARGIN = 2 * TOLERANCE + 1e-9  # log-odds move by at most 2x the logits' drift (+ float rounding)
 FLAG_START = (8, 1)  # adaptive counts of (safe, skipped edge) per deep decision, +1 per use
+BAND_SHIFTS = (0.0, 0.5)  # the grids a position may use, in steps (exact in float64)
 
 
 def _odds_table() -> tuple:
     """IN_WEIGHT[k + K_MAX] = round(2**24 * sigmoid((k + 1/2) GAMMA)), in decimal
     arithmetic (correctly rounded everywhere, no libm)."""
-    from decimal import Decimal, getcontext
+    from decimal import Decimal, localcontext
 
-    getcontext().prec = 40
-    return tuple(int((Decimal(2**24) / (1 + (-(Decimal(k) + Decimal("0.5")) * Decimal(GAMMA)).exp()))
-                     .to_integral_value()) for k in range(-K_MAX, K_MAX))
+    with localcontext() as context:
+        context.prec = 40
+        return tuple(int((Decimal(2**24) / (1 + (-(Decimal(k) + Decimal("0.5")) * Decimal(GAMMA)).exp()))
+                         .to_integral_value()) for k in range(-K_MAX, K_MAX))
 
 
 IN_WEIGHT = _odds_table()
 SETTINGS_V1 = _settings(DELTA, R_LEVELS, BAND_LEVELS, TOLERANCE)  # format 2.1 as first written
 SETTINGS = _settings(DELTA, EDGES[-1], len(EDGES), TOLERANCE)  # what new lm chunks are coded with
 SCHEMES = {1: SETTINGS_V1, 2: SETTINGS}  # the recorded settings select the scheme
-LM_CHUNK_TOKENS = 256  # chunk budget of --codec lm by default (BENCHMARKS.md, "LM coding")
+LM_CHUNK_TOKENS = 1024  # chunk budget of --codec lm by default (BENCHMARKS.md, "LM coding")
 
 
 @dataclass(frozen=True)
@@ -342,15 +344,17 @@ class _Encoder:
         return _pack_words(self.coder.get_compressed())
 
 
-class _Decoder:
-    """Decodes one chunk's tokens; a corrupt code marks it failed (its checksum then refuses it)."""
+class _RowDecoder:
+    """Decodes one chunk's tokens; a corrupt code marks it failed (its checksum then refuses
+    it). The mode and the raw id are common to both schemes; :meth:`_grid` is the rest."""
+
+    shifts = SHIFTS
 
     def __init__(self, coded: bytes):
         import constriction
 
         self.coder = constriction.stream.queue.RangeDecoder(_unpack_words(coded))
-        self.counts = list(MODE_START)
-        self.band_counts = list(BAND_START)
+        self.counts = [MODE_START[0]] + [MODE_START[1]] * len(self.shifts)  # the grids, then the raw id
         self.failed = False
 
     def __call__(self, position: int, row) -> int:
@@ -361,23 +365,37 @@ class _Decoder:
         try:
             mode = int(self.coder.decode(_mode_model(self.counts)))
             self.counts[mode] += MODE_STEP
-            if mode != 2:
-                candidates, probs, _ = distribution(row, SHIFTS[mode], Params())
-                symbol = int(self.coder.decode(_categorical(probs)))
-                if symbol < len(candidates):
-                    return int(candidates[symbol])
-                flag = int(self.coder.decode(_mode_model(self.band_counts)))
-                self.band_counts[flag] += 1
-                if flag == 0:
-                    ids, _ = band(row, SHIFTS[mode], Params())
-                    return int(ids[int(self.coder.decode(constriction.stream.model.Uniform(len(ids))))])
-            token = int(self.coder.decode(constriction.stream.model.Uniform(row.shape[-1])))
+            token = None if mode == len(self.shifts) else self._grid(row, mode)
+            if token is None:
+                token = int(self.coder.decode(constriction.stream.model.Uniform(row.shape[-1])))
             if not 0 <= token < row.shape[-1]:
                 raise ValueError(token)
             return token
         except Exception:  # noqa: BLE001 - constriction raises on a corrupt or exhausted code
             self.failed = True
             return 0
+
+
+class _Decoder(_RowDecoder):
+    """Scheme 1's decoder for one chunk."""
+
+    def __init__(self, coded: bytes):
+        super().__init__(coded)
+        self.band_counts = list(BAND_START)
+
+    def _grid(self, row, mode: int) -> int | None:
+        import constriction
+
+        candidates, probs, _ = distribution(row, SHIFTS[mode], Params())
+        symbol = int(self.coder.decode(_categorical(probs)))
+        if symbol < len(candidates):
+            return int(candidates[symbol])
+        flag = int(self.coder.decode(_mode_model(self.band_counts)))
+        self.band_counts[flag] += 1
+        if flag == 0:
+            ids, _ = band(row, SHIFTS[mode], Params())
+            return int(ids[int(self.coder.decode(constriction.stream.model.Uniform(len(ids))))])
+        return None  # the raw id
 
 
 class _Bands:
@@ -395,18 +413,21 @@ class _Bands:
         mass = numpy.exp(logits - (top + 1 - shift) * DELTA)  # <= 1
         self.mass = numpy.bincount(self.rel, weights=mass, minlength=EDGES[-1] + 1).tolist()
         self.count = numpy.bincount(self.rel, minlength=EDGES[-1] + 1).tolist()
+        self.shift = shift
         near = numpy.abs(x - numpy.rint(x)) < TOLERANCE / DELTA
         self.unsafe = set((top + 1 - numpy.rint(x[near])).astype(numpy.int64).tolist())
 
     def odds(self, upper: int, lower: int):
         """The log-odds level of "in levels upper..lower-1" against "deeper", and whether
-        it keeps ODDS_MARGIN from the grid of step GAMMA."""
+        it keeps ODDS_MARGIN from the grid of step GAMMA (shifted like the logits' grid, so
+        that another grid also helps a log-odds close to a line)."""
         import math
 
         inside, deeper = math.fsum(self.mass[upper:lower]), math.fsum(self.mass[lower:])
         log_odds = math.log(max(inside, 1e-300)) - math.log(max(deeper, 1e-300))
-        k = math.floor(log_odds / GAMMA)
-        safe = min(log_odds - k * GAMMA, (k + 1) * GAMMA - log_odds) >= ODDS_MARGIN
+        y = log_odds / GAMMA + self.shift
+        k = math.floor(y)
+        safe = min(y - k, k + 1 - y) * GAMMA >= ODDS_MARGIN
         return max(-K_MAX, min(K_MAX - 1, k)), safe
 
     def members(self, upper: int, lower: int | None):
@@ -462,11 +483,13 @@ def _odds_model(k: int):
 
 
 class _BandCoding:
-    """The adaptive state both sides of scheme 2 keep per chunk: the mode counts (grid A,
-    grid B, raw id) and each deep edge's flag counts."""
+    """The adaptive state both sides of scheme 2 keep per chunk: the mode counts (the grids
+    of BAND_SHIFTS, then the raw id) and each deep edge's flag counts."""
+
+    shifts = BAND_SHIFTS
 
     def __init__(self):
-        self.counts = list(MODE_START)
+        self.counts = [MODE_START[0]] + [MODE_START[1]] * len(self.shifts)
         self.flags = {j: list(FLAG_START) for j in range(DEEP + 1, len(EDGES))}
 
     def model(self, what: str, arg: int):
@@ -500,8 +523,8 @@ class _BandEncoder(_BandCoding):
         import numpy
 
         token, stats = self.tokens[position], self.stats
-        mode, symbols = 2, []
-        for m, shift in enumerate(SHIFTS):
+        mode, symbols = len(BAND_SHIFTS), []
+        for m, shift in enumerate(BAND_SHIFTS):
             symbols = []
             if _walk(_Bands(row, shift), lambda what, arg, truth: symbols.append((what, arg, truth)) or truth,
                      token) is not None:
@@ -515,7 +538,7 @@ class _BandEncoder(_BandCoding):
             stats.mode_bits += bits
             shifted = row.astype("float64") - row.max()
             stats.ideal_bits -= (shifted[token] - math.log(numpy.exp(shifted).sum())) / math.log(2)
-        if mode == 2:
+        if mode == len(BAND_SHIFTS):
             self.coder.encode(token, constriction.stream.model.Uniform(row.shape[-1]))
             symbols = []
             if stats is not None:
@@ -532,8 +555,8 @@ class _BandEncoder(_BandCoding):
                     stats.quantised_bits += cost
             self.coder.encode(truth, model)
             self.update(what, arg, truth)
-        if stats is not None and mode < 2:
-            stats.outcomes[mode] += 1
+        if stats is not None and mode < len(BAND_SHIFTS):
+            stats.outcomes[min(mode, 1)] += 1
         return token
 
     def coded(self) -> bytes:
@@ -551,39 +574,20 @@ def _cost(what: str, arg: int, symbol: int, state: _BandCoding) -> float:
     return math.log2(arg)
 
 
-class _BandDecoder(_BandCoding):
-    """Scheme 2's decoder for one chunk; a corrupt code marks it failed (its checksum then refuses it)."""
+class _BandDecoder(_RowDecoder, _BandCoding):
+    """Scheme 2's decoder for one chunk."""
 
     def __init__(self, coded: bytes):
-        import constriction
-
-        super().__init__()
-        self.coder = constriction.stream.queue.RangeDecoder(_unpack_words(coded))
-        self.failed = False
+        _RowDecoder.__init__(self, coded)
+        _BandCoding.__init__(self)
 
     def _choose(self, what: str, arg: int, truth) -> int:
         symbol = int(self.coder.decode(self.model(what, arg)))
         self.update(what, arg, symbol)
         return symbol
 
-    def __call__(self, position: int, row) -> int:
-        import constriction
-
-        if self.failed:
-            return 0
-        try:
-            mode = int(self.coder.decode(_mode_model(self.counts)))
-            self.counts[mode] += MODE_STEP
-            if mode == 2:
-                token = int(self.coder.decode(constriction.stream.model.Uniform(row.shape[-1])))
-            else:
-                token = _walk(_Bands(row, SHIFTS[mode]), self._choose)
-            if not 0 <= token < row.shape[-1]:
-                raise ValueError(token)
-            return token
-        except Exception:  # noqa: BLE001 - constriction raises on a corrupt or exhausted code
-            self.failed = True
-            return 0
+    def _grid(self, row, mode: int) -> int:
+        return _walk(_Bands(row, BAND_SHIFTS[mode]), self._choose)
 
 
 def run_batch(model, n_tokens: list, pick, *, on_step=None) -> list:
