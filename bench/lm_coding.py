@@ -3,11 +3,14 @@ cross-entropy on the same tokens with the same context, xz -9e and zstd -19.
 
 For each text: ``LmzCompressor(codec="lm")`` on the default model (one torch thread), the
 archive extracted and compared, and the coded size split into where it goes: the ideal
-cost of the quantised distributions (grids, escape symbols included), the mode symbols
-(which grid, or a raw escape), the escaped token ids (18 bits each), the range coder's own
-overhead, and the container (header, records, trailer).
+cost of the band decisions and in-band indices (scheme 2) over the cross-entropy, the mode
+symbols (which grid, or a raw id), the deep-edge flags and raw ids, the range coder's own
+overhead, and the container (header, records, trailer). Cross-entropy is given twice: with
+the context the coder had (each chunk: BOS + its own earlier tokens) and, as issue 16
+defines the model's ideal code length, in windows of 256 tokens.
 
     python bench/lm_coding.py --bytes 4000 --json bench/results/lm_coding.json
+    python bench/lm_coding.py --bytes 0 --texts en     # a whole corpus
 """
 
 import argparse
@@ -38,6 +41,22 @@ def first_bytes(path: str, n: int) -> bytes:
     return data[: data.rfind(b"\n") + 1] or data
 
 
+def windowed_cross_entropy(loaded, data: bytes, window: int = 256) -> float:
+    """Bits of -log2 p(token) over the text's tokens, each window of ``window`` tokens
+    after BOS alone (teacher-forced)."""
+    import math
+
+    ids = loaded.tokenizer.encode(data.decode("utf-8", "surrogatepass"), add_special_tokens=False)
+    model, total = loaded.model, 0.0
+    with torch.no_grad():
+        for start in range(0, len(ids), window):
+            part = ids[start : start + window]
+            inputs = torch.tensor([[model.config.bos_token_id] + part[:-1]])
+            logp = torch.log_softmax(model(input_ids=inputs).logits[0].double(), -1)
+            total -= logp[torch.arange(len(part)), torch.tensor(part)].sum().item() / math.log(2)
+    return total
+
+
 def measure(name: str, data: bytes, loaded) -> dict:
     stats = lm.Stats()
     kind = lm.KIND
@@ -61,36 +80,39 @@ def measure(name: str, data: bytes, loaded) -> dict:
         "lm_chunks": report.lm_chunks, "zstd_chunks": report.fallback_chunks,
         "archive_bytes": len(archive), "archive_bpB": bits(8 * len(archive)),
         "cross_entropy_bpB": bits(stats.ideal_bits),
+        "cross_entropy_256_bpB": bits(windowed_cross_entropy(loaded, data)),
+        "coded_over_cross_entropy": round(8 * coded / stats.ideal_bits, 4),
         "archive_over_cross_entropy": round(8 * len(archive) / stats.ideal_bits, 3),
         "xz_9e_bytes": len(lzma.compress(data, preset=9 | lzma.PRESET_EXTREME)),
         "zstd_19_bytes": len(zstandard.ZstdCompressor(level=19).compress(data)),
         "parts_bpB": {
             "cross_entropy": bits(stats.ideal_bits),
-            "quantised_distribution_minus_ce": bits(stats.quantised_bits - stats.ideal_bits),
+            "band_decisions_minus_ce": bits(stats.quantised_bits - stats.ideal_bits),
             "mode_symbols": bits(stats.mode_bits),
-            "escaped_ids": bits(stats.escape_bits),
+            "deep_flags_and_raw_ids": bits(stats.escape_bits),
             "range_coder": bits(8 * coded - ideal),
             "container": bits(8 * (len(archive) - coded)),
         },
-        "outcomes": dict(zip(["grid_a", "grid_b", "escape_in_grid", "raw_escape", "of_escapes_in_band"],
-                             stats.outcomes)),
-        "escapes_per_token": round((stats.outcomes[2] + stats.outcomes[3]) / max(stats.tokens, 1), 4),
+        "outcomes": dict(zip(["grid_a", "grid_b", "skipped_deep_edges", "raw_id"], stats.outcomes)),
         "compress_s": round(compress_s, 1), "extract_s": round(extract_s, 1),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bytes", type=int, default=4000)
+    parser.add_argument("--bytes", type=int, default=4000, help="bytes of each text; 0: all of it")
+    parser.add_argument("--texts", default="en,es,readme", help="which of en, es, readme")
     parser.add_argument("--json")
     args = parser.parse_args()
     torch.set_num_threads(1)
     loaded = load_model("default")
-    texts = {
-        "raschka (en)": first_bytes(PAPER + "raschka_chunks_1000.csv", args.bytes),
-        "fing (es)": first_bytes(PAPER + "chunks.csv", args.bytes),
-        "README.md": Path(__file__).resolve().parents[1].joinpath("README.md").read_bytes()[: args.bytes],
+    size = args.bytes or 1 << 30
+    sources = {
+        "en": ("raschka (en)", lambda: first_bytes(PAPER + "raschka_chunks_1000.csv", size)),
+        "es": ("fing (es)", lambda: first_bytes(PAPER + "chunks.csv", size)),
+        "readme": ("README.md", lambda: Path(__file__).resolve().parents[1].joinpath("README.md").read_bytes()[:size]),
     }
+    texts = {sources[key][0]: sources[key][1]() for key in args.texts.split(",")}
     rows = []
     for name, data in texts.items():
         row = measure(name, data, loaded)
@@ -98,8 +120,8 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps({"lm": {"delta": lm.DELTA, "r_levels": lm.R_LEVELS,
-                                                     "tolerance": lm.TOLERANCE}, "rows": rows}, indent=1) + "\n")
+        Path(args.json).write_text(json.dumps({"lm": {"scheme": 2, "settings": lm.SETTINGS,
+                                                     "chunk_tokens": lm.LM_CHUNK_TOKENS}, "rows": rows}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
