@@ -11,6 +11,7 @@ defines the model's ideal code length, in windows of 256 tokens.
 
     python bench/lm_coding.py --bytes 4000 --json bench/results/lm_coding.json
     python bench/lm_coding.py --bytes 0 --texts en     # a whole corpus
+    python bench/lm_coding.py --perturb 1024           # drift test on the default model's logits
 """
 
 import argparse
@@ -55,6 +56,46 @@ def windowed_cross_entropy(loaded, data: bytes, window: int = 256) -> float:
             logp = torch.log_softmax(model(input_ids=inputs).logits[0].double(), -1)
             total -= logp[torch.arange(len(part)), torch.tensor(part)].sum().item() / math.log(2)
     return total
+
+
+def perturbation(name: str, data: bytes, loaded, n_tokens: int, chunk: int = 128, passes: int = 5) -> dict:
+    """Scheme 2 on the default model's own logits (one teacher-forced pass over the text's
+    first ``n_tokens`` tokens): encode in chunks of ``chunk``, then decode from every row
+    moved by uniform noise up to 0.99x TOLERANCE (``passes`` times), by 0.99x TOLERANCE
+    toward its nearest line of grid A and of grid B, and by noise up to 100x (the converse).
+    Returns the wrong chunk decodes of each."""
+    import numpy
+
+    ids = loaded.tokenizer.encode(data.decode("utf-8", "surrogatepass"), add_special_tokens=False)[:n_tokens]
+    model = loaded.model
+    with torch.no_grad():
+        rows = model(input_ids=torch.tensor([[model.config.bos_token_id] + ids[:-1]])).logits[0].float().numpy()
+    starts = range(0, len(ids), chunk)
+    coded = []
+    for start in starts:
+        encoder = lm._BandEncoder(ids[start : start + chunk], None)
+        for position, row in enumerate(rows[start : start + chunk]):
+            encoder(position, row)
+        coded.append(encoder.coded())
+    rng = numpy.random.default_rng(16)
+
+    def moved(row, how):
+        if how.startswith("toward"):
+            x = row.astype(numpy.float64) / lm.DELTA + (0.0 if how.endswith("A") else 0.5)
+            return (row + numpy.sign(numpy.rint(x) - x) * lm.TOLERANCE * 0.99).astype(numpy.float32)
+        scale = 0.99 if how == "noise 0.99x" else 100
+        return (row + rng.uniform(-1, 1, row.shape) * lm.TOLERANCE * scale).astype(numpy.float32)
+
+    result = {"text": name, "tokens": len(ids)}
+    for how, repeat in (("noise 0.99x", passes), ("toward lines A", 1), ("toward lines B", 1), ("noise 100x", 1)):
+        wrong = 0
+        for _ in range(repeat):
+            for start, bits in zip(starts, coded):
+                decoder = lm._BandDecoder(bits)
+                out = [decoder(p, moved(row, how)) for p, row in enumerate(rows[start : start + chunk])]
+                wrong += decoder.failed or out != ids[start : start + chunk]
+        result[how] = {"token_decodes": len(ids) * repeat, "chunk_decodes": len(coded) * repeat, "wrong": wrong}
+    return result
 
 
 def measure(name: str, data: bytes, loaded) -> dict:
@@ -103,6 +144,7 @@ def main() -> None:
     parser.add_argument("--bytes", type=int, default=4000, help="bytes of each text; 0: all of it")
     parser.add_argument("--texts", default="en,es,readme", help="which of en, es, readme")
     parser.add_argument("--json")
+    parser.add_argument("--perturb", type=int, default=0, help="instead: the drift test on this many tokens of each")
     args = parser.parse_args()
     torch.set_num_threads(1)
     loaded = load_model("default")
@@ -115,6 +157,10 @@ def main() -> None:
     texts = {sources[key][0]: sources[key][1]() for key in args.texts.split(",")}
     rows = []
     for name, data in texts.items():
+        if args.perturb:
+            rows.append(perturbation(name, data, loaded, args.perturb))
+            print(json.dumps(rows[-1]), flush=True)
+            continue
         row = measure(name, data, loaded)
         row["vs_xz"] = round(row["archive_bytes"] / row["xz_9e_bytes"], 3)
         rows.append(row)
