@@ -27,8 +27,21 @@ def _ids(tiny_model, text: bytes):
 
 def test_weight_table_is_its_formula():
     assert lm.WEIGHTS == lm.weight_table(lm.DELTA, lm.R_LEVELS)
-    assert lm.SETTINGS == {"ld": 0.5, "lr": 8, "lb": 8, "lt": 1e-4}  # CODEC.md, "Kind lm"
+    assert lm.SETTINGS_V1 == {"ld": 0.5, "lr": 8, "lb": 8, "lt": 1e-4}  # CODEC.md, "Kind lm", scheme 1
+    assert lm.SETTINGS == {"ld": 0.5, "lr": 48, "lb": 14, "lt": 1e-4}  # scheme 2, written today
+    assert lm.scheme_of(lm.SETTINGS_V1) == 1 and lm.scheme_of(lm.SETTINGS) == 2
+    with pytest.raises(LmzError):
+        lm.scheme_of({**lm.SETTINGS, "lb": 12})
     assert lm.DELTA in {2.0**-k for k in range(8)}  # a power of two: logit / DELTA is exact
+
+
+def test_odds_table_is_its_formula():
+    import math
+
+    table = lm.IN_WEIGHT
+    assert len(table) == 2 * lm.K_MAX and table[0] == 978 and table[-1] == 2**24 - 978  # CODEC.md
+    assert all(round(2**24 / (1 + math.exp(-(k + 0.5) * lm.GAMMA))) == w for k, w in zip(range(-lm.K_MAX, lm.K_MAX), table))
+    assert all(a + b == 2**24 for a, b in zip(table, reversed(table)))
 
 
 @pytest.mark.parametrize("compressor_codec", ["lm", "auto", "memory"])
@@ -52,34 +65,40 @@ def test_unknown_codec_is_refused(tiny_model):
         codec.LmzCompressor(loaded=tiny_model, codec="gzip")
 
 
-def _coded(tiny_model, texts, group=8):
+def _coded(tiny_model, texts, group=8, scheme=2):
     token_lists = [_ids(tiny_model, t) for t in texts]
     stats = lm.Stats()
-    coded = lm.KIND.encode(tiny_model, token_lists, group, stats=stats)
+    coded = lm.KIND.encode(tiny_model, token_lists, group, stats=stats, scheme=scheme)
     chunks = [lm.LmChunk(c, len(ids), len(t), container.chunk_check(t)) for c, ids, t in zip(coded, token_lists, texts)]
     return token_lists, chunks, stats
 
 
 def test_escape_paths_are_exercised(tiny_model):
-    # the random fixture model is flat: escapes inside a grid and raw escapes both occur
-    token_lists, chunks, stats = _coded(tiny_model, TEXTS)
+    # the random fixture model is flat: escapes inside a grid and raw escapes both occur (scheme 1)
+    token_lists, chunks, stats = _coded(tiny_model, TEXTS, scheme=1)
     assert stats.outcomes[0] > 0 and stats.outcomes[2] > 0 and stats.outcomes[3] > 0
+    assert lm.KIND.decode(tiny_model, chunks, 8, scheme=1) == token_lists
+    token_lists, chunks, stats = _coded(tiny_model, TEXTS * 4, scheme=2)
+    assert stats.outcomes[0] > 0 and stats.outcomes[2] > 0  # grid A, skipped deep edges
     assert lm.KIND.decode(tiny_model, chunks, 8) == token_lists
+    assert lm.KIND.decode(tiny_model, chunks, 8, scheme=1) != token_lists  # the schemes differ
 
 
-def test_decode_with_one_and_two_threads_and_batch_one(tiny_model):
-    token_lists, chunks, _ = _coded(tiny_model, TEXTS)
+@pytest.mark.parametrize("scheme", [1, 2])
+def test_decode_with_one_and_two_threads_and_batch_one(tiny_model, scheme):
+    token_lists, chunks, _ = _coded(tiny_model, TEXTS, scheme=scheme)
     threads = torch.get_num_threads()
     try:
         for n in (1, 2):
             torch.set_num_threads(n)
-            assert lm.KIND.decode(tiny_model, chunks, 8) == token_lists
-            assert lm.KIND.decode(tiny_model, chunks, 1) == token_lists  # each chunk alone
+            assert lm.KIND.decode(tiny_model, chunks, 8, scheme=scheme) == token_lists
+            assert lm.KIND.decode(tiny_model, chunks, 1, scheme=scheme) == token_lists  # each chunk alone
     finally:
         torch.set_num_threads(threads)
 
 
-def test_drift_below_the_tolerance_never_desynchronises(tiny_model, monkeypatch):
+@pytest.mark.parametrize("scheme", [1, 2])
+def test_drift_below_the_tolerance_never_desynchronises(tiny_model, monkeypatch, scheme):
     """Every logit the decoder sees is moved by uniform noise in (-tolerance, tolerance)."""
     rng = numpy.random.default_rng(16)
     texts, total = [], 0
@@ -89,19 +108,23 @@ def test_drift_below_the_tolerance_never_desynchronises(tiny_model, monkeypatch)
         text = " ".join(generator.choice(words) for _ in range(120)).encode()
         texts.append(text)
         total += len(_ids(tiny_model, text))
-    token_lists, chunks, stats = _coded(tiny_model, texts, group=32)
-    real = lm._Decoder.__call__
+    token_lists, chunks, stats = _coded(tiny_model, texts, group=32, scheme=scheme)
+    decoder = lm._Decoder if scheme == 1 else lm._BandDecoder
+    real = decoder.__call__
 
     def drifted(self, position, logits):
         noise = rng.uniform(-1, 1, logits.shape) * lm.TOLERANCE * 0.99
         return real(self, position, (logits.astype(numpy.float64) + noise).astype(numpy.float32))
 
-    monkeypatch.setattr(lm._Decoder, "__call__", drifted)
+    monkeypatch.setattr(decoder, "__call__", drifted)
     assert sum(map(len, token_lists)) >= 10_000
-    assert lm.KIND.decode(tiny_model, chunks, 32) == token_lists
-    # every path ran under drift: both grids, the band, raw ids
-    assert stats.outcomes[0] > 1000 and stats.outcomes[1] > 10 and stats.outcomes[4] > 1000
-    assert stats.outcomes[2] - stats.outcomes[4] + stats.outcomes[3] > 10
+    assert lm.KIND.decode(tiny_model, chunks, 32, scheme=scheme) == token_lists
+    # every path ran under drift: both grids, (scheme 1) the band, raw ids, (scheme 2) skipped edges
+    assert stats.outcomes[0] > 1000 and stats.outcomes[1] > 10
+    if scheme == 1:
+        assert stats.outcomes[4] > 1000 and stats.outcomes[2] - stats.outcomes[4] + stats.outcomes[3] > 10
+    else:
+        assert stats.outcomes[2] > 10
 
 
 def test_drift_above_the_tolerance_can_desynchronise(tiny_model, monkeypatch):
@@ -109,13 +132,13 @@ def test_drift_above_the_tolerance_can_desynchronise(tiny_model, monkeypatch):
     rng = numpy.random.default_rng(17)
     text = (b"the of and to in is was for on that with as by at from it an be this are " * 30)
     token_lists, chunks, _ = _coded(tiny_model, [text] * 4)
-    real = lm._Decoder.__call__
+    real = lm._BandDecoder.__call__
 
     def drifted(self, position, logits):
         noise = rng.uniform(-1, 1, logits.shape) * lm.TOLERANCE * 100
         return real(self, position, (logits.astype(numpy.float64) + noise).astype(numpy.float32))
 
-    monkeypatch.setattr(lm._Decoder, "__call__", drifted)
+    monkeypatch.setattr(lm._BandDecoder, "__call__", drifted)
     assert lm.KIND.decode(tiny_model, chunks, 4) != token_lists
 
 
