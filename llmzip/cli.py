@@ -453,7 +453,7 @@ def _check_device(device: str) -> None:
 @click.option("--bits", type=click.IntRange(VECTOR_BITS[0], VECTOR_BITS[-1]), help="Bits per memory-int coefficient "
               f"[default: per model, {DEFAULT_VECTOR_FORM['default'][1]} for the default model].")
 @click.option("--codec", "codec_name", type=click.Choice(["memory", "lm", "auto"]), default="memory", show_default=True,
-              help="memory: train memory vectors; lm: LM-code every chunk, no training (256-token chunks); "
+              help="memory: train memory vectors; lm: LM-code every chunk, no training (1024-token chunks); "
                    "auto: each chunk in its smallest exact kind. memory/auto: chunks without a vector go to "
                    "zstd or lm, the smaller.")
 @click.option("--workers", type=click.IntRange(1), help="Train on N Ray workers, each with its own model (one GPU each with --device cuda); "
