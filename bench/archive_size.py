@@ -20,9 +20,10 @@ from pathlib import Path
 
 import zstandard
 
-from llmzip import read_header
+from llmzip import container, read_header
 from llmzip.chunking import split
-from llmzip.codec import DEFAULT_CHUNK_TOKENS
+from llmzip.config import DEFAULT_CHUNK_TOKENS, DEFAULT_VECTOR_FORM
+from llmzip.kinds import memory_int
 from llmzip.model import load_model
 
 
@@ -35,19 +36,23 @@ def measure(path: str, tokenizer, chunk_tokens: int, vector_bytes: int) -> dict:
         "gzip -9": len(gzip.compress(data, 9, mtime=0)),
         "zstd -19": len(zstandard.ZstdCompressor(level=19).compress(data)),
         "xz -9": len(lzma.compress(data, preset=9)),
+        "xz -9e": len(lzma.compress(data, preset=9 | lzma.PRESET_EXTREME)),
         "chunks": len(chunks),
         "vectors alone, every chunk a vector": len(chunks) * vector_bytes,
     }
     archive = path + ".lmz"
     if os.path.exists(archive):
         info = read_header(archive)
-        vectors = info.chunk_counts["memory"]
+        memory_kinds = [kind for kind in info.chunk_counts if kind.startswith("memory")]  # memory, memory-int
+        vectors = sum(info.chunk_counts[kind] for kind in memory_kinds)
+        vector_text = sum(info.input_bytes[kind] for kind in memory_kinds)
         row.update({
             "lmz": info.archive_size,
             "lmz chunks": sum(info.chunk_counts.values()),
             "share as vectors": vectors / max(1, sum(info.chunk_counts.values())),
-            "bytes per vector": round(info.vector_bytes / vectors) if vectors else None,
-            "text bytes per vector": round(info.input_bytes["memory"] / vectors) if vectors else None,
+            "input bytes in vectors": vector_text / len(data) if data else None,
+            "bytes per vector": round(sum(info.stored_bytes[kind] for kind in memory_kinds) / vectors) if vectors else None,
+            "text bytes per vector": round(vector_text / vectors) if vectors else None,
             "lmz overhead": info.overhead_bytes,
         })
     return row
@@ -70,7 +75,7 @@ def plot(rows: list[dict], path: str) -> None:
     axes.set_yscale("log")
     axes.set_ylabel("bytes (log scale)")
     axes.legend(fontsize=7)
-    axes.set_title("llmzip (Gemma 3 270M, 64-token chunks) against general-purpose compressors", fontsize=9)
+    axes.set_title("llmzip (Gemma 3 270M, 64-token chunks, 4-bit vectors) against general-purpose compressors", fontsize=9)
     figure.tight_layout()
     figure.savefig(path)
 
@@ -82,11 +87,13 @@ def main() -> None:
     parser.add_argument("--plot")
     args = parser.parse_args()
     loaded = load_model("default")
-    vector_bytes = 2 * loaded.identity.hidden_size  # fp16
+    rank, bits = DEFAULT_VECTOR_FORM["default"]  # the default model's default stored form
+    vector_bytes = 2 * loaded.identity.hidden_size if rank == 0 else (
+        len(container.varint(rank)) + 1 + 2 + memory_int.coefficient_bytes(rank, bits))  # rank, bits, scale, q
     rows = [measure(path, loaded.tokenizer, DEFAULT_CHUNK_TOKENS["default"], vector_bytes) for path in args.files]
 
-    columns = ["input", "gzip -9", "zstd -19", "xz -9", "chunks", "vectors alone, every chunk a vector",
-               "lmz", "share as vectors", "bytes per vector", "text bytes per vector"]
+    columns = ["input", "gzip -9", "zstd -19", "xz -9", "xz -9e", "chunks", "vectors alone, every chunk a vector",
+               "lmz", "share as vectors", "input bytes in vectors", "bytes per vector", "text bytes per vector"]
     print("| file | " + " | ".join(columns) + " |")
     print("|---" * (len(columns) + 1) + "|")
     for row in rows:
@@ -100,7 +107,7 @@ def main() -> None:
             json.dump(rows, f, indent=1)
     if args.plot:
         plot(rows, args.plot)
-    print(f"vector size: {vector_bytes} B (fp16, d = {loaded.identity.hidden_size})", file=sys.stderr)
+    print(f"vector size: {vector_bytes} B (rank {rank}, {bits} bits, d = {loaded.identity.hidden_size})", file=sys.stderr)
 
 
 if __name__ == "__main__":
