@@ -131,6 +131,24 @@ def test_the_cli_does_not_import_ray():
     subprocess.run([sys.executable, "-c", code, REPO], check=True)
 
 
+def journaled_groups(journal) -> int:
+    """Finished groups in a journal being written (0 while it holds only its key); a torn
+    last record is not counted."""
+    import msgpack
+
+    if not journal.exists():
+        return 0
+    unpacker = msgpack.Unpacker(raw=False)
+    unpacker.feed(journal.read_bytes())
+    count = 0
+    try:
+        for record in unpacker:
+            count += isinstance(record, dict) and "group" in record
+    except (msgpack.ExtraData, ValueError):
+        pass
+    return count
+
+
 def test_sigterm_with_workers_exits_143_and_leaves_the_journal(tiny_model_dir, tmp_path):
     """ray.init replaces the SIGTERM handler; llmzip puts its own back (cleanup, 143)."""
     text = " ".join(f"Unseen sentence number {i} about lanterns, rivers and glass." for i in range(4))
@@ -139,9 +157,10 @@ def test_sigterm_with_workers_exits_143_and_leaves_the_journal(tiny_model_dir, t
     command = [sys.executable, "-m", "llmzip", "compress", str(tmp_path / "doc.txt"), "--model", str(tiny_model_dir),
                "--chunk-tokens", "16", "--max-steps", "300", "--batch-size", "1", "--workers", "2", "--no-progress"]
     process = subprocess.Popen(command, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and (not journal.exists() or journal.stat().st_size < 300):
+    deadline = time.monotonic() + 600  # the workers must be running (a group journaled) before the signal
+    while time.monotonic() < deadline and not journaled_groups(journal):
         time.sleep(0.1)
+    assert journaled_groups(journal), "no group was journaled within 10 minutes"
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 143 and err.splitlines()[-1] == "llmzip: terminated", err
