@@ -61,3 +61,12 @@ def test_default_model_archive_from_0_1_0_extracts_exactly(default_model):
     checks = decompressor.verify(archive)
     assert [c.kind for c in checks].count("memory") == 12
     assert decompressor.decompress(archive) == (COMPAT / "default-model.txt").read_bytes()
+
+
+@pytest.mark.slow
+def test_default_model_memory_int_archive_extracts_exactly(default_model):
+    """Format 2.2 at the default model's defaults: 4-bit vectors around its fitted start."""
+    archive = (COMPAT / "default-model-memory-int.lmz").read_bytes()
+    assert container.unpack(archive).version == (2, 2)
+    restored = codec.LmzDecompressor(loaded=default_model).decompress(archive)
+    assert restored == (COMPAT / "default-model-memory-int.txt").read_bytes()
