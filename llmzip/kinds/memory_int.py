@@ -157,10 +157,12 @@ def basis(vector_dim: int, rank: int):
     return matrix
 
 
+@functools.lru_cache(maxsize=4)
 def offset_for(weights_fingerprint: str):
     """The offset of memory-int vectors for the model with this (algorithm 2) weights
-    fingerprint: the fitted start llmzip ships for it ((d,) float32 numpy), or None (zero).
-    Shipped start files never change: an archive records the checksum of the one it used."""
+    fingerprint: the fitted start llmzip ships for it ((d,) float32 numpy, read-only, read
+    once per process), or None (zero). Shipped start files never change: an archive
+    records the checksum of the one it used."""
     from importlib import resources
 
     from safetensors.numpy import load
@@ -168,7 +170,9 @@ def offset_for(weights_fingerprint: str):
     resource = resources.files("llmzip") / "starts" / f"{weights_fingerprint}.safetensors"
     if not resource.is_file():
         return None
-    return load(resource.read_bytes())["start"].astype("<f4")
+    offset = load(resource.read_bytes())["start"].astype("<f4")
+    offset.setflags(write=False)
+    return offset
 
 
 def offset_checksum(offset) -> int | None:
