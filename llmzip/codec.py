@@ -81,7 +81,8 @@ class LmzCompressor:
     ``model``: model spec (``"default"``, ``org/name@commit``, a directory, a ``.gguf``).
     ``device``: torch device for training and decoding (``"cpu"``, ``"cuda"``, ...).
     ``chunk_tokens``: token budget per chunk; default per model (:data:`DEFAULT_CHUNK_TOKENS`).
-    ``train``: a :class:`llmzip.config.TrainConfig` (margin, steps, batch size, lr, dtype).
+    ``train``: a :class:`llmzip.config.TrainConfig` (margin, steps, batch size, lr, dtype, and the
+    stored form: ``rank``/``bits``, None = the model's default in :data:`DEFAULT_VECTOR_FORM`).
     ``zstd_level``: level for the fallback chunks (default 19).
     ``metadata``: extra ``str -> str`` pairs stored in the archive header.
     ``decode_group``: memory chunks decoded together, at compress-time verification and
