@@ -305,6 +305,9 @@ def _from_pretrained(location: str, dtype: torch.dtype, attn_implementation: str
             **kwargs,
         )
     except Exception as exc:  # transformers and tokenizers raise many types, some bare Exception
+        interrupt = _interrupt_behind(exc)
+        if interrupt is not None:
+            raise interrupt from None
         raise ModelError(f"cannot load model from {location}: {_first_line(exc)}") from exc
     finally:
         hf_logging.set_verbosity(verbosity)
@@ -374,6 +377,19 @@ def _converted_gguf_dir(gguf_path: Path, sha256: str, cache_dir: str | Path | No
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return target
+
+
+def _interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C or SIGTERM (a KeyboardInterrupt) that a library's cleanup turned into
+    another error while it unwound, e.g. torch's "trying to pop from empty mode stack" when
+    the signal lands inside a TorchFunctionMode: it is still an interrupt, not a bad model."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__context__
+    return None
 
 
 def _first_line(exc: Exception) -> str:

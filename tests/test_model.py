@@ -213,3 +213,34 @@ def test_identity_round_trips_through_the_compact_header_form(tiny_model):
     header = identity.to_header()
     assert all(len(key) == 1 for key in header) and isinstance(header["W"], bytes) and len(header["W"]) == 8
     assert ModelIdentity.from_header(header, identity.hidden_size) == identity
+
+
+def test_an_interrupt_that_a_library_turns_into_another_error_stays_an_interrupt(tiny_model_dir, monkeypatch):
+    """A SIGTERM (llmzip raises a KeyboardInterrupt) landing inside torch's mode stack made
+    its cleanup raise "trying to pop from empty mode stack"; that was reported as a model
+    that cannot load (exit 1) instead of an interrupt (exit 130/143)."""
+    import transformers
+
+    interrupt = KeyboardInterrupt()
+
+    def interrupted_load(*args, **kwargs):
+        try:
+            raise interrupt
+        finally:
+            raise RuntimeError("trying to pop from empty mode stack")  # noqa: B012 - what torch's cleanup did
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", interrupted_load)
+    with pytest.raises(KeyboardInterrupt) as raised:
+        load_model(str(tiny_model_dir))
+    assert raised.value is interrupt
+
+
+def test_a_plain_load_error_is_still_a_model_error(tiny_model_dir, monkeypatch):
+    import transformers
+
+    def broken_load(*args, **kwargs):
+        raise RuntimeError("bad weights")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", broken_load)
+    with pytest.raises(ModelError, match="bad weights"):
+        load_model(str(tiny_model_dir))
