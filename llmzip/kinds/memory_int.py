@@ -296,9 +296,9 @@ class IntVectorForm:
         return z * start_noise if self.offset is not None else z
 
     def _quantise(self, z):
+        """Scale (B, 1) as fp16 values and integer coefficients (B, k), from z (B, k)."""
         import torch
 
-        """Scale (B, 1) as fp16 values and integer coefficients (B, k), from z (B, k)."""
         reach = z.abs().amax(-1, keepdim=True)  # (B, 1)
         if self.bits in CLIP:  # the grid's last level at CLIP x RMS, outliers clamped
             reach = torch.minimum(reach, CLIP[self.bits] * z.pow(2).mean(-1, keepdim=True).sqrt())
