@@ -20,7 +20,8 @@ import time
 import click
 
 from llmzip import __version__
-from llmzip.config import DEFAULT_CHUNK_TOKENS, DEFAULT_VECTOR_FORM, VECTOR_BITS, TrainConfig  # torch-free, like this module
+from llmzip.config import (DEFAULT_CHUNK_TOKENS, DEFAULT_VECTOR_FORM, MAX_CORRECTIONS, VECTOR_BITS,  # torch-free, like this module
+                           TrainConfig)
 from llmzip.container import MAX_TOKENS_PER_CHUNK
 from llmzip.errors import InputError, LmzError
 
@@ -448,10 +449,14 @@ def _check_device(device: str) -> None:
 @click.option("--max-steps", type=click.IntRange(1), help=f"Optimiser steps per chunk before it falls back to zstd [default: {_TRAIN.max_steps}].")
 @click.option("--margin", type=click.FloatRange(0, min_open=True), help=f"Logit margin every position must win by [default: {_TRAIN.margin}].")
 @click.option("--batch-size", type=click.IntRange(1), help=f"Chunks trained together [default: {_TRAIN.batch_size}].")
-@click.option("--rank", type=click.IntRange(0), help="Coefficients per stored memory vector (kind memory-int); 0 stores full fp16 "
+@click.option("--rank", type=click.IntRange(0), help="Coefficients per stored memory vector (kind memory-int-coded up to 8 bits, "
+              "memory-int above); 0 stores full fp16 "
               f"vectors (kind memory) [default: per model, {DEFAULT_VECTOR_FORM['default'][0]} for the default model].")
 @click.option("--bits", type=click.IntRange(VECTOR_BITS[0], VECTOR_BITS[-1]), help="Bits per memory-int coefficient "
               f"[default: per model, {DEFAULT_VECTOR_FORM['default'][1]} for the default model].")
+@click.option("--corrections", type=click.IntRange(0, MAX_CORRECTIONS), help="Positions a coded vector (up to 8 bits) may "
+              "store the right token for instead of missing its chunk; a chunk may stop with one more per "
+              f"{_TRAIN.correction_steps} steps [default: {_TRAIN.corrections}; 0: none].")
 @click.option("--codec", "codec_name", type=click.Choice(["memory", "lm", "auto"]), default="memory", show_default=True,
               help="memory: train memory vectors; lm: LM-code every chunk, no training (1024-token chunks); "
                    "auto: each chunk in its smallest exact kind. memory/auto: chunks without a vector go to "
@@ -460,7 +465,7 @@ def _check_device(device: str) -> None:
               "a local Ray instance, or the cluster $RAY_ADDRESS names. Needs pip install \"llmzip[ray]\". --threads defaults to 1.")
 @_verbosity
 def compress(files, output, to_stdout, force, model, device, threads, chunk_tokens, max_steps, margin, batch_size,
-             rank, bits, codec_name, workers, quiet, verbose, no_progress):
+             rank, bits, corrections, codec_name, workers, quiet, verbose, no_progress):
     """Compress each FILE (- for stdin) into an .lmz archive (FILE.lmz).
 
     Progress is journaled beside the output (OUT.journal), or, when the archive goes to
@@ -482,7 +487,7 @@ def compress(files, output, to_stdout, force, model, device, threads, chunk_toke
     from llmzip import codec
 
     train = _train_config(device, max_steps=max_steps, margin=margin, batch_size=batch_size, rank=rank,
-                          bits=bits)
+                          bits=bits, corrections=corrections)
     began = time.perf_counter()
     compressor = codec.LmzCompressor(model=model, device=device, chunk_tokens=chunk_tokens, train=train,
                                      codec=codec_name)
@@ -617,7 +622,9 @@ def _chunk_lines(archive: bytes) -> list[str]:
             detail += f"  margin {kind.margin(chunk):.3f}"
         if kind.stored_bytes(chunk):
             detail += f"  stored {kind.stored_bytes(chunk):,} B"
-        lines.append(f"  chunk {index:>5}  {kind.name:<10} {chunk.length:>7} B{detail}")
+        if getattr(chunk, "corrections", None):
+            detail += f"  {_plural(len(chunk.corrections), 'correction')}"
+        lines.append(f"  chunk {index:>5}  {kind.name:<16} {chunk.length:>7} B{detail}")
     return lines
 
 

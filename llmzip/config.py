@@ -22,6 +22,8 @@ FALLBACK_CHUNK_TOKENS = 32
 DEFAULT_VECTOR_FORM = {"default": (640, 4)}
 FALLBACK_VECTOR_FORM = (0, 16)
 VECTOR_BITS = tuple(range(2, 17))  # bits per memory-int coefficient
+CODED_BITS = tuple(range(2, 9))  # widths stored range coded, with corrections (kind memory-int-coded)
+MAX_CORRECTIONS = 64  # corrected positions one memory-int-coded record may hold
 
 
 
@@ -49,6 +51,8 @@ class TrainConfig:
     start_noise: float = 0.1  # with a fitted start: plus this x the chunk's seeded random vector
     rank: Optional[int] = None  # coefficients per stored vector: 0 = full fp16 vector; None = the model's default
     bits: Optional[int] = None  # bits per coefficient of a memory-int vector (2..16); None = the model's default
+    corrections: int = 8  # positions a chunk may store as corrections (memory-int-coded, bits <= 8); 0 = none
+    correction_steps: int = 100  # a chunk may stop with one short position more per this many steps trained
 
     def __post_init__(self):
         if self.start not in ("fitted", "random"):
@@ -59,5 +63,7 @@ class TrainConfig:
             raise ValueError(f"rank must be >= 0 and bits one of {list(VECTOR_BITS)}, got {self.rank}, {self.bits}")
         if self.margin <= 0 or self.verify_margin < 0:
             raise ValueError("margin must be positive and verify_margin non-negative")
-        if min(self.max_steps, self.batch_size, self.warmup_steps, self.refresh_every) < 1 or self.candidates < 0:
-            raise ValueError("max_steps, batch_size, warmup_steps, refresh_every must be >= 1, candidates >= 0")
+        if min(self.max_steps, self.batch_size, self.warmup_steps, self.refresh_every, self.correction_steps) < 1:
+            raise ValueError("max_steps, batch_size, warmup_steps, refresh_every, correction_steps must be >= 1")
+        if self.candidates < 0 or not 0 <= self.corrections <= MAX_CORRECTIONS:
+            raise ValueError(f"candidates must be >= 0 and corrections in 0..{MAX_CORRECTIONS}")

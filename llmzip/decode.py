@@ -111,7 +111,12 @@ def _check_batch(model, vectors: torch.Tensor, n_tokens: Sequence[int]) -> list[
 
 @torch.no_grad()
 def decode_batch(
-    model, vectors: torch.Tensor, n_tokens: Sequence[int], *, on_step: Callable[[int], None] | None = None
+    model,
+    vectors: torch.Tensor,
+    n_tokens: Sequence[int],
+    *,
+    forced: Sequence[Sequence[tuple[int, int]]] | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> list[DecodeResult]:
     """Greedily generate ``n_tokens[i]`` tokens from each stored memory vector ``vectors[i]``.
 
@@ -135,6 +140,10 @@ def decode_batch(
     wherever the margins do, which is what the recorded margin is for. ``decode_batch``
     runs all B rows at once; splitting a long list into batches is the caller's choice
     (with a 262k vocabulary the prompt pass's (B, 2, V) fp32 logits take 2 MB per row).
+    ``forced[i]``, where given, lists row i's corrections: ``(position, token)`` pairs whose
+    token is taken instead of the greedy choice (kind ``memory-int-coded``); a forced
+    position does not count towards the row's margin. Forcing changes no matmul shape, and
+    a batch with no corrections is exactly the computation without ``forced``.
     ``on_step(rows)`` is called after each step with the number of tokens it chose (progress).
     """
     counts = _check_batch(model, vectors, n_tokens)
@@ -146,6 +155,7 @@ def decode_batch(
     ids = torch.zeros(n_rows, longest, dtype=torch.long, device=device)  # (B, T) filled per row up to n_tokens
     margins = torch.full((n_rows,), float("inf"), device=device)  # (B,) fp32
     rows = torch.arange(n_rows, device=device)  # (b,) original index of each row in the batch
+    overrides = _forced_ids(forced, counts, weight.shape[0], device)  # (B, T) token or -1, or None
 
     embeds = prompt_embeddings(model, vectors.to(device=device, dtype=dtype))  # (B, 2, d)
     # Logits for both prompt positions, although only the memory position's are used:
@@ -156,6 +166,10 @@ def decode_batch(
     for step in range(longest):
         logits = out.logits[:, -1].float()  # (b, V); out.logits is not used again
         next_ids, gaps = _pick_(logits)  # (b,), (b,)
+        if overrides is not None:
+            take = overrides[rows, step]  # (b,)
+            next_ids = torch.where(take >= 0, take, next_ids)
+            gaps = torch.where(take >= 0, float("inf"), gaps)
         ids[rows, step] = next_ids
         margins[rows] = torch.minimum(margins[rows], gaps)
         if on_step is not None:
@@ -173,15 +187,32 @@ def decode_batch(
     return [DecodeResult(token_ids=ids_list[i][: counts[i]], min_margin=margin_list[i]) for i in range(n_rows)]
 
 
-def decode(model, vector: torch.Tensor, n_tokens: int) -> DecodeResult:
+def _forced_ids(forced, counts: list[int], vocab_size: int, device) -> torch.Tensor | None:
+    """(B, T) long tensor: the forced token at each row's position, -1 elsewhere; None when
+    no row has one (the computation then stays that of a batch without corrections)."""
+    if forced is None or not any(forced):
+        return None
+    if len(forced) != len(counts):
+        raise ValueError(f"{len(counts)} rows but {len(forced)} lists of forced tokens")
+    table = torch.full((len(counts), max(counts)), -1, dtype=torch.long)
+    for row, pairs in enumerate(forced):
+        for position, token in pairs:
+            if not 0 <= position < counts[row] or not 0 <= token < vocab_size:
+                raise ValueError(f"row {row}: forced token {token} at position {position} is out of range")
+            table[row, position] = token
+    return table.to(device)
+
+
+def decode(model, vector: torch.Tensor, n_tokens: int, forced: Sequence[tuple[int, int]] = ()) -> DecodeResult:
     """Greedily generate ``n_tokens`` tokens from one stored memory vector.
 
     ``vector`` is one (d,) row of what :func:`decode_batch` takes. Returns the token ids and
     the smallest top-1/top-2 logit gap seen, which tells how close the decode came to
-    flipping a token under slightly different numerics. The same computation as
+    flipping a token under slightly different numerics; ``forced`` as one row of
+    :func:`decode_batch`'s. The same computation as
     :func:`decode_batch` with a batch of one.
     """
     if not isinstance(vector, torch.Tensor) or vector.dim() != 1:
         got = f"{tuple(vector.shape)} {vector.dtype}" if isinstance(vector, torch.Tensor) else type(vector).__name__
         raise ValueError(f"expected a (d,) vector, got {got}")
-    return decode_batch(model, vector[None], [n_tokens])[0]  # (1, d)
+    return decode_batch(model, vector[None], [n_tokens], forced=[forced])[0]  # (1, d)

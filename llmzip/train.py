@@ -113,7 +113,8 @@ class ChunkResult:
     loss: float  # mean cross-entropy at the last evaluation
     token_accuracy: float  # teacher-forced argmax accuracy at the last evaluation
     train_min_margin: float  # smallest target-vs-runner-up gap at the last evaluation
-    converged: bool  # reached the training margin within the step budget
+    converged: bool  # reached the training margin (but at its corrected positions) within the step budget
+    corrections: tuple = ()  # (position, token) pairs stored with the vector (forms that correct)
 
 
 class _Training:
@@ -132,6 +133,11 @@ class _Training:
         self.candidates = ids  # token ids kept in the restricted softmax; see _evaluate
         self.started = time.perf_counter()
         self.loss = self.token_accuracy = self.min_margin = float("nan")  # measured at the last evaluation
+        self.gaps: list[float] = []  # per position, target-vs-runner-up gap at the last full-vocabulary check
+
+    def short(self) -> list[int]:
+        """Positions whose gap at the last full-vocabulary check is under the target margin."""
+        return [position for position, gap in enumerate(self.gaps) if gap < self.target_margin]
 
 
 class MemoryTrainer:
@@ -209,7 +215,7 @@ class MemoryTrainer:
             for row, chunk in enumerate(active):
                 chunk.loss, chunk.token_accuracy, chunk.min_margin = (
                     evaluation.loss[row].item(), evaluation.accuracy[row].item(), evaluation.min_margin[row].item())
-                if evaluation.checked[row] and (chunk.min_margin >= chunk.target_margin or chunk.steps >= chunk.budget):
+                if evaluation.checked[row] and (len(chunk.short()) <= self._allowed(chunk) or chunk.steps >= chunk.budget):
                     result = self._verify(chunk)
                     if result is not None:
                         results[chunk.index] = result
@@ -245,7 +251,8 @@ class MemoryTrainer:
         row = torch.arange(len(ids), device=self.device)[:, None].expand_as(real)[real]  # (N,)
 
         if not self.config.candidates:
-            losses, accuracy, margin = _chunk_stats(self._logits(hidden), targets, row, lengths)
+            losses, accuracy, margin, gap = _chunk_stats(self._logits(hidden), targets, row, lengths)
+            _keep_gaps(active, range(len(active)), gap, row)
             return _Evaluation(losses, losses.detach(), accuracy, margin, torch.ones_like(real[:, 0]))
 
         due = torch.tensor([c.steps % self.config.refresh_every == 0 or c.steps >= c.budget for c in active], device=self.device)
@@ -253,7 +260,7 @@ class MemoryTrainer:
         vocab = torch.unique(torch.cat([c.candidates for c in active]))  # (C,) sorted
         own = torch.stack([torch.isin(vocab, c.candidates) for c in active])  # (B, C)
         logits = self._logits(hidden, vocab).masked_fill(~own[row], float("-inf"))  # (N, C)
-        losses, accuracy, margin = _chunk_stats(logits, torch.searchsorted(vocab, targets), row, lengths)
+        losses, accuracy, margin, _ = _chunk_stats(logits, torch.searchsorted(vocab, targets), row, lengths)
         claims = ~due & (margin >= torch.tensor([c.target_margin for c in active], device=self.device))
         if claims.any():
             claimed = self._full_check(hidden, targets, row, lengths, claims, active)
@@ -275,7 +282,9 @@ class MemoryTrainer:
         for i in chunks_mask.nonzero()[:, 0].tolist():
             mine = row[selected] == i
             active[i].candidates = torch.unique(torch.cat([active[i].ids.to(self.device), top[mine].flatten()]))
-        return _chunk_stats(logits, targets[selected], row[selected], lengths)
+        *stats, gap = _chunk_stats(logits, targets[selected], row[selected], lengths)
+        _keep_gaps(active, chunks_mask.nonzero()[:, 0].tolist(), gap, row[selected])
+        return tuple(stats)
 
     def _logits(self, hidden: torch.Tensor, vocab: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Output logits in fp32 for (N, d) hidden states: over the whole vocabulary (N, V),
@@ -309,18 +318,30 @@ class MemoryTrainer:
             chunk.params, chunk.exp_avg, chunk.exp_avg_sq = params[i], exp_avg[i], exp_avg_sq[i]
             chunk.steps += 1
 
+    def _allowed(self, chunk: _Training) -> int:
+        """How many short positions a chunk may stop with and store as corrections: one more
+        for every ``correction_steps`` steps it has trained, up to ``corrections``; none for
+        a form that stores no corrections."""
+        if not self.form.corrects:
+            return 0
+        return min(self.config.corrections, chunk.steps // self.config.correction_steps)
+
     def _verify(self, chunk: _Training) -> Optional[ChunkResult]:
-        """Decode the stored form of the vector just measured. Returns the final result, or
-        None when the chunk should train on (converged, failed, retry not yet used)."""
-        converged = chunk.min_margin >= chunk.target_margin
-        payload, stored = self.form.store(chunk.params)  # stored: (d,) as extract rebuilds it
-        if chunk.token_accuracy < 1.0:
-            # Teacher forcing already mispredicts a token, so greedy decoding cannot pass
-            # with a margin; skip its n_tokens forward passes (they dominate when many
-            # chunks fail, e.g. text far beyond capacity).
+        """Decode the stored form of the vector just measured, forced at the positions it
+        would store as corrections. Returns the final result, or None when the chunk should
+        train on (converged, failed, retry not yet used)."""
+        short = chunk.short()
+        converged = len(short) <= self._allowed(chunk)
+        ids = chunk.ids.tolist()
+        corrections = tuple((p, ids[p]) for p in short) if self.form.corrects and len(short) <= self.config.corrections else ()
+        payload, stored = self.form.store(chunk.params, corrections) if corrections else self.form.store(chunk.params)
+        if any(gap < 0 for position, gap in enumerate(chunk.gaps) if (position, ids[position]) not in corrections):
+            # Teacher forcing already mispredicts a token that is not corrected, so greedy
+            # decoding cannot pass with a margin; skip its n_tokens forward passes (they
+            # dominate when many chunks fail, e.g. text far beyond capacity).
             decoded = DecodeResult(token_ids=[], min_margin=float("-inf"))
         else:
-            decoded = decode(self.model, stored, len(chunk.ids))
+            decoded = decode(self.model, stored, len(chunk.ids), corrections)
         exact = decoded.token_ids == chunk.ids.tolist()
         accepted = exact and decoded.min_margin >= self.config.verify_margin
         if converged and not accepted and not chunk.retried:
@@ -340,13 +361,15 @@ class MemoryTrainer:
             token_accuracy=chunk.token_accuracy,
             train_min_margin=chunk.min_margin,
             converged=converged,
+            corrections=corrections,
         )
 
 
 def _chunk_stats(logits: torch.Tensor, targets: torch.Tensor, row: torch.Tensor, lengths: torch.Tensor):
     """Per-chunk mean cross-entropy (with grad), token accuracy and smallest gap between
-    the target's logit and the best other logit (negative where the argmax is wrong), from
-    (N, V) logits, (N,) targets and the (N,) chunk index of each position. Each (B,)."""
+    the target's logit and the best other logit (negative where the argmax is wrong), each
+    (B,), and that gap at every position (N,), from (N, V) logits, (N,) targets and the
+    (N,) chunk index of each position."""
     n_chunks = len(lengths)
     token_loss = F.cross_entropy(logits, targets, reduction="none")  # (N,)
     losses = torch.zeros(n_chunks, device=logits.device).index_add(0, row, token_loss) / lengths
@@ -357,4 +380,10 @@ def _chunk_stats(logits: torch.Tensor, targets: torch.Tensor, row: torch.Tensor,
         gap = logits.gather(1, targets[:, None])[:, 0] - runner_up  # (N,)
         margin = torch.full((n_chunks,), float("inf"), device=logits.device).scatter_reduce(0, row, gap, reduce="amin")
         accuracy = torch.zeros(n_chunks, device=logits.device).index_add(0, row, hit.float()) / lengths
-    return losses, accuracy, margin
+    return losses, accuracy, margin, gap
+
+
+def _keep_gaps(active: list[_Training], chunks: Sequence[int], gap: torch.Tensor, row: torch.Tensor) -> None:
+    """Store each listed chunk's per-position gaps ((N,) ``gap`` of rows ``row``)."""
+    for i in chunks:
+        active[i].gaps = gap[row == i].tolist()

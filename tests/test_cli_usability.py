@@ -195,7 +195,7 @@ def test_verbose_compress_and_extract_list_every_chunk(run, model_args, tmp_path
     assert re.fullmatch(r"llmzip: .*doc\.txt -> .*doc\.txt\.lmz: 1 chunk \(1 vector, 0 zstd\), 44 B -> [\d,]+ B, [\d.]+ s",
                         lines[0]), lines[0]
     assert re.fullmatch(r"  model .*tiny-gemma3 on cpu, \d+ threads?, loaded in [\d.]+ s", lines[1]), lines[1]
-    assert re.fullmatch(r"  chunk     0  memory          44 B  \d+ tokens  margin \d+\.\d{3}  stored 128 B", lines[2]), lines[2]
+    assert re.fullmatch(r"  chunk     0  memory\s+44 B  \d+ tokens  margin \d+\.\d{3}  stored 128 B", lines[2]), lines[2]
     assert len(lines) == 3
 
     source.unlink()

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from llmzip import container
 from llmzip.errors import FormatError
 from llmzip.kinds.base import Kind, Restored, WireContext, check_token_counts, decode_group
+from llmzip.kinds.rangecode import categorical, counts_model, pack_words, unpack_words
 
 # Quantisation (CODEC.md, "Kind lm"). DELTA is a power of two, so logit / DELTA and the
 # half-step shift are exact in float64 and the levels are the same on every machine.
@@ -251,34 +252,6 @@ def band(logits, shift: float, params: Params):
     return ids, safe
 
 
-def _categorical(probs):
-    import constriction
-
-    return constriction.stream.model.Categorical(probs, perfect=False)
-
-
-def _mode_model(counts):
-    import numpy
-
-    counts = numpy.asarray(counts, dtype=numpy.float64)
-    return _categorical(counts / counts.sum())
-
-
-def _pack_words(words) -> bytes:
-    raw = words.astype("<u4").tobytes()
-    keep = len(raw)
-    while keep > len(raw) - 3 and keep > 1 and raw[keep - 1] == 0:
-        keep -= 1
-    return raw[:keep]
-
-
-def _unpack_words(coded: bytes):
-    import numpy
-
-    padded = coded + b"\0" * (-len(coded) % 4)
-    return numpy.frombuffer(padded, dtype="<u4").astype(numpy.uint32)
-
-
 class _Encoder:
     """Codes one chunk's tokens, position by position, from the logits the shared loop gives."""
 
@@ -310,11 +283,11 @@ class _Encoder:
             stats.mode_bits -= math.log2(self.counts[mode] / sum(self.counts))
             shifted = row.astype(numpy.float64) - row.max()
             stats.ideal_bits -= (shifted[token] - math.log(numpy.exp(shifted).sum())) / math.log(2)
-        self.coder.encode(mode, _mode_model(self.counts))
+        self.coder.encode(mode, counts_model(self.counts))
         self.counts[mode] += MODE_STEP
         escaped = mode == 2 or symbol == len(probs) - 1
         if mode != 2:
-            self.coder.encode(symbol, _categorical(probs))
+            self.coder.encode(symbol, categorical(probs))
             if stats is not None:
                 stats.quantised_bits -= math.log2(probs[symbol])
         if escaped and mode != 2:  # the band, or the raw id
@@ -324,7 +297,7 @@ class _Encoder:
             flag = 0 if in_band else 1
             if stats is not None:
                 stats.escape_bits -= math.log2(self.band_counts[flag] / sum(self.band_counts))
-            self.coder.encode(flag, _mode_model(self.band_counts))
+            self.coder.encode(flag, counts_model(self.band_counts))
             self.band_counts[flag] += 1
             if in_band:
                 self.coder.encode(index, constriction.stream.model.Uniform(len(ids)))
@@ -341,7 +314,7 @@ class _Encoder:
         return token
 
     def coded(self) -> bytes:
-        return _pack_words(self.coder.get_compressed())
+        return pack_words(self.coder.get_compressed())
 
 
 class _RowDecoder:
@@ -353,7 +326,7 @@ class _RowDecoder:
     def __init__(self, coded: bytes):
         import constriction
 
-        self.coder = constriction.stream.queue.RangeDecoder(_unpack_words(coded))
+        self.coder = constriction.stream.queue.RangeDecoder(unpack_words(coded))
         self.counts = [MODE_START[0]] + [MODE_START[1]] * len(self.shifts)  # the grids, then the raw id
         self.failed = False
 
@@ -363,7 +336,7 @@ class _RowDecoder:
         if self.failed:
             return 0
         try:
-            mode = int(self.coder.decode(_mode_model(self.counts)))
+            mode = int(self.coder.decode(counts_model(self.counts)))
             self.counts[mode] += MODE_STEP
             token = None if mode == len(self.shifts) else self._grid(row, mode)
             if token is None:
@@ -387,10 +360,10 @@ class _Decoder(_RowDecoder):
         import constriction
 
         candidates, probs, _ = distribution(row, SHIFTS[mode], Params())
-        symbol = int(self.coder.decode(_categorical(probs)))
+        symbol = int(self.coder.decode(categorical(probs)))
         if symbol < len(candidates):
             return int(candidates[symbol])
-        flag = int(self.coder.decode(_mode_model(self.band_counts)))
+        flag = int(self.coder.decode(counts_model(self.band_counts)))
         self.band_counts[flag] += 1
         if flag == 0:
             ids, _ = band(row, SHIFTS[mode], Params())
@@ -479,7 +452,7 @@ def _odds_model(k: int):
     import numpy
 
     weight = IN_WEIGHT[k + K_MAX]
-    return _categorical(numpy.array([weight, 2**24 - weight], dtype=numpy.float64) / 2**24)
+    return categorical(numpy.array([weight, 2**24 - weight], dtype=numpy.float64) / 2**24)
 
 
 class _BandCoding:
@@ -496,7 +469,7 @@ class _BandCoding:
         import constriction
 
         if what == "flag":
-            return _mode_model(self.flags[arg])
+            return counts_model(self.flags[arg])
         if what == "odds":
             return _odds_model(arg)
         return constriction.stream.model.Uniform(arg)
@@ -531,7 +504,7 @@ class _BandEncoder(_BandCoding):
                 mode = m
                 break
         bits = -math.log2(self.counts[mode] / sum(self.counts))
-        self.coder.encode(mode, _mode_model(self.counts))
+        self.coder.encode(mode, counts_model(self.counts))
         self.counts[mode] += MODE_STEP
         if stats is not None:
             stats.tokens += 1
@@ -560,7 +533,7 @@ class _BandEncoder(_BandCoding):
         return token
 
     def coded(self) -> bytes:
-        return _pack_words(self.coder.get_compressed())
+        return pack_words(self.coder.get_compressed())
 
 
 def _cost(what: str, arg: int, symbol: int, state: _BandCoding) -> float:

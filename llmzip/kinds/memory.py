@@ -173,8 +173,14 @@ class MemoryKind(Kind):
         for start in range(0, len(chunks), group):
             batch = chunks[start : start + group]
             vectors = self.vectors(loaded, batch)  # (B, d)
-            results += decode_batch(loaded.model, vectors, [chunk.n_tokens for chunk in batch], on_step=on_done)
+            results += decode_batch(loaded.model, vectors, [chunk.n_tokens for chunk in batch],
+                                    forced=[self.corrections(chunk) for chunk in batch], on_step=on_done)
         return results
+
+    def corrections(self, chunk) -> tuple:
+        """The (position, token) pairs the decode takes instead of its greedy choice: none
+        but in kind memory-int-coded."""
+        return ()
 
     def vectors(self, loaded, chunks):
         """The (B, d) tensor of the vectors the model is prompted with, exactly as stored (float16)."""
@@ -209,6 +215,7 @@ class Fp16Form:
 
     kind = KIND
     lr_scale = 1.0
+    corrects = False  # stores no corrected positions
 
     def __init__(self, vector_dim: int, start=None):
         self.n_params = vector_dim

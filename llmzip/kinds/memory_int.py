@@ -86,6 +86,10 @@ class IntVectorChunk:
         """The record's fields after n_tokens and min_margin (and what a journal keeps)."""
         return container.varint(self.rank) + bytes([self.bits]) + _SCALE.pack(self.scale) + self.coefficients
 
+    def integers(self):
+        """(rank,) int64 numpy array of the coefficients (:func:`unpack_coefficients`)."""
+        return unpack_coefficients(self.coefficients, self.rank, self.bits)
+
 
 def parse_payload(payload, vector_dim: int, where: str) -> tuple[int, int, float, bytes]:
     """(rank, bits, scale, coefficients) from payload bytes, every bound checked."""
@@ -103,8 +107,7 @@ def parse_payload(payload, vector_dim: int, where: str) -> tuple[int, int, float
         raise FormatError(f"{where}: a rank-{rank} {bits}-bit vector takes {expected} bytes of fields "
                           f"after n_tokens and min_margin, not {payload.nbytes}")
     (scale,) = _SCALE.unpack_from(payload, at)
-    if not math.isfinite(scale) or scale <= 0:
-        raise FormatError(f"{where}: scale {scale!r} is not a finite number > 0")
+    check_scale(scale, where)
     coefficients = bytes(payload[at + _SCALE.size :])
     q = unpack_coefficients(coefficients, rank, bits)
     if abs(int(q.min())) > qmax(bits) or int(q.max()) > qmax(bits):
@@ -112,6 +115,11 @@ def parse_payload(payload, vector_dim: int, where: str) -> tuple[int, int, float
     if rank * bits % 8 and coefficients[-1] >> (rank * bits % 8):
         raise FormatError(f"{where}: the padding bits after the last {bits}-bit coefficient are not zero")
     return rank, bits, scale, coefficients
+
+
+def check_scale(scale: float, where: str) -> None:
+    if not math.isfinite(scale) or scale <= 0:
+        raise FormatError(f"{where}: scale {scale!r} is not a finite number > 0")
 
 
 def unpack_coefficients(coefficients: bytes, rank: int, bits: int):
@@ -196,7 +204,8 @@ def archive_offset(archive):
 
 
 def rebuild(chunks, vector_dim: int, offset):
-    """The vectors extract prompts with: (B, vector_dim) float32 numpy, B = len(chunks),
+    """The vectors extract prompts with: (B, vector_dim) float32 numpy, B = len(chunks)
+    (of this kind or of kind memory-int-coded: anything with rank, scale and ``integers()``),
     ``offset`` a (d,) float32 numpy array or None (see the module docstring for why these are
     the same bits everywhere)."""
     import numpy
@@ -204,7 +213,7 @@ def rebuild(chunks, vector_dim: int, offset):
     vectors = numpy.zeros((len(chunks), vector_dim), dtype=numpy.float64)
     base = numpy.zeros(vector_dim) if offset is None else offset.astype(numpy.float64)
     for row, chunk in enumerate(chunks):
-        q = unpack_coefficients(chunk.coefficients, chunk.rank, chunk.bits).astype(numpy.float64)
+        q = chunk.integers().astype(numpy.float64)  # (k,)
         exact = basis(vector_dim, chunk.rank) @ q  # (d,): integer sums, exact in float64
         vectors[row] = base + chunk.scale * exact
     return vectors.astype(numpy.float32)
@@ -220,21 +229,29 @@ class IntVectorKind(MemoryKind):
     chunk_type = IntVectorChunk
     minor = 2
 
-    def encode_fields(self, chunk: IntVectorChunk, ctx) -> bytes:
-        self._check_common(chunk, "memory-int chunk")
+    def parse(self, payload, n_tokens: int, vector_dim: int, where: str) -> tuple:
+        """The chunk's fields its payload holds (those of :attr:`chunk_type` before
+        ``n_tokens``), every bound checked."""
+        return parse_payload(payload, vector_dim, where)
+
+    def encode_fields(self, chunk, ctx) -> bytes:
+        where = f"{self.name} chunk"
+        self._check_common(chunk, where)
         payload = chunk.payload
-        parse_payload(payload, ctx.vector_dim, "memory-int chunk")
+        self.parse(payload, chunk.n_tokens, ctx.vector_dim, where)
         return container.varint(chunk.n_tokens) + _MARGIN_V2.pack(_float32_at_most(chunk.min_margin)) + payload
 
-    def decode_fields(self, fields, length, check, ctx, where) -> IntVectorChunk:
+    def decode_fields(self, fields, length, check, ctx, where):
         if tuple(ctx.version) < (2, self.minor):
-            raise FormatError(f"{where}: kind memory-int (4) is not defined in format {ctx.version[0]}.{ctx.version[1]}")
+            raise FormatError(f"{where}: kind {self.name} ({self.code}) is not defined in format "
+                              f"{ctx.version[0]}.{ctx.version[1]}")
         n_tokens, at = container.read_varint(fields, 0, f"{where}: n_tokens")
+        container.check_int(n_tokens, f"{where}: n_tokens", 1, container.MAX_TOKENS_PER_CHUNK)
         if fields.nbytes < at + _MARGIN_V2.size:
-            raise FormatError(f"{where}: a memory-int record's fields end before its min_margin")
+            raise FormatError(f"{where}: a {self.name} record's fields end before its min_margin")
         (margin,) = _MARGIN_V2.unpack_from(fields, at)
-        rank, bits, scale, coefficients = parse_payload(fields[at + _MARGIN_V2.size :], ctx.vector_dim, where)
-        chunk = IntVectorChunk(rank, bits, scale, coefficients, n_tokens, length, check, margin)
+        parsed = self.parse(fields[at + _MARGIN_V2.size :], n_tokens, ctx.vector_dim, where)
+        chunk = self.chunk_type(*parsed, n_tokens, length, check, margin)
         self._check_common(chunk, where)
         return chunk
 
@@ -248,10 +265,9 @@ class IntVectorKind(MemoryKind):
         return {"n_tokens": chunk.n_tokens, "min_margin": chunk.min_margin, "rank": chunk.rank, "bits": chunk.bits,
                 "vector": vector}
 
-    def make_chunk(self, payload: bytes, n_tokens: int, length: int, check: int, min_margin: float,
-                   vector_dim: int) -> IntVectorChunk:
-        rank, bits, scale, coefficients = parse_payload(payload, vector_dim, "trained chunk")
-        return IntVectorChunk(rank, bits, scale, coefficients, n_tokens, length, check, min_margin)
+    def make_chunk(self, payload: bytes, n_tokens: int, length: int, check: int, min_margin: float, vector_dim: int):
+        return self.chunk_type(*self.parse(payload, n_tokens, vector_dim, "trained chunk"), n_tokens, length, check,
+                               min_margin)
 
     # ---------------------------------------------------------------- model half
 
@@ -274,6 +290,7 @@ class IntVectorForm:
     vector of its quantised form (straight-through), stored as :class:`IntVectorChunk`."""
 
     kind = KIND
+    corrects = False  # stores no corrected positions (kind memory-int-coded's form does)
 
     def __init__(self, rank: int, bits: int, offset, vector_dim: int):
         import torch
