@@ -186,7 +186,17 @@ def test_rebuild_of_the_extremes_is_exact():
 
 
 @pytest.fixture(scope="module")
-def archives(tiny_model):
+def kind_4_writer():
+    """The compressor stores trained vectors as kind memory-int at every width, as llmzip
+    0.2.x did: it now writes memory-int-coded up to 8 bits (tests/test_memory_int_coded.py),
+    but kind 4 at these widths is still read, and this module tests writing and reading it."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(codec, "CODED_BITS", ())  # LmzCompressor._vector_form codes none
+        yield
+
+
+@pytest.fixture(scope="module")
+def archives(tiny_model, kind_4_writer):
     """Archives of TEXT at each bit width, with the rank each one is made with."""
     made = {}
     for rank, bits in [(64, 2), (16, 4), (32, 8), (64, 16)]:
@@ -244,7 +254,7 @@ def test_a_changed_offset_setting_is_refused_before_decoding(archives, tiny_mode
         codec.export(forged)
 
 
-def test_the_model_offset_is_recorded_and_checked(tiny_model, monkeypatch):
+def test_the_model_offset_is_recorded_and_checked(tiny_model, monkeypatch, kind_4_writer):
     """A model with a shipped start (here the fixture model, given one): its checksum is in
     settings "mo", the vectors are rebuilt around it, and an archive without "mo" or with
     another value is refused before decoding."""
