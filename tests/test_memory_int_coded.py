@@ -449,3 +449,16 @@ def test_a_wrong_corrected_token_fails_the_chunks_check(archive_bytes, tiny_mode
 
     with pytest.raises(LmzError, match="checksum"):
         codec.LmzDecompressor(loaded=tiny_model).decompress(replaced(archive_bytes, change))
+
+
+@pytest.mark.xfail(strict=True, raises=LmzError, reason=(
+    "bug: MemoryTrainer._verify (llmzip/train.py) stores a correction at every short position, "
+    "up to TrainConfig.corrections, even all n_tokens of a short chunk; the format allows at most "
+    "n_tokens - 1, so make_chunk's parse raises LimitError and compress fails"))
+def test_a_chunk_short_everywhere_does_not_make_compress_fail(tiny_model):
+    """A training margin no chunk reaches and a correction allowed per step: chunks of at
+    most 8 tokens stop with every position short. Compress must still write an archive
+    (storing such a chunk another way, or with at most n_tokens - 1 corrections)."""
+    train = TrainConfig(rank=2, bits=2, max_steps=5, extra_steps=0, batch_size=8, margin=50.0, correction_steps=1)
+    data = codec.LmzCompressor(loaded=tiny_model, chunk_tokens=8, train=train).compress(b"Hello there, general Kenobi.\n")
+    assert codec.LmzDecompressor(loaded=tiny_model).decompress(data) == b"Hello there, general Kenobi.\n"
