@@ -321,10 +321,14 @@ class MemoryTrainer:
     def _allowed(self, chunk: _Training) -> int:
         """How many short positions a chunk may stop with and store as corrections: one more
         for every ``correction_steps`` steps it has trained, up to ``corrections``; none for
-        a form that stores no corrections."""
+        a form that stores no corrections. Never every position: a record corrects at most
+        n_tokens - 1 (the vector must still decide one)."""
         if not self.form.corrects:
             return 0
-        return min(self.config.corrections, chunk.steps // self.config.correction_steps)
+        return min(self._most_corrections(chunk), chunk.steps // self.config.correction_steps)
+
+    def _most_corrections(self, chunk: _Training) -> int:
+        return min(self.config.corrections, len(chunk.ids) - 1) if self.form.corrects else 0
 
     def _verify(self, chunk: _Training) -> Optional[ChunkResult]:
         """Decode the stored form of the vector just measured, forced at the positions it
@@ -333,7 +337,7 @@ class MemoryTrainer:
         short = chunk.short()
         converged = len(short) <= self._allowed(chunk)
         ids = chunk.ids.tolist()
-        corrections = tuple((p, ids[p]) for p in short) if self.form.corrects and len(short) <= self.config.corrections else ()
+        corrections = tuple((p, ids[p]) for p in short) if 0 < len(short) <= self._most_corrections(chunk) else ()
         payload, stored = self.form.store(chunk.params, corrections) if corrections else self.form.store(chunk.params)
         if any(gap < 0 for position, gap in enumerate(chunk.gaps) if (position, ids[position]) not in corrections):
             # Teacher forcing already mispredicts a token that is not corrected, so greedy

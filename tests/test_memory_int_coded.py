@@ -451,10 +451,6 @@ def test_a_wrong_corrected_token_fails_the_chunks_check(archive_bytes, tiny_mode
         codec.LmzDecompressor(loaded=tiny_model).decompress(replaced(archive_bytes, change))
 
 
-@pytest.mark.xfail(strict=True, raises=LmzError, reason=(
-    "bug: MemoryTrainer._verify (llmzip/train.py) stores a correction at every short position, "
-    "up to TrainConfig.corrections, even all n_tokens of a short chunk; the format allows at most "
-    "n_tokens - 1, so make_chunk's parse raises LimitError and compress fails"))
 def test_a_chunk_short_everywhere_does_not_make_compress_fail(tiny_model):
     """A training margin no chunk reaches and a correction allowed per step: chunks of at
     most 8 tokens stop with every position short. Compress must still write an archive

@@ -19,6 +19,7 @@ PASSAGES = [
     "El veloz murciélago hindú comía feliz cardillo y kiwi.",
 ]
 UNSEEN = "Zygote plumbers negotiate vivid xylophones at midnight in Reykjavik."
+NEAR = "The quick brown fox jumps over the lazy cat. Pack my box with five dozen liquor jugs."  # one word off
 
 
 def fast(**overrides) -> TrainConfig:
@@ -119,6 +120,28 @@ def test_chunk_beyond_capacity_fails_within_budget(tiny):
     assert not result.converged and not result.exact and not result.accepted
     assert result.token_accuracy < 1.0 and result.train_min_margin < 0
     assert result.vector.dtype == torch.float16  # still returned, for diagnostics
+    assert result.corrections == ()  # a full fp16 vector stores none, whatever config.corrections says
+
+
+def test_corrections_hold_a_chunk_beyond_capacity(tiny):
+    """A form that stores corrections (memory-int-coded) may stop once no more positions
+    fall short of the margin than it has earned (one per correction_steps); the stored
+    vector then decodes exactly when forced at those positions, with the verify margin
+    everywhere else. The fixture model knows the passage NEAR changes one word of."""
+    from llmzip.kinds.memory_int_coded import CodedIntVectorForm
+
+    model, tokenizer = tiny
+    ids = ids_of(tokenizer, NEAR)
+    (plain,) = MemoryTrainer(model, fast(max_steps=60)).train([ids])
+    assert not plain.accepted  # a full fp16 vector does not hold it in the budget
+    config = fast(max_steps=60, corrections=8, correction_steps=10)
+    (result,) = MemoryTrainer(model, config, form=CodedIntVectorForm(64, 8, None, 64)).train([ids])
+    assert result.accepted and result.converged and result.corrections
+    assert len(result.corrections) <= result.steps // 10 and result.steps < 60
+    assert [token for _, token in result.corrections] == [ids[p] for p, _ in result.corrections]
+    decoded = decode(model, result.vector, len(ids), result.corrections)
+    assert decoded.token_ids == ids and decoded.min_margin >= config.verify_margin
+    assert decode(model, result.vector, len(ids)).token_ids != ids  # the vector alone does not hold it
 
 
 def test_failed_verification_gets_bounded_extra_steps(tiny, passages):
