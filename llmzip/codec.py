@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 
 from llmzip import __version__, chunking, container, kinds
-from llmzip.config import (CODED_BITS, DEFAULT_CHUNK_TOKENS, DEFAULT_VECTOR_FORM, FALLBACK_CHUNK_TOKENS,
-                           FALLBACK_VECTOR_FORM)
+from llmzip.config import (CODED_BITS, DEFAULT_CHUNK_TOKENS, DEFAULT_CODED_GRID, DEFAULT_VECTOR_FORM,
+                           FALLBACK_CHUNK_TOKENS, FALLBACK_CODED_GRID, FALLBACK_VECTOR_FORM)
 from llmzip.errors import ChecksumError, FormatError, InputError, LimitError, ModelError, ModelMismatchError
 from llmzip.identity import ModelIdentity, recorded_identity
 from llmzip.journal import Journal, JournalEntry
@@ -83,7 +83,8 @@ class LmzCompressor:
     ``device``: torch device for training and decoding (``"cpu"``, ``"cuda"``, ...).
     ``chunk_tokens``: token budget per chunk; default per model (:data:`DEFAULT_CHUNK_TOKENS`).
     ``train``: a :class:`llmzip.config.TrainConfig` (margin, steps, batch size, lr, dtype, and the
-    stored form: ``rank``/``bits``, None = the model's default in :data:`DEFAULT_VECTOR_FORM`).
+    stored form: ``rank``/``bits``, None = the model's default in :data:`DEFAULT_VECTOR_FORM`;
+    ``grid``/``sparsity`` of coded vectors, None = :data:`DEFAULT_CODED_GRID`'s; ``corrections``).
     ``zstd_level``: level for the fallback chunks (default 19).
     ``metadata``: extra ``str -> str`` pairs stored in the archive header.
     ``decode_group``: memory chunks decoded together, at compress-time verification and
@@ -126,9 +127,11 @@ class LmzCompressor:
             self.loaded.identity.source_kind, FALLBACK_CHUNK_TOKENS
         ))
         config = train if train is not None else TrainConfig()
-        rank, bits = DEFAULT_VECTOR_FORM.get(self.loaded.identity.source_kind, FALLBACK_VECTOR_FORM)
-        self.train_config = dataclasses.replace(config, rank=rank if config.rank is None else config.rank,
-                                                bits=bits if config.bits is None else config.bits)
+        source = self.loaded.identity.source_kind
+        defaults = dict(zip(("rank", "bits", "grid", "sparsity"), (*DEFAULT_VECTOR_FORM.get(source, FALLBACK_VECTOR_FORM),
+                                                                   *DEFAULT_CODED_GRID.get(source, FALLBACK_CODED_GRID))))
+        self.train_config = dataclasses.replace(config, **{name: value for name, value in defaults.items()
+                                                           if getattr(config, name) is None})
         if self.train_config.rank > self.loaded.identity.hidden_size:
             raise InputError(f"rank must be at most the model's hidden size {self.loaded.identity.hidden_size}, "
                              f"got {self.train_config.rank}")
@@ -146,11 +149,16 @@ class LmzCompressor:
         trainer's default); up to 8 bits range coded with corrections (memory-int-coded: the
         coded coefficients take about 13 % fewer bytes at 4 bits); wider, a fixed-width
         memory-int vector."""
-        rank, bits, d = self.train_config.rank, self.train_config.bits, self.loaded.identity.hidden_size
-        if not rank:
+        config, d = self.train_config, self.loaded.identity.hidden_size
+        if not config.rank:
             return None
-        form = kinds.memory_int_coded.CodedIntVectorForm if bits in CODED_BITS else kinds.memory_int.IntVectorForm
-        return form(rank, bits, self.offset, d)
+        if config.bits not in CODED_BITS:
+            return kinds.memory_int.IntVectorForm(config.rank, config.bits, self.offset, d)
+        try:
+            return kinds.memory_int_coded.CodedIntVectorForm(config.rank, config.bits, self.offset, d, config.grid,
+                                                             config.sparsity)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
 
     def settings(self) -> dict:
         """What the archive header records of the settings (format/CODEC.md, "Settings"):

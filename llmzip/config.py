@@ -22,6 +22,12 @@ FALLBACK_CHUNK_TOKENS = 32
 DEFAULT_VECTOR_FORM = {"default": (640, 4)}
 FALLBACK_VECTOR_FORM = (0, 16)
 VECTOR_BITS = tuple(range(2, 17))  # bits per memory-int coefficient
+# Grid of memory-int-coded vectors by model source, (grid, sparsity): one fixed quantiser
+# step for every vector and the weight of a pull towards the offset that leaves unneeded
+# coordinates at 0, the cheapest coded symbol (CodedIntVectorForm); (0, 0) scales each
+# vector's grid to its own RMS. See BENCHMARKS.md, "Coded vectors".
+DEFAULT_CODED_GRID = {"default": (6.0, 1.0)}
+FALLBACK_CODED_GRID = (0.0, 0.0)
 CODED_BITS = tuple(range(2, 9))  # widths stored range coded, with corrections (kind memory-int-coded)
 MAX_CORRECTIONS = 64  # corrected positions one memory-int-coded record may hold
 
@@ -51,6 +57,8 @@ class TrainConfig:
     start_noise: float = 0.1  # with a fitted start: plus this x the chunk's seeded random vector
     rank: Optional[int] = None  # coefficients per stored vector: 0 = full fp16 vector; None = the model's default
     bits: Optional[int] = None  # bits per coefficient of a memory-int vector (2..16); None = the model's default
+    grid: Optional[float] = None  # fixed quantiser step of coded vectors; 0 = per-vector RMS grid; None = the model's default
+    sparsity: Optional[float] = None  # weight of the pull towards the offset (needs a grid); None = the model's default
     corrections: int = 8  # positions a chunk may store as corrections (memory-int-coded, bits <= 8); 0 = none
     correction_steps: int = 100  # a chunk may stop with one short position more per this many steps trained
 
@@ -61,6 +69,8 @@ class TrainConfig:
             raise ValueError(f"train_dtype must be one of {list(TRAIN_DTYPES)}, got {self.train_dtype!r}")
         if self.rank is not None and self.rank < 0 or self.bits is not None and self.bits not in VECTOR_BITS:
             raise ValueError(f"rank must be >= 0 and bits one of {list(VECTOR_BITS)}, got {self.rank}, {self.bits}")
+        if any(value is not None and not value >= 0 for value in (self.grid, self.sparsity)):
+            raise ValueError(f"grid and sparsity must be >= 0, got {self.grid}, {self.sparsity}")
         if self.margin <= 0 or self.verify_margin < 0:
             raise ValueError("margin must be positive and verify_margin non-negative")
         if min(self.max_steps, self.batch_size, self.warmup_steps, self.refresh_every, self.correction_steps) < 1:

@@ -207,7 +207,8 @@ class MemoryTrainer:
                 active.append(self._start(index, chunks[index], self.config.margin))
             params = torch.stack([c.params for c in active]).requires_grad_()  # (B, p)
             evaluation = self._evaluate(self.form.vectors(params), active)  # vectors (B, d)
-            (grad,) = torch.autograd.grad(evaluation.losses.sum(), params)  # (B, p)
+            objective = evaluation.losses + self.form.penalty(params)  # (B,): the form's own term, e.g. a pull to 0
+            (grad,) = torch.autograd.grad(objective.sum(), params)  # (B, p)
             step += 1
             if on_step is not None:
                 on_step(step, len(active), evaluation.losses.mean().item())

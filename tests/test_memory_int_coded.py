@@ -458,3 +458,38 @@ def test_a_chunk_short_everywhere_does_not_make_compress_fail(tiny_model):
     train = TrainConfig(rank=2, bits=2, max_steps=5, extra_steps=0, batch_size=8, margin=50.0, correction_steps=1)
     data = codec.LmzCompressor(loaded=tiny_model, chunk_tokens=8, train=train).compress(b"Hello there, general Kenobi.\n")
     assert codec.LmzDecompressor(loaded=tiny_model).decompress(data) == b"Hello there, general Kenobi.\n"
+
+
+# ---------------------------------------------------------------- the grid made for the code
+
+
+def test_a_fixed_grid_quantises_every_vector_to_its_step():
+    form = memory_int_coded.CodedIntVectorForm(64, 4, None, 64, grid=0.1)
+    z = torch.tensor([[0.04, -0.26, 5.0] + [0.0] * 61, [0.31] * 64])  # (2, 64)
+    scale, q = form._quantise(z)
+    assert scale.flatten().tolist() == [memory_int.fp16_scale(0.1)] * 2
+    assert q[0, :3].tolist() == [0, -3, 7] and q[1, 0] == 3  # rounded to the step, clamped at qmax
+    assert form.penalty(z) == 0.0  # no pull without sparsity
+
+
+def test_sparsity_needs_a_grid_and_both_are_non_negative(tiny_model):
+    with pytest.raises(ValueError, match="sparsity only with a grid"):
+        memory_int_coded.CodedIntVectorForm(64, 4, None, 64, sparsity=1.0)
+    with pytest.raises(ValueError, match="grid and sparsity"):
+        TrainConfig(grid=-1.0)
+    with pytest.raises(LmzError, match="sparsity only with a grid"):
+        codec.LmzCompressor(loaded=tiny_model, train=TrainConfig(rank=64, bits=4, sparsity=1.0))
+
+
+def test_the_pull_towards_the_offset_leaves_more_coefficients_at_zero(tiny_model):
+    """The same chunks trained on one fixed grid, without and with the sparsity pull: the
+    pull leaves more coefficients at 0, and the archive still extracts exactly."""
+    zeros = {}
+    for sparsity in (0.0, 4.0):
+        train = TrainConfig(rank=64, bits=4, grid=0.05, sparsity=sparsity, **FAST)
+        data = codec.LmzCompressor(loaded=tiny_model, chunk_tokens=8, train=train).compress(TEXT)
+        stored = [chunk for chunk in container.unpack(data).chunks if kinds.of(chunk) is memory_int_coded.KIND]
+        assert stored and all(chunk.scale == memory_int.fp16_scale(0.05) for chunk in stored)
+        assert codec.LmzDecompressor(loaded=tiny_model).decompress(data) == TEXT
+        zeros[sparsity] = sum(int((chunk.integers() == 0).sum()) for chunk in stored)
+    assert zeros[4.0] > zeros[0.0]

@@ -232,6 +232,10 @@ class Fp16Form:
     def vectors(self, params):
         return params  # (B, d)
 
+    def penalty(self, params):
+        """What this form adds to each chunk's loss: nothing."""
+        return 0.0
+
     def store(self, params):
         """(the fp16 bytes the record holds, the (d,) float16 vector they are)."""
         import torch

@@ -59,6 +59,12 @@ MIN_SCALE = 2.0**-14  # the smallest normal fp16: what a writer clamps a vector'
 CLIP = {2: 1.2, 3: 1.9, 4: 2.5}  # 3 bits: between the measured two, not measured itself
 
 
+def fp16_scale(value: float) -> float:
+    """``value`` rounded to the fp16 a record stores its scale in, at least :data:`MIN_SCALE`."""
+    (rounded,) = _SCALE.unpack(_SCALE.pack(max(value, MIN_SCALE)))
+    return rounded
+
+
 def qmax(bits: int) -> int:
     """Largest coefficient magnitude at ``bits`` bits (symmetric: -2**(bits-1) is unused)."""
     return 2 ** (bits - 1) - 1
@@ -311,6 +317,10 @@ class IntVectorForm:
 
         z = torch.randn(self.rank, generator=generator) * embed_rms * self.lr_scale
         return z * start_noise if self.offset is not None else z
+
+    def penalty(self, z):
+        """What this form adds to each chunk's loss: nothing (see memory-int-coded's form)."""
+        return 0.0
 
     def _quantise(self, z):
         """Scale (B, 1) as fp16 values and integer coefficients (B, k), from z (B, k)."""
