@@ -21,12 +21,16 @@ How the loop is organised, and why:
 * **Stop on margin, keep what was measured.** A chunk stops when, at every position, the
   target's logit beats every other logit by at least ``margin``. The vector that produced
   those logits (before any further update) is the one verified and returned.
+* **Corrections.** A form that stores corrections (kind memory-int-coded) may stop with a
+  few positions short of the margin, one more for every ``correction_steps`` steps trained
+  (up to ``corrections``): those positions and their tokens are stored, and the decode
+  takes them there. A chunk a vector almost holds then stops sooner, or at all.
 * **Stored forms.** What is optimised is a *form* of the vector (``form``): the full
   vector itself (:class:`llmzip.kinds.memory.Fp16Form`, the default) or k coefficients of
   an integer-coded vector, full or low rank (:class:`llmzip.kinds.memory_int.IntVectorForm`), each
   chunk's parameters a row of a (B, p) tensor.
 * **Verify the stored form.** The stopped vector is rounded to its stored form (fp16) and decoded with
-  :func:`llmzip.decode.decode` on the caller's (fp32) model. It is accepted only if it
+  :func:`llmzip.decode.decode` on the caller's (fp32) model, forced at its corrections. It is accepted only if it
   reproduces the ids with a decode margin of at least ``verify_margin``. A converged chunk
   that fails goes back into the batch with a doubled margin for at most ``extra_steps``
   more steps, then is verified once more and reported as it is.
@@ -322,13 +326,12 @@ class MemoryTrainer:
     def _allowed(self, chunk: _Training) -> int:
         """How many short positions a chunk may stop with and store as corrections: one more
         for every ``correction_steps`` steps it has trained, up to ``corrections``; none for
-        a form that stores no corrections. Never every position: a record corrects at most
-        n_tokens - 1 (the vector must still decide one)."""
-        if not self.form.corrects:
-            return 0
+        a form that stores no corrections."""
         return min(self._most_corrections(chunk), chunk.steps // self.config.correction_steps)
 
     def _most_corrections(self, chunk: _Training) -> int:
+        """Never every position: a record corrects at most n_tokens - 1 (the vector must
+        still decide one)."""
         return min(self.config.corrections, len(chunk.ids) - 1) if self.form.corrects else 0
 
     def _verify(self, chunk: _Training) -> Optional[ChunkResult]:

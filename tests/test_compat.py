@@ -64,9 +64,11 @@ def test_default_model_archive_from_0_1_0_extracts_exactly(default_model):
 
 
 @pytest.mark.slow
-def test_default_model_memory_int_archive_extracts_exactly(default_model):
-    """Format 2.2 at the default model's defaults: 4-bit vectors around its fitted start."""
-    archive = (COMPAT / "default-model-memory-int.lmz").read_bytes()
-    assert container.unpack(archive).version == (2, 2)
+@pytest.mark.parametrize("name, version", [("default-model-memory-int", (2, 2)), ("default-model-memory-int-coded", (2, 3))])
+def test_default_model_memory_int_archives_extract_exactly(default_model, name, version):
+    """The default model's defaults of their day: 4-bit vectors around its fitted start
+    (format 2.2), then range coded with corrections (2.3). Both hold the same text."""
+    archive = (COMPAT / f"{name}.lmz").read_bytes()
+    assert container.unpack(archive).version == version
     restored = codec.LmzDecompressor(loaded=default_model).decompress(archive)
     assert restored == (COMPAT / "default-model-memory-int.txt").read_bytes()

@@ -40,7 +40,7 @@ def test_sample_compresses_to_memory_vectors_and_extracts_exactly(sample_archive
     capsys.readouterr()
     assert cli("info", sample_archive, "--json") == 0
     info = json.loads(capsys.readouterr().out)[0]
-    assert info["chunks"].get("memory-int", 0) >= 1, info["chunks"]  # the default model's default form
+    assert info["chunks"].get("memory-int-coded", 0) >= 1, info["chunks"]  # the default model's default form
     assert cli("verify", sample_archive, "-v") == 0
     assert "OK" in capsys.readouterr().out
     restored = sample_archive.with_name("restored.txt")
