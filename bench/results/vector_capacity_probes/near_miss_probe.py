@@ -12,19 +12,14 @@ import sys
 import torch
 
 import llmzip.train as train
-from llmzip import chunking
+from gpl_chunks import load
 from llmzip.config import TrainConfig
 from llmzip.kinds.memory_int import IntVectorForm, offset_for
-from llmzip.model import load_model
 
 bits, max_steps = int(sys.argv[1]), int(sys.argv[2])
 chunk_tokens = int(sys.argv[3]) if len(sys.argv) > 3 else 64
-torch.set_num_threads(1)
-loaded = load_model("default")
+loaded, chunks, ids = load(chunk_tokens=chunk_tokens)
 fp = loaded.identity.weights_fingerprint
-data = open("/work/main/fixtures/compat/default-model-memory-int.txt", "rb").read()
-chunks = [c for c in chunking.split(data, loaded.tokenizer, max_tokens=chunk_tokens) if c.eligible]
-ids = [list(c.token_ids) for c in chunks]
 
 last_gap = {}
 original_stats = train._chunk_stats

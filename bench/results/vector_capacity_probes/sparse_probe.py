@@ -15,19 +15,14 @@ import sys
 import torch
 
 import llmzip.train as train
-from llmzip import chunking
+from gpl_chunks import load
 from llmzip.config import TrainConfig
 from llmzip.kinds import memory_int
 from llmzip.kinds.memory_int_coded import CodedIntVectorForm, decode_coefficients, parse_payload
-from llmzip.model import load_model
 
 step, weight, max_steps = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
-torch.set_num_threads(1)
-loaded = load_model("default")
+loaded, chunks, ids = load(8)
 fp = loaded.identity.weights_fingerprint
-data = open("/work/main/fixtures/compat/default-model-memory-int.txt", "rb").read()
-chunks = [c for c in chunking.split(data, loaded.tokenizer, max_tokens=64) if c.eligible][:8]
-ids = [list(c.token_ids) for c in chunks]
 
 
 class SparseForm(CodedIntVectorForm):
