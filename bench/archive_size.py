@@ -85,11 +85,13 @@ def main() -> None:
     parser.add_argument("files", nargs="+")
     parser.add_argument("--json")
     parser.add_argument("--plot")
+    parser.add_argument("--vector-bytes", type=int, help="bytes per vector for the floor column [default: the "
+                        "default form at fixed width; coded vectors (memory-int-coded) vary, ~245 B measured]")
     args = parser.parse_args()
     loaded = load_model("default")
     rank, bits = DEFAULT_VECTOR_FORM["default"]  # the default model's default stored form
-    vector_bytes = 2 * loaded.identity.hidden_size if rank == 0 else (
-        len(container.varint(rank)) + 1 + 2 + memory_int.coefficient_bytes(rank, bits))  # rank, bits, scale, q
+    vector_bytes = args.vector_bytes or (2 * loaded.identity.hidden_size if rank == 0 else (
+        len(container.varint(rank)) + 1 + 2 + memory_int.coefficient_bytes(rank, bits)))  # rank, bits, scale, q
     rows = [measure(path, loaded.tokenizer, DEFAULT_CHUNK_TOKENS["default"], vector_bytes) for path in args.files]
 
     columns = ["input", "gzip -9", "zstd -19", "xz -9", "xz -9e", "chunks", "vectors alone, every chunk a vector",
