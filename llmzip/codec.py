@@ -147,7 +147,7 @@ class LmzCompressor:
     def _vector_form(self):
         """How vectors are trained and stored: rank 0 a full fp16 vector (kind memory, the
         trainer's default); up to 8 bits range coded with corrections (memory-int-coded: the
-        coded coefficients take about 13 % fewer bytes at 4 bits); wider, a fixed-width
+        coded coefficients take 12 % fewer bytes at 4 bits); wider, a fixed-width
         memory-int vector."""
         config, d = self.train_config, self.loaded.identity.hidden_size
         if not config.rank:

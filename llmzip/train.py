@@ -343,7 +343,8 @@ class MemoryTrainer:
         ids = chunk.ids.tolist()
         corrections = tuple((p, ids[p]) for p in short) if 0 < len(short) <= self._most_corrections(chunk) else ()
         payload, stored = self.form.store(chunk.params, corrections) if corrections else self.form.store(chunk.params)
-        if any(gap < 0 for position, gap in enumerate(chunk.gaps) if (position, ids[position]) not in corrections):
+        corrected = {position for position, _ in corrections}
+        if any(gap < 0 for position, gap in enumerate(chunk.gaps) if position not in corrected):
             # Teacher forcing already mispredicts a token that is not corrected, so greedy
             # decoding cannot pass with a margin; skip its n_tokens forward passes (they
             # dominate when many chunks fail, e.g. text far beyond capacity).

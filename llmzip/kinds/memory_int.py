@@ -49,7 +49,7 @@ from llmzip.kinds.memory import MemoryKind, _float32_at_most, _MARGIN_V2
 BITS = VECTOR_BITS  # coefficient widths a record may use
 BASIS_SEED = 0x6C6D7A62  # xxh64 seed of the basis hashes ("lmzb")
 OFFSET_KEY = container.SETTINGS_KEYS["memory_offset"]  # xxh64 of the offset's float32 bytes (absent: zero)
-_SCALE = struct.Struct("<e")
+SCALE = struct.Struct("<e")  # a record's scale: one little-endian fp16
 MIN_SCALE = 2.0**-14  # the smallest normal fp16: what a writer clamps a vector's scale to
 # Where a writer puts the outermost grid level, in RMS of the coefficients (a compress-time
 # choice; the record stores the scale). Scaling to the largest |z| leaves most coordinates
@@ -61,7 +61,7 @@ CLIP = {2: 1.2, 3: 1.9, 4: 2.5}  # 3 bits: between the measured two, not measure
 
 def fp16_scale(value: float) -> float:
     """``value`` rounded to the fp16 a record stores its scale in, at least :data:`MIN_SCALE`."""
-    (rounded,) = _SCALE.unpack(_SCALE.pack(max(value, MIN_SCALE)))
+    (rounded,) = SCALE.unpack(SCALE.pack(max(value, MIN_SCALE)))
     return rounded
 
 
@@ -90,7 +90,7 @@ class IntVectorChunk:
     @property
     def payload(self) -> bytes:
         """The record's fields after n_tokens and min_margin (and what a journal keeps)."""
-        return container.varint(self.rank) + bytes([self.bits]) + _SCALE.pack(self.scale) + self.coefficients
+        return container.varint(self.rank) + bytes([self.bits]) + SCALE.pack(self.scale) + self.coefficients
 
     def integers(self):
         """(rank,) int64 numpy array of the coefficients (:func:`unpack_coefficients`)."""
@@ -108,13 +108,13 @@ def parse_payload(payload, vector_dim: int, where: str) -> tuple[int, int, float
         raise FormatError(f"{where}: bits per coefficient {payload[at]} is not in {BITS[0]}..{BITS[-1]}")
     bits = payload[at]
     at += 1
-    expected = at + _SCALE.size + coefficient_bytes(rank, bits)
+    expected = at + SCALE.size + coefficient_bytes(rank, bits)
     if payload.nbytes != expected:
         raise FormatError(f"{where}: a rank-{rank} {bits}-bit vector takes {expected} bytes of fields "
                           f"after n_tokens and min_margin, not {payload.nbytes}")
-    (scale,) = _SCALE.unpack_from(payload, at)
+    (scale,) = SCALE.unpack_from(payload, at)
     check_scale(scale, where)
-    coefficients = bytes(payload[at + _SCALE.size :])
+    coefficients = bytes(payload[at + SCALE.size :])
     q = unpack_coefficients(coefficients, rank, bits)
     if abs(int(q.min())) > qmax(bits) or int(q.max()) > qmax(bits):
         raise FormatError(f"{where}: a {bits}-bit coefficient is outside -{qmax(bits)}..{qmax(bits)}")
@@ -322,14 +322,19 @@ class IntVectorForm:
         """What this form adds to each chunk's loss: nothing (see memory-int-coded's form)."""
         return 0.0
 
-    def _quantise(self, z):
-        """Scale (B, 1) as fp16 values and integer coefficients (B, k), from z (B, k)."""
+    def _scale(self, z):
+        """Each vector's grid step, (B, 1) fp16 values, from z (B, k): the grid's last level
+        at CLIP x RMS (outliers clamped), or at the largest |z| for widths without a clip."""
         import torch
 
         reach = z.abs().amax(-1, keepdim=True)  # (B, 1)
-        if self.bits in CLIP:  # the grid's last level at CLIP x RMS, outliers clamped
+        if self.bits in CLIP:
             reach = torch.minimum(reach, CLIP[self.bits] * z.pow(2).mean(-1, keepdim=True).sqrt())
-        scale = (reach / qmax(self.bits)).clamp_min(MIN_SCALE).half().float()
+        return (reach / qmax(self.bits)).clamp_min(MIN_SCALE).half().float()
+
+    def _quantise(self, z):
+        """Scale (B, 1) as fp16 values and integer coefficients (B, k), from z (B, k)."""
+        scale = self._scale(z)
         return scale, (z / scale).round().clamp(-qmax(self.bits), qmax(self.bits))
 
     def vectors(self, z):
@@ -340,12 +345,17 @@ class IntVectorForm:
             self._basis, self._offset = self._basis.to(z.device), self._offset.to(z.device)
         return self._offset + zq @ self._basis.T
 
-    def store(self, z):
-        """(the record's payload, see :attr:`IntVectorChunk.payload`; the (d,) float32
-        vector extract rebuilds from it)."""
+    def store(self, z, *record_fields):
+        """(the record's payload, see the kind's chunk ``payload``; the (d,) float32 vector
+        extract rebuilds from it). ``record_fields``: what else the form's record holds
+        (memory-int-coded: the corrections)."""
         import torch
 
         scale, q = self._quantise(z.detach().float().cpu()[None])
-        form = IntVectorChunk(self.rank, self.bits, float(scale[0, 0]), pack_coefficients(q[0].long().numpy(), self.bits),
-                            n_tokens=1, length=1, check=0, min_margin=0.0)  # the stored form; chunk fields unused
+        form = self._record(float(scale[0, 0]), q[0].long().numpy(), *record_fields)
         return form.payload, torch.from_numpy(rebuild([form], self.vector_dim, self.offset))[0]
+
+    def _record(self, scale: float, q) -> IntVectorChunk:
+        """The stored form of a vector (the chunk fields after the vector's are unused)."""
+        return IntVectorChunk(self.rank, self.bits, scale, pack_coefficients(q, self.bits),
+                              n_tokens=1, length=1, check=0, min_margin=0.0)

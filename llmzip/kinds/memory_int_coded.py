@@ -59,7 +59,7 @@ class CodedIntVectorChunk:
     @property
     def payload(self) -> bytes:
         """The record's fields after n_tokens and min_margin (and what a journal keeps)."""
-        fields = [container.varint(self.rank), bytes([self.bits]), memory_int._SCALE.pack(self.scale),
+        fields = [container.varint(self.rank), bytes([self.bits]), memory_int.SCALE.pack(self.scale),
                   container.varint(len(self.corrections))]
         previous = -1
         for position, token in self.corrections:
@@ -121,11 +121,11 @@ def parse_payload(payload, n_tokens: int, vector_dim: int, where: str):
     if bits not in BITS:
         raise FormatError(f"{where}: bits per coefficient {bits} is not in {BITS[0]}..{BITS[-1]}")
     at += 1
-    if payload.nbytes < at + memory_int._SCALE.size:
+    if payload.nbytes < at + memory_int.SCALE.size:
         raise FormatError(f"{where}: a memory-int-coded record's fields end inside its scale")
-    (scale,) = memory_int._SCALE.unpack_from(payload, at)
+    (scale,) = memory_int.SCALE.unpack_from(payload, at)
     memory_int.check_scale(scale, where)
-    count, at = container.read_varint(payload, at + memory_int._SCALE.size, f"{where}: corrections")
+    count, at = container.read_varint(payload, at + memory_int.SCALE.size, f"{where}: corrections")
     container.check_int(count, f"{where}: corrections", 0, min(MAX_CORRECTIONS, n_tokens - 1))
     corrections, position = [], -1
     for _ in range(count):
@@ -197,22 +197,13 @@ class CodedIntVectorForm(memory_int.IntVectorForm):
         self.grid = memory_int.fp16_scale(grid) if grid else 0.0
         self.sparsity = sparsity
 
-    def _quantise(self, z):
-        if not self.grid:
-            return super()._quantise(z)
-        scale = z.new_full((len(z), 1), self.grid)  # (B, 1)
-        return scale, (z / scale).round().clamp(-memory_int.qmax(self.bits), memory_int.qmax(self.bits))
+    def _scale(self, z):
+        return z.new_full((len(z), 1), self.grid) if self.grid else super()._scale(z)  # (B, 1)
 
     def penalty(self, z):
         """(B,) added to the chunks' losses (see the class docstring), or 0."""
         return self.sparsity * z.abs().mean(-1) / self.grid if self.sparsity else 0.0
 
-    def store(self, z, corrections=()):
-        """(the record's payload, the (d,) float32 vector extract rebuilds from it)."""
-        import torch
-
-        scale, q = self._quantise(z.detach().float().cpu()[None])
-        form = CodedIntVectorChunk(self.rank, self.bits, float(scale[0, 0]), tuple(corrections),
-                                   encode_coefficients(q[0].long().numpy(), self.bits),
-                                   n_tokens=1, length=1, check=0, min_margin=0.0)  # chunk fields unused
-        return form.payload, torch.from_numpy(memory_int.rebuild([form], self.vector_dim, self.offset))[0]
+    def _record(self, scale: float, q, corrections=()) -> CodedIntVectorChunk:
+        return CodedIntVectorChunk(self.rank, self.bits, scale, tuple(corrections), encode_coefficients(q, self.bits),
+                                   n_tokens=1, length=1, check=0, min_margin=0.0)
