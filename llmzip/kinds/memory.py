@@ -165,8 +165,6 @@ class MemoryKind(Kind):
         """The decode computation of CODEC.md for ``chunks`` (memory chunks, in archive
         order): consecutive groups of ``group`` rows through ``decode_batch``. Compress runs
         exactly this on what it stores, and records the margins it measures."""
-        import torch
-
         from llmzip.decode import decode_batch
 
         results = []

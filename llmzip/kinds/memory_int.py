@@ -100,14 +100,7 @@ class IntVectorChunk:
 def parse_payload(payload, vector_dim: int, where: str) -> tuple[int, int, float, bytes]:
     """(rank, bits, scale, coefficients) from payload bytes, every bound checked."""
     payload = memoryview(payload)
-    rank, at = container.read_varint(payload, 0, f"{where}: rank")
-    container.check_int(rank, f"{where}: rank", 1, vector_dim)
-    if at >= payload.nbytes:
-        raise FormatError(f"{where}: a memory-int record's fields end before its bits per coefficient")
-    if payload[at] not in BITS:
-        raise FormatError(f"{where}: bits per coefficient {payload[at]} is not in {BITS[0]}..{BITS[-1]}")
-    bits = payload[at]
-    at += 1
+    rank, bits, at = read_rank_and_bits(payload, vector_dim, BITS, "memory-int", where)
     expected = at + SCALE.size + coefficient_bytes(rank, bits)
     if payload.nbytes != expected:
         raise FormatError(f"{where}: a rank-{rank} {bits}-bit vector takes {expected} bytes of fields "
@@ -121,6 +114,18 @@ def parse_payload(payload, vector_dim: int, where: str) -> tuple[int, int, float
     if rank * bits % 8 and coefficients[-1] >> (rank * bits % 8):
         raise FormatError(f"{where}: the padding bits after the last {bits}-bit coefficient are not zero")
     return rank, bits, scale, coefficients
+
+
+def read_rank_and_bits(payload: memoryview, vector_dim: int, widths, kind_name: str, where: str):
+    """(rank, bits, offset after them) from the start of a record's payload, bounded:
+    rank 1..``vector_dim``, bits one of ``widths``."""
+    rank, at = container.read_varint(payload, 0, f"{where}: rank")
+    container.check_int(rank, f"{where}: rank", 1, vector_dim)
+    if at >= payload.nbytes:
+        raise FormatError(f"{where}: a {kind_name} record's fields end before its bits per coefficient")
+    if payload[at] not in widths:
+        raise FormatError(f"{where}: bits per coefficient {payload[at]} is not in {widths[0]}..{widths[-1]}")
+    return rank, payload[at], at + 1
 
 
 def check_scale(scale: float, where: str) -> None:

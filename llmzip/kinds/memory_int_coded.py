@@ -113,14 +113,7 @@ def decode_coefficients(code: bytes, rank: int, bits: int):
 def parse_payload(payload, n_tokens: int, vector_dim: int, where: str):
     """(rank, bits, scale, corrections, code) from payload bytes, every bound checked."""
     payload = memoryview(payload)
-    rank, at = container.read_varint(payload, 0, f"{where}: rank")
-    container.check_int(rank, f"{where}: rank", 1, vector_dim)
-    if at >= payload.nbytes:
-        raise FormatError(f"{where}: a memory-int-coded record's fields end before its bits per coefficient")
-    bits = payload[at]
-    if bits not in BITS:
-        raise FormatError(f"{where}: bits per coefficient {bits} is not in {BITS[0]}..{BITS[-1]}")
-    at += 1
+    rank, bits, at = memory_int.read_rank_and_bits(payload, vector_dim, BITS, "memory-int-coded", where)
     if payload.nbytes < at + memory_int.SCALE.size:
         raise FormatError(f"{where}: a memory-int-coded record's fields end inside its scale")
     (scale,) = memory_int.SCALE.unpack_from(payload, at)
