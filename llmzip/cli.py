@@ -107,7 +107,7 @@ def _describe(path, archive) -> str:
         "  stored bytes    " + ", ".join(f"{kind} {size:,} B" for kind, size in archive.stored_bytes.items())
         + f", overhead {archive.overhead_bytes:,} B",
         f"  chunks          {sum(counts.values())}: {chunks}",
-        *([f"  bits per vector " + ", ".join(f"{kind} {8 * archive.stored_bytes[kind] / counts[kind]:,.0f}" for kind in vectors)]
+        *(["  bits per vector " + ", ".join(f"{kind} {8 * archive.stored_bytes[kind] / counts[kind]:,.0f}" for kind in vectors)]
           if vectors else []),
         f"  min margin      {min_margin}",
         f"  vector dim      {archive.header.vector_dim}",
