@@ -73,7 +73,7 @@ def perturbation(name: str, data: bytes, loaded, n_tokens: int, chunk: int = 128
     starts = range(0, len(ids), chunk)
     coded = []
     for start in starts:
-        encoder = lm._BandEncoder(ids[start : start + chunk], None)
+        encoder = lm.BandEncoder(ids[start : start + chunk], None)
         for position, row in enumerate(rows[start : start + chunk]):
             encoder(position, row)
         coded.append(encoder.coded())
@@ -91,7 +91,7 @@ def perturbation(name: str, data: bytes, loaded, n_tokens: int, chunk: int = 128
         wrong = 0
         for _ in range(repeat):
             for start, bits in zip(starts, coded):
-                decoder = lm._BandDecoder(bits)
+                decoder = lm.BandDecoder(bits)
                 out = [decoder(p, moved(row, how)) for p, row in enumerate(rows[start : start + chunk])]
                 wrong += decoder.failed or out != ids[start : start + chunk]
         result[how] = {"token_decodes": len(ids) * repeat, "chunk_decodes": len(coded) * repeat, "wrong": wrong}

@@ -449,7 +449,7 @@ def _check_device(device: str) -> None:
 @click.option("--max-steps", type=click.IntRange(1), help=f"Optimiser steps per chunk before it falls back to zstd [default: {_TRAIN.max_steps}].")
 @click.option("--margin", type=click.FloatRange(0, min_open=True), help=f"Logit margin every position must win by [default: {_TRAIN.margin}].")
 @click.option("--batch-size", type=click.IntRange(1), help=f"Chunks trained together [default: {_TRAIN.batch_size}].")
-@click.option("--rank", type=click.IntRange(0), help="Coefficients per stored memory vector (kind memory-int-coded up to 8 bits, "
+@click.option("--rank", type=click.IntRange(0), help="Coefficients per stored memory vector (kind memory-int-lm up to 8 bits, "
               "memory-int above); 0 stores full fp16 "
               f"vectors (kind memory) [default: per model, {DEFAULT_VECTOR_FORM['default'][0]} for the default model].")
 @click.option("--bits", type=click.IntRange(VECTOR_BITS[0], VECTOR_BITS[-1]), help="Bits per memory-int coefficient "
@@ -622,8 +622,9 @@ def _chunk_lines(archive: bytes) -> list[str]:
             detail += f"  margin {kind.margin(chunk):.3f}"
         if kind.stored_bytes(chunk):
             detail += f"  stored {kind.stored_bytes(chunk):,} B"
-        if getattr(chunk, "corrections", None):
-            detail += f"  {_plural(len(chunk.corrections), 'correction')}"
+        corrected = getattr(chunk, "corrections", None) or getattr(chunk, "positions", None)  # kinds 5 and 6
+        if corrected:
+            detail += f"  {_plural(len(corrected), 'correction')}"
         lines.append(f"  chunk {index:>5}  {kind.name:<16} {chunk.length:>7} B{detail}")
     return lines
 

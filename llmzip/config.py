@@ -22,14 +22,14 @@ FALLBACK_CHUNK_TOKENS = 32
 DEFAULT_VECTOR_FORM = {"default": (640, 4)}
 FALLBACK_VECTOR_FORM = (0, 16)
 VECTOR_BITS = tuple(range(2, 17))  # bits per memory-int coefficient
-# Grid of memory-int-coded vectors by model source, (grid, sparsity): one fixed quantiser
+# Grid of coded vectors (memory-int-lm) by model source, (grid, sparsity): one fixed quantiser
 # step for every vector and the weight of a pull towards the offset that leaves unneeded
 # coordinates at 0, the cheapest coded symbol (CodedIntVectorForm); (0, 0) scales each
 # vector's grid to its own RMS. See BENCHMARKS.md, "Coded vectors".
 DEFAULT_CODED_GRID = {"default": (6.0, 1.0)}
 FALLBACK_CODED_GRID = (0.0, 0.0)
-CODED_BITS = tuple(range(2, 9))  # widths stored range coded, with corrections (kind memory-int-coded)
-MAX_CORRECTIONS = 64  # corrected positions one memory-int-coded record may hold
+CODED_BITS = tuple(range(2, 9))  # widths stored range coded, with corrections (kind memory-int-lm)
+MAX_CORRECTIONS = 64  # corrected positions one memory-int-coded or memory-int-lm record may hold
 
 
 
@@ -59,8 +59,8 @@ class TrainConfig:
     bits: Optional[int] = None  # bits per coefficient of a memory-int vector (2..16); None = the model's default
     grid: Optional[float] = None  # fixed quantiser step of coded vectors; 0 = per-vector RMS grid; None = the model's default
     sparsity: Optional[float] = None  # weight of the pull towards the offset (needs a grid); None = the model's default
-    corrections: int = 8  # positions a chunk may store as corrections (memory-int-coded, bits <= 8); 0 = none
-    correction_steps: int = 100  # a chunk may stop with one short position more per this many steps trained
+    corrections: int = 16  # positions a chunk may store as corrections (memory-int-lm, bits <= 8); 0 = none
+    correction_steps: int = 50  # a chunk may stop with one short position more per this many steps trained
 
     def __post_init__(self):
         if self.start not in ("fitted", "random"):

@@ -40,7 +40,7 @@ from llmzip.errors import (
 
 MAGIC = b"\x89LMZ\r\n\x1a\n"
 VERSION = (2, 0)  # (major, minor) this module writes
-READS = {1: 0, 2: 3}  # major -> the newest minor whose chunk kinds this reader knows
+READS = {1: 0, 2: 4}  # major -> the newest minor whose chunk kinds this reader knows
 MUST_UNDERSTAND_FLAGS = 0  # must-understand flag bits defined so far: none
 
 # Hard limits (SPEC.md, "Limits"). A reader rejects anything beyond them before allocating.
@@ -215,7 +215,7 @@ def pack(header: Header, chunks: Sequence, *, zstd_level: int = 19) -> bytes:
     kinds = _kinds()
     chunks = _merge_fallback(chunks, kinds)
     header_bytes = _encode_header(header, len(chunks))
-    # 2.0 unless a chunk's kind came later (2.1: lm, 2.2: memory-int, 2.3: memory-int-coded), so older readers still read the rest
+    # 2.0 unless a chunk's kind came later (2.1: lm, 2.2: memory-int, 2.3: memory-int-coded, 2.4: memory-int-lm), so older readers still read the rest
     types = {kind.chunk_type: kind.minor for kind in kinds.KINDS}
     version = (VERSION[0], max([VERSION[1], *(types.get(type(chunk), 0) for chunk in chunks)]))
     context = kinds.WireContext(version, header.vector_dim)

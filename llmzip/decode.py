@@ -41,6 +41,7 @@ from typing import Callable, Sequence
 import torch
 
 from llmzip.kinds.memory import TEMPLATE  # noqa: F401 - the prompt this module builds
+from llmzip.kinds.memory import Corrections
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ def decode_batch(
     vectors: torch.Tensor,
     n_tokens: Sequence[int],
     *,
-    forced: Sequence[Sequence[tuple[int, int]]] | None = None,
+    forced: Sequence[Corrections | Sequence[tuple[int, int]]] | None = None,
     on_step: Callable[[int], None] | None = None,
 ) -> list[DecodeResult]:
     """Greedily generate ``n_tokens[i]`` tokens from each stored memory vector ``vectors[i]``.
@@ -140,10 +141,11 @@ def decode_batch(
     wherever the margins do, which is what the recorded margin is for. ``decode_batch``
     runs all B rows at once; splitting a long list into batches is the caller's choice
     (with a 262k vocabulary the prompt pass's (B, 2, V) fp32 logits take 2 MB per row).
-    ``forced[i]``, where given, lists row i's corrections: ``(position, token)`` pairs whose
-    token is taken instead of the greedy choice (kind ``memory-int-coded``); a forced
-    position does not count towards the row's margin. Forcing changes no matmul shape, and
-    a batch with no corrections is exactly the computation without ``forced``.
+    ``forced[i]``, where given, is row i's :class:`Corrections` (or its ``(position,
+    token)`` pairs): at those positions the row takes the token they give instead of the
+    greedy choice (kinds ``memory-int-coded`` and ``memory-int-lm``); a forced position does
+    not count towards the row's margin. Forcing changes no matmul shape, and a batch with
+    no corrections is exactly the computation without ``forced``.
     ``on_step(rows)`` is called after each step with the number of tokens it chose (progress).
     """
     counts = _check_batch(model, vectors, n_tokens)
@@ -155,7 +157,7 @@ def decode_batch(
     ids = torch.zeros(n_rows, longest, dtype=torch.long, device=device)  # (B, T) filled per row up to n_tokens
     margins = torch.full((n_rows,), float("inf"), device=device)  # (B,) fp32
     rows = torch.arange(n_rows, device=device)  # (b,) original index of each row in the batch
-    overrides = _forced_ids(forced, counts, weight.shape[0], device)  # (B, T) token or -1, or None
+    corrections = _corrections(forced, counts, weight.shape[0])  # B Corrections, or None
 
     embeds = prompt_embeddings(model, vectors.to(device=device, dtype=dtype))  # (B, 2, d)
     # Logits for both prompt positions, although only the memory position's are used:
@@ -165,11 +167,10 @@ def decode_batch(
     out = model(inputs_embeds=embeds, use_cache=True)  # logits (B, 2, V)
     for step in range(longest):
         logits = out.logits[:, -1].float()  # (b, V); out.logits is not used again
+        taken = {} if corrections is None else _take(corrections, rows.tolist(), step, logits)  # before _pick_
         next_ids, gaps = _pick_(logits)  # (b,), (b,)
-        if overrides is not None:
-            take = overrides[rows, step]  # (b,)
-            next_ids = torch.where(take >= 0, take, next_ids)
-            gaps = torch.where(take >= 0, float("inf"), gaps)
+        for j, token in taken.items():
+            next_ids[j], gaps[j] = token, float("inf")
         ids[rows, step] = next_ids
         margins[rows] = torch.minimum(margins[rows], gaps)
         if on_step is not None:
@@ -187,23 +188,36 @@ def decode_batch(
     return [DecodeResult(token_ids=ids_list[i][: counts[i]], min_margin=margin_list[i]) for i in range(n_rows)]
 
 
-def _forced_ids(forced, counts: list[int], vocab_size: int, device) -> torch.Tensor | None:
-    """(B, T) long tensor: the forced token at each row's position, -1 elsewhere; None when
+def _corrections(forced, counts: list[int], vocab_size: int) -> list[Corrections] | None:
+    """One :class:`Corrections` per row, positions and stored tokens checked, or None when
     no row has one (the computation then stays that of a batch without corrections)."""
-    if forced is None or not any(forced):
+    if forced is None or not any(len(row.positions if isinstance(row, Corrections) else row) for row in forced):
         return None
     if len(forced) != len(counts):
         raise ValueError(f"{len(counts)} rows but {len(forced)} lists of forced tokens")
-    table = torch.full((len(counts), max(counts)), -1, dtype=torch.long)
-    for row, pairs in enumerate(forced):
-        for position, token in pairs:
-            if not 0 <= position < counts[row] or not 0 <= token < vocab_size:
-                raise ValueError(f"row {row}: forced token {token} at position {position} is out of range")
-            table[row, position] = token
-    return table.to(device)
+    rows = [row if isinstance(row, Corrections) else Corrections(row) for row in forced]
+    for index, row in enumerate(rows):
+        for position in row.positions:
+            token = row.tokens.get(position, 0)
+            if not 0 <= position < counts[index] or not 0 <= token < vocab_size:
+                raise ValueError(f"row {index}: forced token {token} at position {position} is out of range")
+    return rows
 
 
-def decode(model, vector: torch.Tensor, n_tokens: int, forced: Sequence[tuple[int, int]] = ()) -> DecodeResult:
+def _take(corrections: list[Corrections], rows: list[int], step: int, logits: torch.Tensor) -> dict[int, int]:
+    """{batch position: token} for the rows corrected at ``step``, each token from its
+    row's :meth:`Corrections.take` with that row's (V,) float32 logits."""
+    taken = {}
+    for j, row in enumerate(rows):
+        if step in corrections[row].positions:
+            token = corrections[row].take(step, logits[j].cpu().numpy())
+            if not 0 <= token < logits.shape[-1]:
+                raise ValueError(f"row {row}: corrected token {token} at position {step} is out of range")
+            taken[j] = token
+    return taken
+
+
+def decode(model, vector: torch.Tensor, n_tokens: int, forced: Corrections | Sequence[tuple[int, int]] = ()) -> DecodeResult:
     """Greedily generate ``n_tokens`` tokens from one stored memory vector.
 
     ``vector`` is one (d,) row of what :func:`decode_batch` takes. Returns the token ids and

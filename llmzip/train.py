@@ -21,7 +21,7 @@ How the loop is organised, and why:
 * **Stop on margin, keep what was measured.** A chunk stops when, at every position, the
   target's logit beats every other logit by at least ``margin``. The vector that produced
   those logits (before any further update) is the one verified and returned.
-* **Corrections.** A form that stores corrections (kind memory-int-coded) may stop with a
+* **Corrections.** A form that stores corrections (kinds memory-int-coded, memory-int-lm) may stop with a
   few positions short of the margin, one more for every ``correction_steps`` steps trained
   (up to ``corrections``): those positions and their tokens are stored, and the decode
   takes them there. A chunk a vector almost holds then stops sooner, or at all.
@@ -61,7 +61,7 @@ import torch
 import torch.nn.functional as F
 
 from llmzip.config import TRAIN_DTYPES, TrainConfig
-from llmzip.decode import DecodeResult, decode, prompt_embeddings
+from llmzip.decode import Corrections, DecodeResult, decode, prompt_embeddings
 from llmzip.kinds.memory import Fp16Form
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -343,14 +343,16 @@ class MemoryTrainer:
         ids = chunk.ids.tolist()
         corrections = tuple((p, ids[p]) for p in short) if 0 < len(short) <= self._most_corrections(chunk) else ()
         payload, stored = self.form.store(chunk.params, corrections) if corrections else self.form.store(chunk.params)
-        corrected = {position for position, _ in corrections}
+        corrector = self.form.corrector(corrections) if corrections else Corrections()
+        corrected = corrector.positions
         if any(gap < 0 for position, gap in enumerate(chunk.gaps) if position not in corrected):
             # Teacher forcing already mispredicts a token that is not corrected, so greedy
             # decoding cannot pass with a margin; skip its n_tokens forward passes (they
             # dominate when many chunks fail, e.g. text far beyond capacity).
             decoded = DecodeResult(token_ids=[], min_margin=float("-inf"))
         else:
-            decoded = decode(self.model, stored, len(chunk.ids), corrections)
+            decoded = decode(self.model, stored, len(chunk.ids), corrector)
+            payload = corrector.finish(payload)  # memory-int-lm: plus the code of the tokens it took
         exact = decoded.token_ids == chunk.ids.tolist()
         accepted = exact and decoded.min_margin >= self.config.verify_margin
         if converged and not accepted and not chunk.retried:

@@ -109,7 +109,7 @@ def test_drift_below_the_tolerance_never_desynchronises(tiny_model, monkeypatch,
         texts.append(text)
         total += len(_ids(tiny_model, text))
     token_lists, chunks, stats = _coded(tiny_model, texts, group=32, scheme=scheme)
-    decoder = lm._Decoder if scheme == 1 else lm._BandDecoder
+    decoder = lm._Decoder if scheme == 1 else lm.BandDecoder
     real = decoder.__call__
 
     def drifted(self, position, logits):
@@ -132,13 +132,13 @@ def test_drift_above_the_tolerance_can_desynchronise(tiny_model, monkeypatch):
     rng = numpy.random.default_rng(17)
     text = (b"the of and to in is was for on that with as by at from it an be this are " * 30)
     token_lists, chunks, _ = _coded(tiny_model, [text] * 4)
-    real = lm._BandDecoder.__call__
+    real = lm.BandDecoder.__call__
 
     def drifted(self, position, logits):
         noise = rng.uniform(-1, 1, logits.shape) * lm.TOLERANCE * 100
         return real(self, position, (logits.astype(numpy.float64) + noise).astype(numpy.float32))
 
-    monkeypatch.setattr(lm._BandDecoder, "__call__", drifted)
+    monkeypatch.setattr(lm.BandDecoder, "__call__", drifted)
     assert lm.KIND.decode(tiny_model, chunks, 4) != token_lists
 
 

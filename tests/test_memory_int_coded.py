@@ -347,6 +347,16 @@ def test_out_of_range_forced_tokens_are_refused(tiny_model, rows, forced):
 # ---------------------------------------------------------------- real archives, fixture model
 
 
+@pytest.fixture(scope="module", autouse=True)
+def kind_5_writer():
+    """The compressor stores coded vectors as kind memory-int-coded, as llmzip did before
+    kind memory-int-lm (tests/test_memory_int_lm.py): kind 5 is still read, and its form is
+    what kind 6's builds on, so this module writes and reads it."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(codec.kinds.memory_int_lm, "LmCorrectedVectorForm", memory_int_coded.CodedIntVectorForm)
+        yield
+
+
 @pytest.fixture(scope="module")
 def archive_bytes(tiny_model):
     """TEXT compressed at rank 16, 4 bits: memory-int-coded records, some with corrections."""

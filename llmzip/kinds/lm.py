@@ -479,8 +479,9 @@ class _BandCoding:
             self.flags[arg][symbol] += 1
 
 
-class _BandEncoder(_BandCoding):
-    """Scheme 2's encoder for one chunk (the decoder mirrors it in :class:`_BandDecoder`)."""
+class BandEncoder(_BandCoding):
+    """Scheme 2's encoder for one chunk (the decoder mirrors it in :class:`BandDecoder`);
+    kind memory-int-lm codes its corrected tokens with it too."""
 
     def __init__(self, token_ids, stats: Stats | None):
         import constriction
@@ -490,12 +491,16 @@ class _BandEncoder(_BandCoding):
         self.coder = constriction.stream.queue.RangeEncoder()
 
     def __call__(self, position: int, row) -> int:
+        return self.encode(self.tokens[position], row)
+
+    def encode(self, token: int, row) -> int:
+        """Code ``token`` under ``row``, the position's (V,) float32 logits; returns it."""
         import math
 
         import constriction
         import numpy
 
-        token, stats = self.tokens[position], self.stats
+        stats = self.stats
         mode, symbols = len(BAND_SHIFTS), []
         for m, shift in enumerate(BAND_SHIFTS):
             symbols = []
@@ -547,8 +552,9 @@ def _cost(what: str, arg: int, symbol: int, state: _BandCoding) -> float:
     return math.log2(arg)
 
 
-class _BandDecoder(_RowDecoder, _BandCoding):
-    """Scheme 2's decoder for one chunk."""
+class BandDecoder(_RowDecoder, _BandCoding):
+    """Scheme 2's decoder for one chunk: ``decoder(position, row)`` is the token at that
+    position from its (V,) float32 logits (0 once ``failed``)."""
 
     def __init__(self, coded: bytes):
         _RowDecoder.__init__(self, coded)
@@ -602,7 +608,7 @@ def run_batch(model, n_tokens: list, pick, *, on_step=None) -> list:
 def decode_batch(model, chunks: list, *, on_step=None, scheme: int = 2) -> list:
     """Decode a group of lm chunks as one batch (:func:`run_batch`); None for a row whose
     bits are not a valid code."""
-    decoders = [(_Decoder if scheme == 1 else _BandDecoder)(chunk.coded) for chunk in chunks]
+    decoders = [(_Decoder if scheme == 1 else BandDecoder)(chunk.coded) for chunk in chunks]
     ids = run_batch(model, [chunk.n_tokens for chunk in chunks], decoders, on_step=on_step)
     return [None if d.failed else row for d, row in zip(decoders, ids)]
 
@@ -612,7 +618,7 @@ def encode_batch(model, token_lists: list, params: Params | None = None, stats: 
     """The coded bytes of a group of chunks, from the very computation the decoder runs
     (:func:`run_batch`, teacher-forced), so on one machine the decoder sees the encoder's
     logits bit for bit; elsewhere they drift by less than the tolerance."""
-    encoders = [_Encoder(ids, params or Params(), stats) if scheme == 1 else _BandEncoder(ids, stats)
+    encoders = [_Encoder(ids, params or Params(), stats) if scheme == 1 else BandEncoder(ids, stats)
                 for ids in token_lists]
     run_batch(model, [len(ids) for ids in token_lists], encoders, on_step=on_step)
     return [encoder.coded() for encoder in encoders]

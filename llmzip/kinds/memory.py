@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from llmzip import container
@@ -165,20 +166,23 @@ class MemoryKind(Kind):
         """The decode computation of CODEC.md for ``chunks`` (memory chunks, in archive
         order): consecutive groups of ``group`` rows through ``decode_batch``. Compress runs
         exactly this on what it stores, and records the margins it measures."""
-        from llmzip.decode import decode_batch
+        from llmzip.decode import DecodeResult, decode_batch
 
         results = []
         for start in range(0, len(chunks), group):
             batch = chunks[start : start + group]
             vectors = self.vectors(loaded, batch)  # (B, d)
-            results += decode_batch(loaded.model, vectors, [chunk.n_tokens for chunk in batch],
-                                    forced=[self.corrections(chunk) for chunk in batch], on_step=on_done)
+            corrections = [self.corrections(chunk) for chunk in batch]
+            decoded = decode_batch(loaded.model, vectors, [chunk.n_tokens for chunk in batch], forced=corrections,
+                                   on_step=on_done)
+            results += [DecodeResult(token_ids=[], min_margin=float("-inf")) if row.failed else result
+                        for row, result in zip(corrections, decoded)]
         return results
 
-    def corrections(self, chunk) -> tuple:
-        """The (position, token) pairs the decode takes instead of its greedy choice: none
-        but in kind memory-int-coded."""
-        return ()
+    def corrections(self, chunk):
+        """The :class:`llmzip.decode.Corrections` the decode of ``chunk`` takes instead of
+        its greedy choices: none but in kinds memory-int-coded and memory-int-lm."""
+        return Corrections()
 
     def vectors(self, loaded, chunks):
         """The (B, d) tensor of the vectors the model is prompted with, exactly as stored (float16)."""
@@ -205,6 +209,31 @@ def _float32_at_most(value: float) -> float:
 
 
 KIND = MemoryKind()
+
+
+class Corrections:
+    """The positions of one row where :func:`decode_batch` takes a token other than its
+    greedy choice, and the token it takes there. This class holds the tokens themselves
+    (kind ``memory-int-coded`` stores them); a subclass may instead work each one out from
+    the position's logits (kind ``memory-int-lm`` decodes them from a range code under the
+    model). ``failed`` marks a row whose corrections turned out invalid: its decode then
+    does not count."""
+
+    failed = False
+
+    def __init__(self, pairs: Sequence[tuple[int, int]] = ()):
+        self.tokens = dict(pairs)  # position -> token
+        self.positions = frozenset(self.tokens)
+
+    def take(self, position: int, logits) -> int:
+        """The token at ``position``; ``logits`` (V,) float32 numpy is the decode's row there,
+        valid during the call only."""
+        return self.tokens[position]
+
+    def finish(self, payload: bytes) -> bytes:
+        """The record payload once the decode has run (a subclass that codes what it took
+        appends the code); here ``payload`` itself."""
+        return payload
 
 
 class Fp16Form:

@@ -216,7 +216,7 @@ def archive_offset(archive):
 
 def rebuild(chunks, vector_dim: int, offset):
     """The vectors extract prompts with: (B, vector_dim) float32 numpy, B = len(chunks)
-    (of this kind or of kind memory-int-coded: anything with rank, scale and ``integers()``),
+    (of this kind or of kinds memory-int-coded, memory-int-lm: anything with rank, scale and ``integers()``),
     ``offset`` a (d,) float32 numpy array or None (see the module docstring for why these are
     the same bits everywhere)."""
     import numpy
@@ -301,7 +301,7 @@ class IntVectorForm:
     vector of its quantised form (straight-through), stored as :class:`IntVectorChunk`."""
 
     kind = KIND
-    corrects = False  # stores no corrected positions (kind memory-int-coded's form does)
+    corrects = False  # stores no corrected positions (the coded kinds' forms do)
 
     def __init__(self, rank: int, bits: int, offset, vector_dim: int):
         import torch
@@ -353,7 +353,7 @@ class IntVectorForm:
     def store(self, z, *record_fields):
         """(the record's payload, see the kind's chunk ``payload``; the (d,) float32 vector
         extract rebuilds from it). ``record_fields``: what else the form's record holds
-        (memory-int-coded: the corrections)."""
+        (the coded kinds: the corrections)."""
         import torch
 
         scale, q = self._quantise(z.detach().float().cpu()[None])

@@ -36,6 +36,7 @@ from llmzip import container
 from llmzip.config import CODED_BITS, MAX_CORRECTIONS
 from llmzip.errors import FormatError
 from llmzip.kinds import memory_int
+from llmzip.kinds.memory import Corrections
 from llmzip.kinds.rangecode import counts_model, pack_words, unpack_words
 
 BITS = CODED_BITS  # coefficient widths this kind codes: up to 255 values per model
@@ -113,23 +114,37 @@ def decode_coefficients(code: bytes, rank: int, bits: int):
 def parse_payload(payload, n_tokens: int, vector_dim: int, where: str):
     """(rank, bits, scale, corrections, code) from payload bytes, every bound checked."""
     payload = memoryview(payload)
-    rank, bits, at = memory_int.read_rank_and_bits(payload, vector_dim, BITS, "memory-int-coded", where)
-    if payload.nbytes < at + memory_int.SCALE.size:
-        raise FormatError(f"{where}: a memory-int-coded record's fields end inside its scale")
-    (scale,) = memory_int.SCALE.unpack_from(payload, at)
-    memory_int.check_scale(scale, where)
-    count, at = container.read_varint(payload, at + memory_int.SCALE.size, f"{where}: corrections")
-    container.check_int(count, f"{where}: corrections", 0, min(MAX_CORRECTIONS, n_tokens - 1))
+    rank, bits, scale, count, at = read_head(payload, n_tokens, vector_dim, "memory-int-coded", where)
     corrections, position = [], -1
     for _ in range(count):
-        gap, at = container.read_varint(payload, at, f"{where}: correction position")
+        position, at = read_position(payload, at, position, n_tokens, where)
         token, at = container.read_varint(payload, at, f"{where}: correction token")
-        position += gap + 1
-        container.check_int(position, f"{where}: corrected position", 0, n_tokens - 1)
         corrections.append((position, token))
     if at >= payload.nbytes:
         raise FormatError(f"{where}: a memory-int-coded record has no coefficient code")
     return rank, bits, scale, tuple(corrections), bytes(payload[at:])
+
+
+def read_head(payload: memoryview, n_tokens: int, vector_dim: int, kind_name: str, where: str):
+    """(rank, bits, scale, number of corrections, offset after them): the fields a coded
+    record starts with (this kind's and memory-int-lm's), every bound checked."""
+    rank, bits, at = memory_int.read_rank_and_bits(payload, vector_dim, BITS, kind_name, where)
+    if payload.nbytes < at + memory_int.SCALE.size:
+        raise FormatError(f"{where}: a {kind_name} record's fields end inside its scale")
+    (scale,) = memory_int.SCALE.unpack_from(payload, at)
+    memory_int.check_scale(scale, where)
+    count, at = container.read_varint(payload, at + memory_int.SCALE.size, f"{where}: corrections")
+    container.check_int(count, f"{where}: corrections", 0, min(MAX_CORRECTIONS, n_tokens - 1))
+    return rank, bits, scale, count, at
+
+
+def read_position(payload: memoryview, at: int, previous: int, n_tokens: int, where: str) -> tuple[int, int]:
+    """(the next corrected position, offset after its gap): ``previous`` + 1 + the gap
+    varint at ``at``, which must stay inside the chunk."""
+    gap, at = container.read_varint(payload, at, f"{where}: correction position")
+    position = previous + gap + 1
+    container.check_int(position, f"{where}: corrected position", 0, n_tokens - 1)
+    return position, at
 
 
 class CodedIntVectorKind(memory_int.IntVectorKind):
@@ -159,7 +174,7 @@ class CodedIntVectorKind(memory_int.IntVectorKind):
                                       f"below the model's vocabulary size {vocab}")
 
     def corrections(self, chunk: CodedIntVectorChunk):
-        return chunk.corrections
+        return Corrections(chunk.corrections)
 
 
 KIND = CodedIntVectorKind()
@@ -196,6 +211,11 @@ class CodedIntVectorForm(memory_int.IntVectorForm):
     def penalty(self, z):
         """(B,) added to the chunks' losses (see the class docstring), or 0."""
         return self.sparsity * z.abs().mean(-1) / self.grid if self.sparsity else 0.0
+
+    def corrector(self, corrections):
+        """What the decode that verifies the stored form takes at ``corrections``'
+        positions: their tokens, stored as they are."""
+        return Corrections(corrections)
 
     def _record(self, scale: float, q, corrections=()) -> CodedIntVectorChunk:
         return CodedIntVectorChunk(self.rank, self.bits, scale, tuple(corrections), encode_coefficients(q, self.bits),

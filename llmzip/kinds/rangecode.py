@@ -1,4 +1,4 @@
-"""What the range-coded kinds (``lm``, ``memory-int-coded``) share: ``constriction``'s
+"""What the range-coded kinds (``lm``, ``memory-int-coded``, ``memory-int-lm``) share: ``constriction``'s
 coder, models built from integer counts, and the coded words' byte layout.
 
 Both sides of a code build a model from the same integers with the same IEEE float64
