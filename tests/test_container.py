@@ -224,7 +224,7 @@ def test_bad_fixture_raises_its_error(name, error):
 
 @pytest.mark.parametrize("name", ["empty", "memory", "mixed", "fallback", "future_optional",
                                   "v2-empty", "v2-memory", "v2-mixed", "v2-memory_int", "v2-memory_int_offset",
-                                  "v2-memory_int_coded"])
+                                  "v2-memory_int_coded", "v2-memory_int_lm"])
 def test_golden_archives_unpack(name):
     data = (GOLDEN / f"{name}.lmz").read_bytes()
     archive = unpack(data)
@@ -317,7 +317,7 @@ def test_property_round_trip(archive):
 
 _SEEDS = [(GOLDEN / f"{name}.lmz").read_bytes()
           for name in ("mixed", "memory", "empty", "future_kind", "v2-mixed", "v2-memory", "v2-empty", "v2-future_kind",
-                       "v2-memory_int", "v2-memory_int_offset", "v2-memory_int_coded")]
+                       "v2-memory_int", "v2-memory_int_offset", "v2-memory_int_coded", "v2-memory_int_lm")]
 _mutation = st.tuples(st.sampled_from(["flip", "set", "delete", "insert", "truncate"]),
                       st.floats(0, 1, exclude_max=True), st.integers(0, 255))
 

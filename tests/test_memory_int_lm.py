@@ -179,3 +179,25 @@ def test_a_changed_token_code_or_position_is_refused(archive_bytes, tiny_model, 
     one-code check or its chunk's checksum."""
     with pytest.raises(LmzError):
         codec.LmzDecompressor(loaded=tiny_model).decompress(replaced(archive_bytes, change))
+
+
+def test_no_bit_flip_in_a_token_code_restores_wrong_bytes(archive_bytes, tiny_model):
+    """Every single-bit change of the first corrected chunk's token code (the container
+    cannot check it): extract refuses it, never restores other bytes."""
+    archive = container.unpack(archive_bytes)
+    target = next(index for index, chunk in enumerate(archive.chunks) if getattr(chunk, "positions", ()))
+    tokens = archive.chunks[target].tokens
+    decompressor = codec.LmzDecompressor(loaded=tiny_model)
+    outcomes = {"exact": 0, "refused": 0}
+    for bit in range(8 * len(tokens)):
+        flipped = bytearray(tokens)
+        flipped[bit // 8] ^= 1 << bit % 8
+        chunks = list(archive.chunks)
+        chunks[target] = dataclasses.replace(chunks[target], tokens=bytes(flipped))
+        try:
+            assert decompressor.decompress(container.pack(archive.header, chunks)) == TEXT
+            outcomes["exact"] += 1
+        except LmzError:
+            outcomes["refused"] += 1
+    # Even a flip that decodes to the same tokens is refused: it is not their code.
+    assert outcomes == {"exact": 0, "refused": 8 * len(tokens)}
