@@ -60,13 +60,9 @@ class CodedIntVectorChunk:
     @property
     def payload(self) -> bytes:
         """The record's fields after n_tokens and min_margin (and what a journal keeps)."""
-        fields = [container.varint(self.rank), bytes([self.bits]), memory_int.SCALE.pack(self.scale),
-                  container.varint(len(self.corrections))]
-        previous = -1
-        for position, token in self.corrections:
-            fields += [container.varint(position - previous - 1), container.varint(token)]
-            previous = position
-        return b"".join(fields) + self.code
+        head = write_head(self.rank, self.bits, self.scale, len(self.corrections))
+        gaps = gap_bytes(position for position, _ in self.corrections)
+        return head + b"".join(gap + container.varint(token) for gap, (_, token) in zip(gaps, self.corrections)) + self.code
 
     def integers(self):
         """(rank,) int64 numpy array of the coefficients (:func:`decode_coefficients`)."""
@@ -123,6 +119,21 @@ def parse_payload(payload, n_tokens: int, vector_dim: int, where: str):
     if at >= payload.nbytes:
         raise FormatError(f"{where}: a memory-int-coded record has no coefficient code")
     return rank, bits, scale, tuple(corrections), bytes(payload[at:])
+
+
+def write_head(rank: int, bits: int, scale: float, count: int) -> bytes:
+    """The fields a coded record starts with (this kind's and memory-int-lm's): rank
+    varint, bits u8, scale fp16, the number of corrections varint."""
+    return container.varint(rank) + bytes([bits]) + memory_int.SCALE.pack(scale) + container.varint(count)
+
+
+def gap_bytes(positions) -> list[bytes]:
+    """Each corrected position's gap varint: position - previous - 1 (the first: itself)."""
+    gaps, previous = [], -1
+    for position in positions:
+        gaps.append(container.varint(position - previous - 1))
+        previous = position
+    return gaps
 
 
 def read_head(payload: memoryview, n_tokens: int, vector_dim: int, kind_name: str, where: str):

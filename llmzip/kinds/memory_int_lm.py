@@ -31,8 +31,8 @@ from llmzip import container
 from llmzip.errors import FormatError
 from llmzip.kinds import lm, memory_int
 from llmzip.kinds.memory import Corrections
-from llmzip.kinds.memory_int_coded import (CodedIntVectorForm, decode_coefficients, encode_coefficients, read_head,
-                                           read_position)
+from llmzip.kinds.memory_int_coded import (CodedIntVectorForm, decode_coefficients, encode_coefficients, gap_bytes,
+                                           read_head, read_position, write_head)
 
 NAME = "memory-int-lm"
 
@@ -56,13 +56,8 @@ class LmCorrectedVectorChunk:
     @property
     def payload(self) -> bytes:
         """The record's fields after n_tokens and min_margin (and what a journal keeps)."""
-        fields = [container.varint(self.rank), bytes([self.bits]), memory_int.SCALE.pack(self.scale),
-                  container.varint(len(self.positions))]
-        previous = -1
-        for position in self.positions:
-            fields.append(container.varint(position - previous - 1))
-            previous = position
-        return b"".join(fields) + container.varint(len(self.code)) + self.code + self.tokens
+        head = write_head(self.rank, self.bits, self.scale, len(self.positions))
+        return head + b"".join(gap_bytes(self.positions)) + container.varint(len(self.code)) + self.code + self.tokens
 
     def integers(self):
         """(rank,) int64 numpy array of the coefficients."""
