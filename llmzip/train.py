@@ -343,7 +343,7 @@ class MemoryTrainer:
         ids = chunk.ids.tolist()
         corrections = tuple((p, ids[p]) for p in short) if 0 < len(short) <= self._most_corrections(chunk) else ()
         payload, stored = self.form.store(chunk.params, corrections) if corrections else self.form.store(chunk.params)
-        corrector = self.form.corrector(corrections) if corrections else Corrections()
+        corrector = self.form.corrector(payload, corrections, len(ids)) if self.form.corrects else Corrections()
         corrected = corrector.positions
         if any(gap < 0 for position, gap in enumerate(chunk.gaps) if position not in corrected):
             # Teacher forcing already mispredicts a token that is not corrected, so greedy
@@ -352,7 +352,7 @@ class MemoryTrainer:
             decoded = DecodeResult(token_ids=[], min_margin=float("-inf"))
         else:
             decoded = decode(self.model, stored, len(chunk.ids), corrector)
-            payload = corrector.finish(payload)  # memory-int-lm: plus the code of the tokens it took
+            payload = corrector.finish(payload)  # memory-int-lm: the code of the corrections too
         exact = decoded.token_ids == chunk.ids.tolist()
         accepted = exact and decoded.min_margin >= self.config.verify_margin
         if converged and not accepted and not chunk.retried:

@@ -7,6 +7,7 @@ refusals)."""
 import dataclasses
 import json
 
+import constriction
 import numpy
 import pytest
 import torch
@@ -19,8 +20,9 @@ from llmzip.errors import FormatError, LimitError, LmzError
 from llmzip.kinds import memory_int_lm
 from llmzip.kinds.memory import Corrections
 from llmzip.kinds.memory_int import rebuild
-from llmzip.kinds.memory_int_coded import encode_coefficients
-from llmzip.kinds.memory_int_lm import CodingTokens, DecodedTokens, LmCorrectedVectorChunk, parse_payload
+from llmzip.kinds.memory_int_coded import write_coefficients
+from llmzip.kinds.memory_int_lm import CodingTokens, DecodedTokens, LmCorrectedVectorChunk, parse_payload, write_flags
+from llmzip.kinds.rangecode import pack_words
 from llmzip.train import TrainConfig
 
 torch.set_num_threads(1)
@@ -29,46 +31,61 @@ TEXT = b"The quick brown fox jumps over the lazy dog. Sphinx of black quartz, ju
 FAST = dict(max_steps=60, extra_steps=10, batch_size=8)
 
 
-def chunk_with(positions=(1, 4), tokens=b"\x12\x34", n_tokens=8, q=(1, -7, 0, 7, -3)):
-    return LmCorrectedVectorChunk(len(q), 4, 0.125, tuple(positions), encode_coefficients(numpy.array(q), 4), tokens,
-                                  n_tokens, 8, 0, 0.0)
+Q = (1, -7, 0, 7, -3)
+
+
+def code_of(q=Q, positions=(), n_tokens=8, bits=4) -> bytes:
+    """The code of a record's coefficients and flags (its tokens, which need the model's
+    logits, would follow)."""
+    coder = constriction.stream.queue.RangeEncoder()
+    write_coefficients(coder, numpy.array(q), bits)
+    write_flags(coder, positions, n_tokens)
+    return pack_words(coder.get_compressed())
+
+
+def chunk_with(code=None, n_tokens=8, q=Q) -> LmCorrectedVectorChunk:
+    return LmCorrectedVectorChunk(len(q), 4, 0.125, code_of(q, (), n_tokens) if code is None else code,
+                                  n_tokens, n_tokens, 0, 0.0)
 
 
 # ---------------------------------------------------------------- payload
 
 
 def test_payload_example():
-    """format/SPEC.md, "Kind 6": rank 5, 4 bits, scale 0.125, q = (1, -7, 0, 7, -3),
-    corrections at 1 and 4, token code 12 34."""
-    payload = chunk_with().payload
-    assert payload == bytes.fromhex("05 04 00 30 02 01 02 04 3b 70 18 89 12 34")
-    assert parse_payload(payload, 8, 640, "t") == (5, 4, 0.125, (1, 4), bytes.fromhex("3b701889"), b"\x12\x34")
+    """format/SPEC.md, "Kind 6": rank 5, 4 bits, scale 0.125, q = (1, -7, 0, 7, -3), 8
+    tokens, no corrections."""
+    chunk = chunk_with()
+    assert chunk.code == bytes.fromhex("3b 70 18 89")
+    assert chunk.payload == bytes.fromhex("05 04 00 30 3b 70 18 89")
+    assert parse_payload(chunk.payload, 640, "t") == (5, 4, 0.125, chunk.code)
+    assert chunk.integers().tolist() == list(Q) and chunk.positions == ()
 
 
-def test_a_record_without_corrections_has_no_token_code():
-    payload = chunk_with(positions=(), tokens=b"").payload
-    assert payload == bytes.fromhex("05 04 00 30 00 04 3b 70 18 89")
-    assert parse_payload(payload, 8, 640, "t")[3:] == ((), bytes.fromhex("3b701889"), b"")
+def test_the_flags_give_the_corrected_positions():
+    assert chunk_with(code_of(positions=(1, 4))).positions == (1, 4)
+    assert chunk_with(code_of(positions=(0, 6), n_tokens=7), n_tokens=7).positions == (0, 6)
+
+
+def test_a_record_may_not_correct_every_position():
+    with pytest.raises(FormatError, match="corrects 8 of its 8 positions"):
+        chunk_with(code_of(positions=range(8))).positions
+    assert len(chunk_with(code_of(positions=range(7))).positions) == 7
 
 
 @pytest.mark.parametrize("payload, error, message", [
-    ("05 04 00 30 02 01 02 04 3b 70 18 89", FormatError, "2 corrections has 0 B of token code"),
-    ("05 04 00 30 00 04 3b 70 18 89 12", FormatError, "0 corrections has 1 B of token code"),
-    ("05 04 00 30 00 00 3b 70 18 89", FormatError, "coefficient code of 0 B"),
-    ("05 04 00 30 00 05 3b 70 18 89", FormatError, "coefficient code of 5 B"),
-    ("05 04 00 30 02 01", FormatError, "correction position"),
-    ("05 04 00 30 02 01 06 04 3b 70 18 89 12", LimitError, "corrected position"),  # 1 + 6 + 1 = 8: past 8 tokens
-    ("05 04 00 30 08 00 00 00 00 00 00 00 00 04 3b 70 18 89 12", LimitError, "corrections"),  # 8 of 8 tokens
-    ("05 04 00 30 01 00", FormatError, "coefficient code size"),
-    ("05 09 00 30 00 04 3b 70 18 89", FormatError, "bits per coefficient 9"),
+    ("05 04 00 30", FormatError, "has no code"),
+    ("05 09 00 30 3b 70 18 89", FormatError, "bits per coefficient 9"),
+    ("05 01 00 30 3b 70 18 89", FormatError, "bits per coefficient 1"),
+    ("00 04 00 30 3b 70 18 89", FormatError, "rank: 0 is below the minimum 1"),
     ("05 04 00", FormatError, "inside its scale"),
+    ("05 04 00 7c 3b 70 18 89", FormatError, "scale"),  # +infinity
 ])
 def test_payload_bounds(payload, error, message):
     with pytest.raises(error, match=message):
-        parse_payload(bytes.fromhex(payload), 8, 640, "t")
+        parse_payload(bytes.fromhex(payload), 640, "t")
 
 
-# ---------------------------------------------------------------- tokens coded under the model
+# ---------------------------------------------------------------- corrections coded under the model
 
 
 @pytest.fixture(scope="module")
@@ -78,18 +95,25 @@ def rows(tiny_model):
     return torch.randn(3, tiny_model.model.config.hidden_size, generator=generator) * rms  # (3, d)
 
 
+def coded_rows(model, rows, counts, pairs):
+    """Each row's record as the writer codes it during the decode: (decode results, chunks)."""
+    writers = [CodingTokens(chunk_with(n_tokens=n), row) for row, n in zip(pairs, counts)]
+    written = decode_batch(model, rows, counts, forced=writers)
+    chunks = [LmCorrectedVectorChunk(*parse_payload(writer.finish(b""), 640, "t"), n, n, 0, 0.0)
+              for writer, n in zip(writers, counts)]
+    return written, chunks
+
+
 def test_coded_corrections_decode_to_the_tokens_they_coded(tiny_model, rows):
     """The writer takes the chunk's tokens and codes them from the decode's logits; the
-    reader, in the same decode, gets the same tokens back from that code alone."""
+    reader, in the same decode, gets the same tokens back from the record's code alone."""
     counts = [6, 9, 4]
     greedy = decode_batch(tiny_model.model, rows, counts)
     pairs = [[(1, 7), (4, 300)], [(0, (greedy[1].token_ids[0] + 1) % 512)], []]
-    writers = [CodingTokens(row) for row in pairs]
-    written = decode_batch(tiny_model.model, rows, counts, forced=writers)
-    payloads = [writer.finish(b"") for writer in writers]
-    assert all(payloads[:2]) and payloads[2] == b""
-    readers = [DecodedTokens(chunk_with(positions=[p for p, _ in row], tokens=code, n_tokens=n))
-               for row, code, n in zip(pairs, payloads, counts)]
+    written, chunks = coded_rows(tiny_model.model, rows, counts, pairs)
+    assert [chunk.positions for chunk in chunks] == [(1, 4), (0,), ()]
+    assert all(chunk.integers().tolist() == list(Q) for chunk in chunks)
+    readers = [DecodedTokens(chunk) for chunk in chunks]
     read = decode_batch(tiny_model.model, rows, counts, forced=readers)
     assert read == written == decode_batch(tiny_model.model, rows, counts, forced=[Corrections(row) for row in pairs])
     assert not any(reader.failed for reader in readers)
@@ -99,16 +123,24 @@ def test_coded_corrections_decode_to_the_tokens_they_coded(tiny_model, rows):
 @pytest.mark.parametrize("change", [
     lambda code: code + b"\x00\x00\x00\x00",  # a zero word more: the same tokens, not their code
     lambda code: code[:-1] + bytes([code[-1] ^ 0x80]),
-    lambda code: bytes([code[0] ^ 0x01]) + code[1:],
+    lambda code: code[:-1],
 ])
-def test_a_token_code_that_is_not_the_tokens_code_fails_the_row(tiny_model, rows, change):
+def test_a_code_that_is_not_the_records_code_fails_the_row(tiny_model, rows, change):
     counts = [6]
-    writer = CodingTokens([(1, 7), (4, 300)])
-    decode_batch(tiny_model.model, rows[:1], counts, forced=[writer])
-    code = change(writer.finish(b""))
-    reader = DecodedTokens(chunk_with(positions=(1, 4), tokens=code, n_tokens=6))
+    _, [chunk] = coded_rows(tiny_model.model, rows[:1], counts, [[(1, 7), (4, 300)]])
+    forged = dataclasses.replace(chunk, code=change(chunk.code))
+    try:
+        reader = DecodedTokens(forged)
+    except FormatError:
+        return  # refused before the decode: the coefficients or flags no longer read
     read = decode_batch(tiny_model.model, rows[:1], counts, forced=[reader])[0]
     assert reader.failed or [read.token_ids[1], read.token_ids[4]] != [7, 300]
+
+
+def test_a_record_without_corrections_is_checked_before_the_decode():
+    reader = DecodedTokens(chunk_with(code_of() + b"\x00\x00\x00\x01"))
+    assert reader.positions == frozenset() and reader.failed
+    assert not DecodedTokens(chunk_with()).failed
 
 
 # ---------------------------------------------------------------- real archives, fixture model
@@ -132,7 +164,6 @@ def test_archive_round_trip_with_corrections(archive_bytes, tiny_model):
     assert stored and {kinds.of(chunk).name for chunk in archive.chunks} <= {"memory-int-lm", "zstd", "lm"}
     assert all((chunk.rank, chunk.bits) == (16, 4) for chunk in stored)
     assert any(chunk.positions for chunk in stored), "no chunk needed a correction: pick another text or seed"
-    assert all(bool(chunk.tokens) == bool(chunk.positions) for chunk in stored)
     assert container.read_header(archive_bytes).chunk_counts["memory-int-lm"] == len(stored)
     assert codec.LmzDecompressor(loaded=tiny_model).decompress(archive_bytes) == TEXT
 
@@ -168,36 +199,41 @@ def replaced(data: bytes, change) -> bytes:
     return container.pack(archive.header, chunks)
 
 
-@pytest.mark.parametrize("change", [
-    lambda chunk: dataclasses.replace(chunk, tokens=chunk.tokens + b"\x00\x00\x00\x00"),
-    lambda chunk: dataclasses.replace(chunk, tokens=bytes([chunk.tokens[0] ^ 0x40]) + chunk.tokens[1:]),
-    lambda chunk: dataclasses.replace(chunk, positions=tuple(p + 1 for p in chunk.positions[:-1]) + chunk.positions[-1:])
-    if len(chunk.positions) > 1 else dataclasses.replace(chunk, positions=(chunk.positions[0] ^ 1,)),
-])
-def test_a_changed_token_code_or_position_is_refused(archive_bytes, tiny_model, change):
-    """Extract never writes what a forged correction decodes to: the row fails its
-    one-code check or its chunk's checksum."""
-    with pytest.raises(LmzError):
-        codec.LmzDecompressor(loaded=tiny_model).decompress(replaced(archive_bytes, change))
-
-
-def test_no_bit_flip_in_a_token_code_restores_wrong_bytes(archive_bytes, tiny_model):
-    """Every single-bit change of the first corrected chunk's token code (the container
-    cannot check it): extract refuses it, never restores other bytes."""
+def test_no_bit_flip_at_the_end_of_a_code_restores_wrong_bytes(archive_bytes, tiny_model):
+    """Every single-bit change in the last 8 bytes of the first corrected chunk's code
+    (where its flags and tokens are; the container cannot check them): extract refuses
+    it, never restores other bytes, even where the change decodes to the same tokens."""
     archive = container.unpack(archive_bytes)
     target = next(index for index, chunk in enumerate(archive.chunks) if getattr(chunk, "positions", ()))
-    tokens = archive.chunks[target].tokens
+    code = archive.chunks[target].code
     decompressor = codec.LmzDecompressor(loaded=tiny_model)
-    outcomes = {"exact": 0, "refused": 0}
-    for bit in range(8 * len(tokens)):
-        flipped = bytearray(tokens)
+    refused, tried = 0, range(8 * max(0, len(code) - 8), 8 * len(code))
+    for bit in tried:
+        flipped = bytearray(code)
         flipped[bit // 8] ^= 1 << bit % 8
         chunks = list(archive.chunks)
-        chunks[target] = dataclasses.replace(chunks[target], tokens=bytes(flipped))
-        try:
-            assert decompressor.decompress(container.pack(archive.header, chunks)) == TEXT
-            outcomes["exact"] += 1
-        except LmzError:
-            outcomes["refused"] += 1
-    # Even a flip that decodes to the same tokens is refused: it is not their code.
-    assert outcomes == {"exact": 0, "refused": 8 * len(tokens)}
+        chunks[target] = dataclasses.replace(chunks[target], code=bytes(flipped))
+        with pytest.raises(LmzError):
+            decompressor.decompress(container.pack(archive.header, chunks))
+        refused += 1
+    assert refused == len(tried) > 0
+
+
+def test_a_longer_code_with_the_same_symbols_is_refused(archive_bytes, tiny_model):
+    forged = replaced(archive_bytes, lambda chunk: dataclasses.replace(chunk, code=chunk.code + b"\x00\x00\x00\x00"))
+    with pytest.raises(LmzError):
+        codec.LmzDecompressor(loaded=tiny_model).decompress(forged)
+
+
+def test_too_many_corrected_positions_are_refused_before_decoding(archive_bytes, tiny_model, monkeypatch):
+    """A code whose flags correct every position: refused before the model runs."""
+    def every_position(chunk):
+        coder = constriction.stream.queue.RangeEncoder()
+        write_coefficients(coder, chunk.integers(), chunk.bits)
+        write_flags(coder, range(chunk.n_tokens), chunk.n_tokens)
+        return dataclasses.replace(chunk, code=pack_words(coder.get_compressed()))
+
+    forged = replaced(archive_bytes, every_position)
+    monkeypatch.setattr(memory_int_lm.KIND, "decode", lambda *a, **k: pytest.fail("decoded a refused archive"))
+    with pytest.raises(FormatError, match="corrects .* positions"):
+        codec.LmzDecompressor(loaded=tiny_model).decompress(forged)

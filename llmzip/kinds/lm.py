@@ -323,10 +323,12 @@ class _RowDecoder:
 
     shifts = SHIFTS
 
-    def __init__(self, coded: bytes):
+    def __init__(self, coded: bytes, coder=None):
+        """Over ``coded``, or, given ``coder``, over what is left of that range decoder (a
+        code shared with other symbols: kind memory-int-lm)."""
         import constriction
 
-        self.coder = constriction.stream.queue.RangeDecoder(unpack_words(coded))
+        self.coder = coder if coder is not None else constriction.stream.queue.RangeDecoder(unpack_words(coded))
         self.counts = [MODE_START[0]] + [MODE_START[1]] * len(self.shifts)  # the grids, then the raw id
         self.failed = False
 
@@ -483,12 +485,13 @@ class BandEncoder(_BandCoding):
     """Scheme 2's encoder for one chunk (the decoder mirrors it in :class:`BandDecoder`);
     kind memory-int-lm codes its corrected tokens with it too."""
 
-    def __init__(self, token_ids, stats: Stats | None):
+    def __init__(self, token_ids, stats: Stats | None, coder=None):
+        """Into a new range encoder, or into ``coder`` after what it holds (kind memory-int-lm)."""
         import constriction
 
         super().__init__()
         self.tokens, self.stats = list(token_ids), stats
-        self.coder = constriction.stream.queue.RangeEncoder()
+        self.coder = coder if coder is not None else constriction.stream.queue.RangeEncoder()
 
     def __call__(self, position: int, row) -> int:
         return self.encode(self.tokens[position], row)
@@ -556,8 +559,8 @@ class BandDecoder(_RowDecoder, _BandCoding):
     """Scheme 2's decoder for one chunk: ``decoder(position, row)`` is the token at that
     position from its (V,) float32 logits (0 once ``failed``)."""
 
-    def __init__(self, coded: bytes):
-        _RowDecoder.__init__(self, coded)
+    def __init__(self, coded: bytes, coder=None):
+        _RowDecoder.__init__(self, coded, coder)
         _BandCoding.__init__(self)
 
     def _choose(self, what: str, arg: int, truth) -> int:

@@ -60,9 +60,12 @@ class CodedIntVectorChunk:
     @property
     def payload(self) -> bytes:
         """The record's fields after n_tokens and min_margin (and what a journal keeps)."""
-        head = write_head(self.rank, self.bits, self.scale, len(self.corrections))
-        gaps = gap_bytes(position for position, _ in self.corrections)
-        return head + b"".join(gap + container.varint(token) for gap, (_, token) in zip(gaps, self.corrections)) + self.code
+        fields = [write_head(self.rank, self.bits, self.scale), container.varint(len(self.corrections))]
+        previous = -1
+        for position, token in self.corrections:
+            fields += [container.varint(position - previous - 1), container.varint(token)]
+            previous = position
+        return b"".join(fields) + self.code
 
     def integers(self):
         """(rank,) int64 numpy array of the coefficients (:func:`decode_coefficients`)."""
@@ -74,15 +77,35 @@ def encode_coefficients(q, bits: int) -> bytes:
     ``qmax(bits)``): adaptive counts over the 2 * qmax + 1 values, 1 each at the start,
     +1 per coded value."""
     import constriction
+
+    coder = constriction.stream.queue.RangeEncoder()
+    write_coefficients(coder, q, bits)
+    return pack_words(coder.get_compressed())
+
+
+def write_coefficients(coder, q, bits: int) -> None:
+    """Code ``q`` into ``coder`` (a constriction queue RangeEncoder), as :func:`encode_coefficients`."""
     import numpy
 
     top = memory_int.qmax(bits)
     counts = numpy.ones(2 * top + 1, dtype=numpy.int64)
-    coder = constriction.stream.queue.RangeEncoder()
     for value in numpy.asarray(q, dtype=numpy.int64).tolist():
         coder.encode(value + top, counts_model(counts))
         counts[value + top] += 1
-    return pack_words(coder.get_compressed())
+
+
+def read_coefficients(coder, rank: int, bits: int):
+    """(rank,) int64 numpy coefficients decoded from ``coder`` (a constriction queue
+    RangeDecoder), which then stands after them; constriction raises on a code it cannot read."""
+    import numpy
+
+    top = memory_int.qmax(bits)
+    counts = numpy.ones(2 * top + 1, dtype=numpy.int64)
+    q = numpy.empty(rank, dtype=numpy.int64)
+    for i in range(rank):
+        q[i] = int(coder.decode(counts_model(counts))) - top
+        counts[q[i] + top] += 1
+    return q
 
 
 def decode_coefficients(code: bytes, rank: int, bits: int):
@@ -90,16 +113,9 @@ def decode_coefficients(code: bytes, rank: int, bits: int):
     :func:`encode_coefficients` would not have written for them (one code per vector), so
     a damaged code is caught here rather than as a different vector."""
     import constriction
-    import numpy
 
-    top = memory_int.qmax(bits)
-    counts = numpy.ones(2 * top + 1, dtype=numpy.int64)
-    q = numpy.empty(rank, dtype=numpy.int64)
     try:
-        coder = constriction.stream.queue.RangeDecoder(unpack_words(code))
-        for i in range(rank):
-            q[i] = int(coder.decode(counts_model(counts))) - top
-            counts[q[i] + top] += 1
+        q = read_coefficients(constriction.stream.queue.RangeDecoder(unpack_words(code)), rank, bits)
     except Exception as exc:  # noqa: BLE001 - constriction raises on a code it cannot read
         raise FormatError(f"memory-int-coded coefficients cannot be decoded: {exc}") from None
     if encode_coefficients(q, bits) != code:
@@ -110,52 +126,36 @@ def decode_coefficients(code: bytes, rank: int, bits: int):
 def parse_payload(payload, n_tokens: int, vector_dim: int, where: str):
     """(rank, bits, scale, corrections, code) from payload bytes, every bound checked."""
     payload = memoryview(payload)
-    rank, bits, scale, count, at = read_head(payload, n_tokens, vector_dim, "memory-int-coded", where)
+    rank, bits, scale, at = read_head(payload, vector_dim, "memory-int-coded", where)
+    count, at = container.read_varint(payload, at, f"{where}: corrections")
+    container.check_int(count, f"{where}: corrections", 0, min(MAX_CORRECTIONS, n_tokens - 1))
     corrections, position = [], -1
     for _ in range(count):
-        position, at = read_position(payload, at, position, n_tokens, where)
+        gap, at = container.read_varint(payload, at, f"{where}: correction position")
         token, at = container.read_varint(payload, at, f"{where}: correction token")
+        position += gap + 1
+        container.check_int(position, f"{where}: corrected position", 0, n_tokens - 1)
         corrections.append((position, token))
     if at >= payload.nbytes:
         raise FormatError(f"{where}: a memory-int-coded record has no coefficient code")
     return rank, bits, scale, tuple(corrections), bytes(payload[at:])
 
 
-def write_head(rank: int, bits: int, scale: float, count: int) -> bytes:
+def write_head(rank: int, bits: int, scale: float) -> bytes:
     """The fields a coded record starts with (this kind's and memory-int-lm's): rank
-    varint, bits u8, scale fp16, the number of corrections varint."""
-    return container.varint(rank) + bytes([bits]) + memory_int.SCALE.pack(scale) + container.varint(count)
+    varint, bits u8, scale fp16."""
+    return container.varint(rank) + bytes([bits]) + memory_int.SCALE.pack(scale)
 
 
-def gap_bytes(positions) -> list[bytes]:
-    """Each corrected position's gap varint: position - previous - 1 (the first: itself)."""
-    gaps, previous = [], -1
-    for position in positions:
-        gaps.append(container.varint(position - previous - 1))
-        previous = position
-    return gaps
-
-
-def read_head(payload: memoryview, n_tokens: int, vector_dim: int, kind_name: str, where: str):
-    """(rank, bits, scale, number of corrections, offset after them): the fields a coded
-    record starts with (this kind's and memory-int-lm's), every bound checked."""
+def read_head(payload: memoryview, vector_dim: int, kind_name: str, where: str):
+    """(rank, bits, scale, offset after them): the fields a coded record starts with (this
+    kind's and memory-int-lm's), every bound checked."""
     rank, bits, at = memory_int.read_rank_and_bits(payload, vector_dim, BITS, kind_name, where)
     if payload.nbytes < at + memory_int.SCALE.size:
         raise FormatError(f"{where}: a {kind_name} record's fields end inside its scale")
     (scale,) = memory_int.SCALE.unpack_from(payload, at)
     memory_int.check_scale(scale, where)
-    count, at = container.read_varint(payload, at + memory_int.SCALE.size, f"{where}: corrections")
-    container.check_int(count, f"{where}: corrections", 0, min(MAX_CORRECTIONS, n_tokens - 1))
-    return rank, bits, scale, count, at
-
-
-def read_position(payload: memoryview, at: int, previous: int, n_tokens: int, where: str) -> tuple[int, int]:
-    """(the next corrected position, offset after its gap): ``previous`` + 1 + the gap
-    varint at ``at``, which must stay inside the chunk."""
-    gap, at = container.read_varint(payload, at, f"{where}: correction position")
-    position = previous + gap + 1
-    container.check_int(position, f"{where}: corrected position", 0, n_tokens - 1)
-    return position, at
+    return rank, bits, scale, at + memory_int.SCALE.size
 
 
 class CodedIntVectorKind(memory_int.IntVectorKind):
@@ -223,9 +223,10 @@ class CodedIntVectorForm(memory_int.IntVectorForm):
         """(B,) added to the chunks' losses (see the class docstring), or 0."""
         return self.sparsity * z.abs().mean(-1) / self.grid if self.sparsity else 0.0
 
-    def corrector(self, corrections):
-        """What the decode that verifies the stored form takes at ``corrections``'
-        positions: their tokens, stored as they are."""
+    def corrector(self, payload: bytes, corrections, n_tokens: int):
+        """What the decode that verifies the stored form (``payload``, a chunk of
+        ``n_tokens``) takes at ``corrections``' positions: their tokens, stored as they are;
+        its :meth:`~llmzip.kinds.memory.Corrections.finish` gives the payload to store."""
         return Corrections(corrections)
 
     def _record(self, scale: float, q, corrections=()) -> CodedIntVectorChunk:

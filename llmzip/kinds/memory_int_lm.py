@@ -1,53 +1,57 @@
-"""Kind ``memory-int-lm`` (code 6): a ``memory-int-coded`` vector whose corrected tokens
-are range coded under the model instead of stored as token ids.
+"""Kind ``memory-int-lm`` (code 6): a ``memory-int-coded`` vector whose corrections are
+coded in the same range code as its coefficients, their tokens under the model.
 
-A correction of kind 5 (:mod:`llmzip.kinds.memory_int_coded`) stores its token as a varint:
-2-3 bytes for most of Gemma 3's 262k ids, about a tenth of a 64-token chunk's record in
-corrections alone. But the decoder has the model's logits at the corrected position, and
-there the chunk's token is nearly always the greedy token (its gap too small to count on)
-or the runner-up: under the model's distribution it costs 3.4 bits on average (62
-corrections of the GPL-3 preamble's vectors; BENCHMARKS.md, "Corrections coded by the
-model"). So this kind codes each corrected token exactly as kind ``lm`` (scheme 2) codes a
-token, from the logits the decode computes there, with the grids and tolerance that make
-the code survive the logits' last-bit drift between machines and batch shapes.
+A correction of kind 5 (:mod:`llmzip.kinds.memory_int_coded`) stores its position's gap and
+its token as varints: ~1 B and 2-3 B (most of Gemma 3's 262k ids need 3), ~4 B a
+correction, a tenth of a 64-token chunk's record at 6 corrections. But the decoder has the
+model's logits at the corrected position, and there the chunk's token is nearly always the
+greedy token (its gap too small to count on) or the runner-up: under the model's
+distribution it costs 3.4 bits on average (62 corrections of the GPL-3 preamble's vectors;
+BENCHMARKS.md, "Corrections coded by the model"). So this kind codes, after the
+coefficients and in the same range code:
+
+* one flag per token position, corrected or not, under adaptive counts (about 6 B for 13
+  corrections among 55 positions, against 13 B of gap varints and a count);
+* each corrected token exactly as kind ``lm`` (scheme 2) codes a token, from the logits the
+  decode computes at its position, with the grids and tolerance that make the code survive
+  the logits' last-bit drift between machines and batch shapes.
 
 Everything else is kind 5: the coefficients' code, the rebuild, the decode with the
-corrected positions forced and left out of the margin. The record holds the positions
-(varint gaps) and two codes: the coefficients' (its size first) and then the tokens'.
-
-The tokens can only be decoded *during* the decode (each needs its position's logits), so
-the writer codes them during the decode that verifies the stored form
-(:class:`CodingTokens`, through :meth:`llmzip.decode.Corrections.finish`), and the reader
-decodes them there (:class:`DecodedTokens`), re-encoding what it decoded: a record whose
-token code is not the exact code of the tokens it gives is refused (one code per record,
-as for the coefficients).
+corrected positions forced and left out of the margin. The coefficients and flags can be
+read without the model (the vector is rebuilt and the positions checked before it loads);
+the tokens only during the decode, each with its position's logits. So the writer codes
+them during the decode that verifies the stored form (:class:`CodingTokens`, through
+:meth:`llmzip.kinds.memory.Corrections.finish`), and the reader decodes them there
+(:class:`DecodedTokens`), re-encoding everything it decoded: a record whose code is not
+the exact code of what it decodes to is refused (one code per record, as for kind 5).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from llmzip import container
+from llmzip.config import MAX_CORRECTIONS
 from llmzip.errors import FormatError
 from llmzip.kinds import lm, memory_int
 from llmzip.kinds.memory import Corrections
-from llmzip.kinds.memory_int_coded import (CodedIntVectorForm, decode_coefficients, encode_coefficients, gap_bytes,
-                                           read_head, read_position, write_head)
+from llmzip.kinds.memory_int_coded import CodedIntVectorForm, read_coefficients, read_head, write_coefficients, write_head
+from llmzip.kinds.rangecode import counts_model, pack_words, unpack_words
 
 NAME = "memory-int-lm"
+FLAG_START = (1, 1)  # counts of (not corrected, corrected) before a record's first flag; +1 per flag
 
 
 @dataclass(frozen=True)
 class LmCorrectedVectorChunk:
-    """A chunk regenerated from ``offset + scale * (basis(d, rank) @ q)``, ``q`` range coded
-    in ``code``, with the tokens at ``positions`` decoded from ``tokens`` during the decode."""
+    """A chunk regenerated from ``offset + scale * (basis(d, rank) @ q)``; ``code`` holds
+    ``q``, which positions are corrected, and their tokens (under the model)."""
 
     rank: int  # k: number of coefficients
     bits: int  # each coefficient is within -(2**(bits-1) - 1) .. 2**(bits-1) - 1
     scale: float  # s, an fp16 value
-    positions: tuple[int, ...]  # corrected positions, increasing
-    code: bytes  # the range-coded coefficients (kind memory-int-coded's code)
-    tokens: bytes  # the corrected tokens, range coded under the model; empty without corrections
+    code: bytes  # one range code: the coefficients, a flag per position, the corrected tokens
     n_tokens: int
     length: int
     check: int
@@ -56,35 +60,69 @@ class LmCorrectedVectorChunk:
     @property
     def payload(self) -> bytes:
         """The record's fields after n_tokens and min_margin (and what a journal keeps)."""
-        head = write_head(self.rank, self.bits, self.scale, len(self.positions))
-        return head + b"".join(gap_bytes(self.positions)) + container.varint(len(self.code)) + self.code + self.tokens
+        return write_head(self.rank, self.bits, self.scale) + self.code
 
     def integers(self):
-        """(rank,) int64 numpy array of the coefficients."""
-        return decode_coefficients(self.code, self.rank, self.bits)
+        """(rank,) int64 numpy array of the coefficients (the code's start)."""
+        return self.read(flags=False)[1]
+
+    @functools.cached_property
+    def positions(self) -> tuple[int, ...]:
+        """The corrected positions, increasing (the flags after the coefficients)."""
+        return self.read()[2]
+
+    def read(self, flags: bool = True):
+        """(the range decoder, standing after what was read; q; the corrected positions, or
+        () without ``flags``) from the start of ``code``; a ``FormatError`` for a code that
+        fails there, or more corrected positions than a record may hold."""
+        import constriction
+
+        try:
+            coder = constriction.stream.queue.RangeDecoder(unpack_words(self.code))
+            q = read_coefficients(coder, self.rank, self.bits)
+            positions = read_flags(coder, self.n_tokens) if flags else ()
+        except Exception as exc:  # noqa: BLE001 - constriction raises on a code it cannot read
+            raise FormatError(f"{NAME} code cannot be decoded: {exc}") from None
+        most = min(MAX_CORRECTIONS, self.n_tokens - 1)
+        if len(positions) > most:
+            raise FormatError(f"{NAME} record corrects {len(positions)} of its {self.n_tokens} positions "
+                              f"(at most {most})")
+        return coder, q, positions
 
 
-def parse_payload(payload, n_tokens: int, vector_dim: int, where: str):
-    """(rank, bits, scale, positions, code, tokens) from payload bytes, every bound checked."""
+def write_flags(coder, positions, n_tokens: int) -> None:
+    """One flag per position 0 .. n_tokens - 1 into ``coder``: 1 where corrected."""
+    counts, corrected = list(FLAG_START), set(positions)
+    for position in range(n_tokens):
+        flag = int(position in corrected)
+        coder.encode(flag, counts_model(counts))
+        counts[flag] += 1
+
+
+def read_flags(coder, n_tokens: int) -> tuple[int, ...]:
+    """The corrected positions from ``n_tokens`` flags of ``coder`` (:func:`write_flags`)."""
+    counts, positions = list(FLAG_START), []
+    for position in range(n_tokens):
+        flag = int(coder.decode(counts_model(counts)))
+        counts[flag] += 1
+        if flag:
+            positions.append(position)
+    return tuple(positions)
+
+
+def parse_payload(payload, vector_dim: int, where: str):
+    """(rank, bits, scale, code) from payload bytes, every bound the container can check checked."""
     payload = memoryview(payload)
-    rank, bits, scale, count, at = read_head(payload, n_tokens, vector_dim, NAME, where)
-    positions, position = [], -1
-    for _ in range(count):
-        position, at = read_position(payload, at, position, n_tokens, where)
-        positions.append(position)
-    size, at = container.read_varint(payload, at, f"{where}: coefficient code size")
-    if size == 0 or at + size > payload.nbytes:
-        raise FormatError(f"{where}: a {NAME} record's coefficient code of {size} B does not fit its fields")
-    tokens = bytes(payload[at + size :])
-    if bool(tokens) != bool(count):
-        raise FormatError(f"{where}: a {NAME} record with {count} corrections has {len(tokens)} B of token code")
-    return rank, bits, scale, tuple(positions), bytes(payload[at : at + size]), tokens
+    rank, bits, scale, at = read_head(payload, vector_dim, NAME, where)
+    if at >= payload.nbytes:
+        raise FormatError(f"{where}: a {NAME} record has no code")
+    return rank, bits, scale, bytes(payload[at:])
 
 
 class LmCorrectedVectorKind(memory_int.IntVectorKind):
     """Wire half: record fields ``n_tokens varint, min_margin f32`` and the payload above.
     Model half: kind 4's rebuild, and the decode with the corrected tokens decoded from
-    their code at their positions."""
+    the code at their positions."""
 
     name = NAME
     code = 6
@@ -92,10 +130,18 @@ class LmCorrectedVectorKind(memory_int.IntVectorKind):
     minor = 4
 
     def parse(self, payload, n_tokens: int, vector_dim: int, where: str) -> tuple:
-        return parse_payload(payload, n_tokens, vector_dim, where)
+        return parse_payload(payload, vector_dim, where)
 
     def export_row(self, chunk: LmCorrectedVectorChunk, archive) -> dict:
         return {**super().export_row(chunk, archive), "corrected_positions": list(chunk.positions)}
+
+    def check_before_model(self, items, archive) -> None:
+        super().check_before_model(items, archive)
+        for index, chunk in items:
+            try:
+                chunk.read()
+            except FormatError as exc:
+                raise FormatError(f"chunk {index}: {exc}") from None
 
     def corrections(self, chunk: LmCorrectedVectorChunk):
         return DecodedTokens(chunk)
@@ -105,55 +151,76 @@ KIND = LmCorrectedVectorKind()
 
 
 class CodingTokens(Corrections):
-    """The writer's corrections: takes the chunk's own tokens and codes each from the
-    logits at its position; :meth:`finish` appends that code to the record's payload."""
+    """The writer's corrections: a range code that starts with the coefficients and the
+    flags, then codes each corrected token, the chunk's own, from the logits at its
+    position; :meth:`finish` makes it the record's code."""
 
-    def __init__(self, pairs):
+    def __init__(self, chunk: LmCorrectedVectorChunk, pairs):
+        import constriction
+
         super().__init__(pairs)
-        self.encoder = lm.BandEncoder((), None)
+        self.head = write_head(chunk.rank, chunk.bits, chunk.scale)
+        coder = constriction.stream.queue.RangeEncoder()
+        write_coefficients(coder, chunk.integers(), chunk.bits)
+        write_flags(coder, self.positions, chunk.n_tokens)
+        self.encoder = lm.BandEncoder((), None, coder)
 
     def take(self, position: int, logits) -> int:
         return self.encoder.encode(self.tokens[position], logits)
 
     def finish(self, payload: bytes) -> bytes:
-        return payload + self.encoder.coded() if self.positions else payload
+        return self.head + pack_words(self.encoder.coder.get_compressed())
 
 
 class DecodedTokens(Corrections):
-    """The reader's corrections: decodes each token from the record's token code with the
-    logits at its position. After the last one it re-encodes all of them and marks the
-    row ``failed`` unless that gives the stored code exactly (or the code could not be
-    decoded)."""
+    """The reader's corrections: decodes each corrected token from the record's code with
+    the logits at its position. Once all are decoded it re-encodes the coefficients, the
+    flags and the tokens, and marks the row ``failed`` unless that gives the stored code
+    exactly (or when the code could not be decoded)."""
 
     def __init__(self, chunk: LmCorrectedVectorChunk):
+        import constriction
+
         super().__init__()
-        self.positions = frozenset(chunk.positions)
-        self.last = max(chunk.positions, default=None)
-        self.code = chunk.tokens
-        self.decoder = lm.BandDecoder(chunk.tokens)
-        self.again = lm.BandEncoder((), None)
+        coder, q, positions = chunk.read()
+        self.positions, self.last, self.code = frozenset(positions), max(positions, default=None), chunk.code
+        again = constriction.stream.queue.RangeEncoder()
+        write_coefficients(again, q, chunk.bits)
+        write_flags(again, positions, chunk.n_tokens)
+        self.decoder = lm.BandDecoder(b"", coder)
+        self.again = lm.BandEncoder((), None, again)
+        if self.last is None:
+            self._check()
 
     def take(self, position: int, logits) -> int:
         token = self.decoder(position, logits)
         self.again.encode(token, logits)
         if position == self.last:
-            self.failed = self.decoder.failed or self.again.coded() != self.code
+            self._check()
         return token
+
+    def _check(self) -> None:
+        self.failed = self.decoder.failed or pack_words(self.again.coder.get_compressed()) != self.code
 
 
 class LmCorrectedVectorForm(CodedIntVectorForm):
     """:class:`~llmzip.kinds.memory_int_coded.CodedIntVectorForm` stored as kind
     memory-int-lm: the same training, grid and sparsity pull; the verifying decode codes
-    the corrected tokens (:class:`CodingTokens`)."""
+    the corrections (:class:`CodingTokens`)."""
 
     kind = KIND
 
-    def corrector(self, corrections):
-        return CodingTokens(corrections)
+    def corrector(self, payload: bytes, corrections, n_tokens: int):
+        chunk = LmCorrectedVectorChunk(*parse_payload(payload, self.vector_dim, "trained chunk"), n_tokens=n_tokens,
+                                       length=n_tokens, check=0, min_margin=0.0)
+        return CodingTokens(chunk, corrections)
 
     def _record(self, scale: float, q, corrections=()) -> LmCorrectedVectorChunk:
-        """The stored form before the decode: no token code yet (:class:`CodingTokens`
-        appends it)."""
-        return LmCorrectedVectorChunk(self.rank, self.bits, scale, tuple(p for p, _ in corrections),
-                                      encode_coefficients(q, self.bits), b"", n_tokens=1, length=1, check=0,
-                                      min_margin=0.0)
+        """The stored form before the decode: the coefficients alone (:class:`CodingTokens`
+        writes the whole code)."""
+        import constriction
+
+        coder = constriction.stream.queue.RangeEncoder()
+        write_coefficients(coder, q, self.bits)
+        return LmCorrectedVectorChunk(self.rank, self.bits, scale, pack_words(coder.get_compressed()), n_tokens=1,
+                                      length=1, check=0, min_margin=0.0)
