@@ -26,7 +26,7 @@ VECTOR_BITS = tuple(range(2, 17))  # bits per memory-int coefficient
 # step for every vector and the weight of a pull towards the offset that leaves unneeded
 # coordinates at 0, the cheapest coded symbol (CodedIntVectorForm); (0, 0) scales each
 # vector's grid to its own RMS. See BENCHMARKS.md, "Coded vectors".
-DEFAULT_CODED_GRID = {"default": (6.0, 1.0)}
+DEFAULT_CODED_GRID = {"default": (6.0, 1.25)}
 FALLBACK_CODED_GRID = (0.0, 0.0)
 CODED_BITS = tuple(range(2, 9))  # widths stored range coded, with corrections (kind memory-int-lm)
 MAX_CORRECTIONS = 64  # corrected positions one memory-int-coded or memory-int-lm record may hold

@@ -71,14 +71,15 @@ class LmCorrectedVectorChunk:
         """The corrected positions, increasing (the flags after the coefficients)."""
         return self.read()[2]
 
-    def read(self, flags: bool = True):
+    def read(self, flags: bool = True, coder=None):
         """(the range decoder, standing after what was read; q; the corrected positions, or
-        () without ``flags``) from the start of ``code``; a ``FormatError`` for a code that
-        fails there, or more corrected positions than a record may hold."""
+        () without ``flags``) from the start of ``code`` (read with ``coder`` where given);
+        a ``FormatError`` for a code that fails there, or more corrected positions than a
+        record may hold."""
         import constriction
 
         try:
-            coder = constriction.stream.queue.RangeDecoder(unpack_words(self.code))
+            coder = coder if coder is not None else constriction.stream.queue.RangeDecoder(unpack_words(self.code))
             q = read_coefficients(coder, self.rank, self.bits)
             positions = read_flags(coder, self.n_tokens) if flags else ()
         except Exception as exc:  # noqa: BLE001 - constriction raises on a code it cannot read
@@ -174,33 +175,51 @@ class CodingTokens(Corrections):
 
 class DecodedTokens(Corrections):
     """The reader's corrections: decodes each corrected token from the record's code with
-    the logits at its position. Once all are decoded it re-encodes the coefficients, the
-    flags and the tokens, and marks the row ``failed`` unless that gives the stored code
-    exactly (or when the code could not be decoded)."""
+    the logits at its position. Every symbol it decodes, coefficients and flags included,
+    is coded again with the very model it was decoded with (:class:`_Recoding`); once all
+    are decoded the row is marked ``failed`` unless that gives the stored code exactly (or
+    when the code could not be decoded). Coding again the *decoded* choices, not encoding
+    the tokens afresh, keeps the check independent of the logits' last bits: an encoder
+    run on this machine's logits may choose another grid than the writer's did."""
 
     def __init__(self, chunk: LmCorrectedVectorChunk):
         import constriction
 
         super().__init__()
-        coder, q, positions = chunk.read()
+        self.recoding = _Recoding(constriction.stream.queue.RangeDecoder(unpack_words(chunk.code)))
+        _, _, positions = chunk.read(coder=self.recoding)
         self.positions, self.last, self.code = frozenset(positions), max(positions, default=None), chunk.code
-        again = constriction.stream.queue.RangeEncoder()
-        write_coefficients(again, q, chunk.bits)
-        write_flags(again, positions, chunk.n_tokens)
-        self.decoder = lm.BandDecoder(b"", coder)
-        self.again = lm.BandEncoder((), None, again)
+        self.decoder = lm.BandDecoder(b"", self.recoding)
         if self.last is None:
             self._check()
 
     def take(self, position: int, logits) -> int:
         token = self.decoder(position, logits)
-        self.again.encode(token, logits)
         if position == self.last:
             self._check()
         return token
 
     def _check(self) -> None:
-        self.failed = self.decoder.failed or pack_words(self.again.coder.get_compressed()) != self.code
+        self.failed = self.decoder.failed or self.recoding.code() != self.code
+
+
+class _Recoding:
+    """A range decoder that codes every symbol it decodes again, with the same model, into
+    a range encoder: what the stored code would be if it were the canonical code of what
+    was read from it."""
+
+    def __init__(self, decoder):
+        import constriction
+
+        self.decoder, self.encoder = decoder, constriction.stream.queue.RangeEncoder()
+
+    def decode(self, model):
+        symbol = self.decoder.decode(model)
+        self.encoder.encode(int(symbol), model)
+        return symbol
+
+    def code(self) -> bytes:
+        return pack_words(self.encoder.get_compressed())
 
 
 class LmCorrectedVectorForm(CodedIntVectorForm):
