@@ -64,10 +64,12 @@ def test_default_model_archive_from_0_1_0_extracts_exactly(default_model):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, version", [("default-model-memory-int", (2, 2)), ("default-model-memory-int-coded", (2, 3))])
+@pytest.mark.parametrize("name, version", [("default-model-memory-int", (2, 2)), ("default-model-memory-int-coded", (2, 3)),
+                                           ("default-model-memory-int-lm", (2, 4))])
 def test_default_model_memory_int_archives_extract_exactly(default_model, name, version):
     """The default model's defaults of their day: 4-bit vectors around its fitted start
-    (format 2.2), then range coded with corrections (2.3). Both hold the same text."""
+    (format 2.2), then range coded with corrections (2.3), then with the corrections coded
+    under the model (2.4: 13 vectors, 7-16 corrections each). All hold the same text."""
     archive = (COMPAT / f"{name}.lmz").read_bytes()
     assert container.unpack(archive).version == version
     restored = codec.LmzDecompressor(loaded=default_model).decompress(archive)
