@@ -40,8 +40,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from llmzip.kinds.memory import TEMPLATE  # noqa: F401 - the prompt this module builds
-from llmzip.kinds.memory import Corrections
+from llmzip.kinds.memory import TEMPLATE, Corrections  # noqa: F401 - TEMPLATE: the prompt this module builds
 
 
 @dataclass(frozen=True)

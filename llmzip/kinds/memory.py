@@ -231,8 +231,9 @@ class Corrections:
         return self.tokens[position]
 
     def finish(self, payload: bytes) -> bytes:
-        """The record payload once the decode has run (a subclass that codes what it took
-        appends the code); here ``payload`` itself."""
+        """The payload to store once the decode has run, from the one the form stored
+        before it: here ``payload`` itself; kind memory-int-lm's writer returns the record
+        with the code of what it took."""
         return payload
 
 
