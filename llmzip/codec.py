@@ -148,7 +148,7 @@ class LmzCompressor:
         """How vectors are trained and stored: rank 0 a full fp16 vector (kind memory, the
         trainer's default); up to 8 bits range coded with corrections whose tokens the model
         codes (memory-int-lm: the coded coefficients take 12 % fewer bytes at 4 bits, a
-        coded correction ~1 B instead of ~3.7); wider, a fixed-width memory-int vector."""
+        coded correction ~1 B instead of ~3.2); wider, a fixed-width memory-int vector."""
         config, d = self.train_config, self.loaded.identity.hidden_size
         if not config.rank:
             return None

@@ -180,7 +180,7 @@ class MemoryKind(Kind):
         return results
 
     def corrections(self, chunk):
-        """The :class:`llmzip.decode.Corrections` the decode of ``chunk`` takes instead of
+        """The :class:`Corrections` the decode of ``chunk`` takes instead of
         its greedy choices: none but in kinds memory-int-coded and memory-int-lm."""
         return Corrections()
 

@@ -2,8 +2,9 @@
 coded in the same range code as its coefficients, their tokens under the model.
 
 A correction of kind 5 (:mod:`llmzip.kinds.memory_int_coded`) stores its position's gap and
-its token as varints: ~1 B and 2-3 B (most of Gemma 3's 262k ids need 3), ~4 B a
-correction, a tenth of a 64-token chunk's record at 6 corrections. But the decoder has the
+its token as varints: 1 B and 1-3 B (2.2 B on average in the GPL-3 preamble's archive;
+most of Gemma 3's 262k ids need 3), ~3.2 B a correction, a tenth of a 64-token chunk's
+record at 8 corrections. But the decoder has the
 model's logits at the corrected position, and there the chunk's token is nearly always the
 greedy token (its gap too small to count on) or the runner-up: under the model's
 distribution it costs 3.4 bits on average (62 corrections of the GPL-3 preamble's vectors;
@@ -140,7 +141,7 @@ class LmCorrectedVectorKind(memory_int.IntVectorKind):
         super().check_before_model(items, archive)
         for index, chunk in items:
             try:
-                chunk.read()
+                chunk.positions  # reads the coefficients and flags (kept for export and -v)
             except FormatError as exc:
                 raise FormatError(f"chunk {index}: {exc}") from None
 
