@@ -110,9 +110,12 @@ def run(
     first_row: int = 0,
     on_row: Optional[Callable[[RowResult], None]] = None,
     on_step: Optional[Callable[[int, int, float], None]] = None,
+    start=None,
 ) -> list[RowResult]:
-    """Train one vector per text with ``config`` (a :class:`llmzip.config.TrainConfig`);
-    ``first_row`` is the CSV row number of ``texts[0]``, for the results' ``row``."""
+    """Train one vector per text with ``config`` (a :class:`llmzip.config.TrainConfig`),
+    full fp16 vectors as in the paper, from ``start`` (:func:`llmzip.train.configured_start`;
+    None: seeded random starts); ``first_row`` is the CSV row number of ``texts[0]``, for
+    the results' ``row``."""
     from llmzip.train import MemoryTrainer
 
     ids = tokenize(tokenizer, texts)
@@ -137,7 +140,7 @@ def run(
         if on_row is not None:
             on_row(results[index])
 
-    MemoryTrainer(model, config).train(ids, on_chunk_done=finished, on_step=on_step)
+    MemoryTrainer(model, config, start=start).train(ids, on_chunk_done=finished, on_step=on_step)
     return results
 
 
@@ -149,17 +152,18 @@ def capacity(
     probes: int = 3,
     resolution: int = 2,
     on_round: Optional[Callable[[int, list[CapacityResult]], None]] = None,
+    start=None,
 ) -> list[CapacityResult]:
     """Longest stored prefix of each ``(row, ids)``, whose whole ids did not fit.
 
     Each round trains ``probes`` prefix lengths evenly spaced inside every open interval
     (longest stored, shortest failed), all rows' probes in one batched
     :meth:`~llmzip.train.MemoryTrainer.train` call, until every interval is at most
-    ``resolution`` tokens wide.
+    ``resolution`` tokens wide. ``start`` as for :func:`run`.
     """
     from llmzip.train import MemoryTrainer
 
-    trainer = MemoryTrainer(model, config)
+    trainer = MemoryTrainer(model, config, start=start)
     found = [CapacityResult(row=row, row_tokens=len(ids), longest_stored=0, shortest_failed=len(ids)) for row, ids in rows]
     round_number = 0
     while True:

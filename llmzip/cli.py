@@ -845,9 +845,11 @@ def bench(corpus, rows, start, column, model, device, max_steps, margin, batch_s
 
     _use_torch(device, threads)
     from llmzip.model import load_model
+    from llmzip.train import configured_start
 
     config = _train_config(device, max_steps=max_steps, margin=margin, batch_size=batch_size, lr=lr)
     loaded = load_model(model, device=device)
+    start_vector = configured_start(config, loaded.identity.weights_fingerprint)
 
     def row_done(result):
         if not quiet:
@@ -858,7 +860,7 @@ def bench(corpus, rows, start, column, model, device, max_steps, margin, batch_s
     began = time.perf_counter()
     with _Progress(enabled=_show_progress(quiet, no_progress)) as progress:
         results = measure.run(loaded.model, loaded.tokenizer, texts, config, first_row=start,
-                              on_row=row_done, on_step=progress.step)
+                              on_row=row_done, on_step=progress.step, start=start_vector)
     summary = measure.summarise(results, time.perf_counter() - began)
     name = loaded.identity.source_id if model != "default" else "Gemma 3 270M (default)"
     click.echo(measure.paper_table(summary, name))
@@ -872,7 +874,8 @@ def bench(corpus, rows, start, column, model, device, max_steps, margin, batch_s
                 intervals = ", ".join(f"row {c.row}: {c.longest_stored}-{c.shortest_failed}" for c in found)
                 click.echo(f"llmzip bench: capacity round {number}: stored-failed {intervals}", err=True)
 
-        capacities = measure.capacity(loaded.model, failed, config, probes=probes, resolution=resolution, on_round=round_done)
+        capacities = measure.capacity(loaded.model, failed, config, probes=probes, resolution=resolution, on_round=round_done,
+                                       start=start_vector)
     for c in capacities:
         click.echo(f"capacity: row {c.row} ({c.row_tokens} tokens): longest stored prefix {c.longest_stored} tokens, "
                    f"shortest failed {c.shortest_failed} (trials: "

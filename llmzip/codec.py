@@ -36,7 +36,7 @@ from llmzip.journal import Journal, JournalEntry
 from llmzip.kinds.memory import DEFAULT_DECODE_GROUP, MAX_DECODE_GROUP
 from llmzip.kinds.zstd import FallbackChunk
 from llmzip.model import DEFAULT_SPEC, LoadedModel, load_model, peek_hidden_size
-from llmzip.train import MemoryTrainer, TrainConfig, fitted_start
+from llmzip.train import MemoryTrainer, TrainConfig, configured_start
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class LmzCompressor:
         if self.train_config.rank > self.loaded.identity.hidden_size:
             raise InputError(f"rank must be at most the model's hidden size {self.loaded.identity.hidden_size}, "
                              f"got {self.train_config.rank}")
-        start = fitted_start(self.loaded.identity.weights_fingerprint) if self.train_config.start == "fitted" else None
+        start = configured_start(self.train_config, self.loaded.identity.weights_fingerprint)
         self.offset = kinds.memory_int.offset_for(self.loaded.identity.weights_fingerprint)
         self.trainer = MemoryTrainer(self.loaded.model, self.train_config, start=start, form=self._vector_form())
         self.vector_kind = self.trainer.form.kind  # memory, memory-int or memory-int-lm
@@ -270,14 +270,17 @@ class LmzCompressor:
         return container.pack(header, stored, zstd_level=self.zstd_level)
 
     def _train_eligible(self, data, chunks, journal_path, report, on_step, on_chunk) -> dict[int, JournalEntry]:
-        """Train eligible chunks in fixed groups of ``batch_size``; journal each group.
+        """Train eligible chunks in fixed groups of ``batch_size x group_batches``; journal each group.
 
-        Groups are fixed (group k = the k-th ``batch_size`` eligible chunks) because batch
+        Groups are fixed (group k = the k-th run of that many eligible chunks) because batch
         mates change a vector in its last bits; fixed groups make a resumed run train every
-        chunk with the same mates as an uninterrupted one, hence identical archives.
+        chunk with the same mates as an uninterrupted one, hence identical archives. A group
+        of several batches keeps the batch full: a chunk that stops hands its slot to the
+        next one (continuous batching, :mod:`llmzip.train`), so only a group's last chunks
+        train in a thinning batch. The price is coarser resume and fewer units for workers.
         """
         eligible = [index for index, chunk in enumerate(chunks) if chunk.eligible]
-        size = self.train_config.batch_size
+        size = self.train_config.batch_size * self.train_config.group_batches
         groups = [eligible[start : start + size] for start in range(0, len(eligible), size)]
         journal = Journal(Path(journal_path), self._journal_key(data)) if journal_path is not None and groups else None
         results: dict[int, JournalEntry] = {}

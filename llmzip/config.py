@@ -48,11 +48,12 @@ class TrainConfig:
     max_steps: int = 1500  # optimiser steps per chunk before giving up
     extra_steps: int = 200  # more steps for a converged chunk whose verification failed
     batch_size: int = 8  # chunks per forward/backward
+    group_batches: int = 4  # the codec trains and journals chunks in groups of this many batches; continuous batching keeps a group's batch full until its last chunks
     candidates: int = 32  # softmax over targets + this many top tokens per position; 0 = full vocabulary
     refresh_every: int = 10  # steps between full-vocabulary checks that refresh the candidates
     train_dtype: str = "auto"  # training copy's weights: "float32", "bfloat16", or "auto" (bf16 where matmuls have it natively)
     device: Optional[str] = None  # where to train; None = where the model is
-    seed: int = 0
+    seed: int = 0  # 0..2**32-1: varies every chunk's seeded start vector
     start: str = "fitted"  # start vectors: "fitted" (the model's shipped mean vector, where llmzip has one) or "random"
     start_noise: float = 0.1  # with a fitted start: plus this x the chunk's seeded random vector
     rank: Optional[int] = None  # coefficients per stored vector: 0 = full fp16 vector; None = the model's default
@@ -73,7 +74,11 @@ class TrainConfig:
             raise ValueError(f"grid and sparsity must be >= 0, got {self.grid}, {self.sparsity}")
         if self.margin <= 0 or self.verify_margin < 0:
             raise ValueError("margin must be positive and verify_margin non-negative")
-        if min(self.max_steps, self.batch_size, self.warmup_steps, self.refresh_every, self.correction_steps) < 1:
-            raise ValueError("max_steps, batch_size, warmup_steps, refresh_every, correction_steps must be >= 1")
+        if min(self.max_steps, self.batch_size, self.group_batches, self.warmup_steps, self.refresh_every,
+               self.correction_steps) < 1:
+            raise ValueError("max_steps, batch_size, group_batches, warmup_steps, refresh_every, correction_steps "
+                             "must be >= 1")
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed must be in 0..2**32-1, got {self.seed}")
         if self.candidates < 0 or not 0 <= self.corrections <= MAX_CORRECTIONS:
             raise ValueError(f"candidates must be >= 0 and corrections in 0..{MAX_CORRECTIONS}")

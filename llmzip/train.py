@@ -80,6 +80,12 @@ def fitted_start(weights_fingerprint: str) -> Optional[torch.Tensor]:
     return None if start is None else torch.from_numpy(start.copy())
 
 
+def configured_start(config: TrainConfig, weights_fingerprint: str) -> Optional[torch.Tensor]:
+    """The start vector ``config.start`` names for the model with this weights fingerprint:
+    :func:`fitted_start` for ``"fitted"``, None (seeded random starts) for ``"random"``."""
+    return fitted_start(weights_fingerprint) if config.start == "fitted" else None
+
+
 def train_dtype_for(name: str, device: torch.device) -> str:
     """The training dtype ``name`` means on ``device``: ``"auto"`` is ``"bfloat16"`` where
     matmuls run bf16 natively (CUDA with bf16, CPUs with AMX tiles or AVX-512 BF16) and
@@ -182,7 +188,9 @@ class MemoryTrainer:
         from other chunks' paths). Gemma 3 270M's fitted start cut the steps on the Table 2
         rows 2.2x, all still exact (BENCHMARKS.md, attempt 10)."""
         ids_tensor = torch.tensor(list(ids), dtype=torch.long)
-        generator = torch.Generator().manual_seed(self.config.seed * 2**32 + zlib.crc32(ids_tensor.numpy().tobytes()))
+        # CPU generators keep only 32 bits of a seed, so the seed enters the checksum itself
+        # (crc32 from initial value 0 is plain crc32: seed 0 gives the starts it always gave).
+        generator = torch.Generator().manual_seed(zlib.crc32(ids_tensor.numpy().tobytes(), self.config.seed))
         params = self.form.initial(generator, self.embed_rms, self.config.start_noise)  # (p,)
         return _Training(index, ids_tensor, params.to(self.device), margin, self.config.max_steps)
 

@@ -210,3 +210,20 @@ def test_a_start_vector_moves_every_chunk_start_by_the_same_amount(tiny_model):
     for ids in ([5, 6, 7], [8, 9]):
         random_vector = plain._start(0, ids, config.margin).params
         assert torch.allclose(started._start(0, ids, config.margin).params, offset + 0.25 * random_vector)
+
+
+def test_the_seed_varies_every_start_and_seed_0_keeps_the_old_starts(tiny_model):
+    """CPU generators keep 32 bits of a seed: the seed once sat above them and changed nothing."""
+    import zlib
+
+    from llmzip.train import MemoryTrainer, TrainConfig
+
+    ids = [5, 6, 7]
+    starts = {seed: MemoryTrainer(tiny_model.model, TrainConfig(seed=seed))._start(0, ids, 0.5).params for seed in (0, 1, 2)}
+    assert not torch.equal(starts[0], starts[1]) and not torch.equal(starts[1], starts[2])
+    generator = torch.Generator().manual_seed(zlib.crc32(torch.tensor(ids).numpy().tobytes()))  # before the fix, seed 0
+    d = tiny_model.identity.hidden_size
+    trainer = MemoryTrainer(tiny_model.model, TrainConfig())
+    assert torch.equal(starts[0], (torch.randn(d, generator=generator) * trainer.embed_rms))
+    with pytest.raises(ValueError):
+        TrainConfig(seed=2**32)
