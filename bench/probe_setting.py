@@ -13,6 +13,7 @@ both training and decode(), for this process only: llmzip itself has one layout.
 """
 
 import argparse
+import json
 import sys
 import time
 
@@ -37,6 +38,9 @@ def main() -> None:
     parser.add_argument("--train-dtype", default=TrainConfig.train_dtype, choices=["auto", "float32", "bfloat16"])
     parser.add_argument("--start", default="random", choices=["random", "fitted"],
                         help="start vectors: seeded random, or the model's shipped fitted start (llmzip/starts/)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="any other TrainConfig field, e.g. --set betas=0.9,0.99 (repeatable)")
+    parser.add_argument("--trace", help="write every chunk's statistics at every step here (jsonl)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -48,7 +52,8 @@ def main() -> None:
     loaded = load_model("default")
     texts = read_rows(max(rows) + 1, args.csv)
     chunks = [loaded.tokenizer(texts[r], add_special_tokens=False).input_ids[: args.tokens] for r in rows]
-    config = TrainConfig(lr=args.lr, candidates=args.candidates, max_steps=args.max_steps, train_dtype=args.train_dtype)
+    config = TrainConfig(lr=args.lr, candidates=args.candidates, max_steps=args.max_steps, train_dtype=args.train_dtype,
+                         **dict(parse_field(item) for item in args.set))
     began = time.perf_counter()
 
     def report(index, result):
@@ -56,10 +61,40 @@ def main() -> None:
               f"margin {result.decode_min_margin:.2f} at {time.perf_counter() - began:.0f}s", flush=True)
 
     start = fitted_start(loaded.identity.weights_fingerprint) if args.start == "fitted" else None
-    results = MemoryTrainer(loaded.model, config, start=start).train(chunks, on_chunk_done=report)
+    trainer = MemoryTrainer(loaded.model, config, start=start)
+    if args.trace:
+        trace_steps(trainer, rows, open(args.trace, "w"))
+    results = trainer.train(chunks, on_chunk_done=report)
     print(f"{vars(args)}: steps {[r.steps for r in results]} (sum {sum(r.steps for r in results)}), accepted "
           f"{sum(r.accepted for r in results)}/{len(results)}, min decode margin "
           f"{min(r.decode_min_margin for r in results):.2f}, {time.perf_counter() - began:.1f} s", file=sys.stderr)
+
+
+def parse_field(item: str) -> tuple:
+    """``FIELD=VALUE`` as a TrainConfig keyword, VALUE typed like the field's default."""
+    name, value = item.split("=", 1)
+    default = getattr(TrainConfig, name)
+    if isinstance(default, tuple):
+        return name, tuple(float(v) for v in value.split(","))
+    return name, value if isinstance(default, str) or default is None else type(default)(value)
+
+
+def trace_steps(trainer: MemoryTrainer, rows: list[int], out) -> None:
+    """Wrap ``trainer._evaluate`` (a probe's instrument, not an API) to log, at every step,
+    each active chunk's loss, accuracy, smallest gap and short positions (where checked)."""
+    evaluate = trainer._evaluate
+
+    def traced(vectors, active):
+        evaluation = evaluate(vectors, active)
+        for i, chunk in enumerate(active):
+            checked = bool(evaluation.checked[i])
+            out.write(json.dumps({"row": rows[chunk.index], "step": chunk.steps, "loss": round(evaluation.loss[i].item(), 4),
+                                  "acc": round(evaluation.accuracy[i].item(), 4), "margin": round(evaluation.min_margin[i].item(), 3),
+                                  "checked": checked, "short": len(chunk.short()) if checked else None}) + "\n")
+        out.flush()
+        return evaluation
+
+    trainer._evaluate = traced
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import time
 import click
 
 from llmzip import __version__
-from llmzip.config import (DEFAULT_CHUNK_TOKENS, DEFAULT_VECTOR_FORM, MAX_CORRECTIONS, VECTOR_BITS,  # torch-free, like this module
+from llmzip.config import (DEFAULT_CHUNK_TOKENS, DEFAULT_VECTOR_FORM, MAX_CORRECTIONS, OPTIMIZERS, VECTOR_BITS,  # torch-free, like this module
                            TrainConfig)
 from llmzip.container import MAX_TOKENS_PER_CHUNK
 from llmzip.errors import InputError, LmzError
@@ -815,7 +815,8 @@ def export(file, output, force):
 @click.option("--max-steps", type=click.IntRange(1), help=f"Optimiser steps per row [default: {_TRAIN.max_steps}].")
 @click.option("--margin", type=click.FloatRange(0, min_open=True), help=f"Logit margin every position must win by [default: {_TRAIN.margin}].")
 @click.option("--batch-size", type=click.IntRange(1), help=f"Rows trained together [default: {_TRAIN.batch_size}].")
-@click.option("--lr", type=click.FloatRange(0, min_open=True), help=f"Adam step size in embedding-RMS units [default: {_TRAIN.lr}].")
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), help=f"How vectors are optimised [default: {_TRAIN.optimizer}].")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), help=f"With --optimizer adam: step size in embedding-RMS units [default: {_TRAIN.lr}].")
 @_threads_option
 @click.option("--capacity", is_flag=True, help="For rows not stored, bisect the longest token prefix one vector holds.")
 @click.option("--probes", type=click.IntRange(1), default=3, show_default=True, help="Prefix lengths tried per row in each capacity round (1 = plain bisection).")
@@ -824,7 +825,7 @@ def export(file, output, force):
 @click.option("--plot", "plot_path", type=click.Path(), help="Write a PNG of accuracy against row length here.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing --json/--plot files.")
 @_verbosity
-def bench(corpus, rows, start, column, model, device, max_steps, margin, batch_size, lr, threads, capacity, probes, resolution,
+def bench(corpus, rows, start, column, model, device, max_steps, margin, batch_size, optimizer, lr, threads, capacity, probes, resolution,
           json_path, plot_path, force, quiet, verbose, no_progress):
     """Reproduce the memory-token paper's measurements on CORPUS, a CSV with a text column.
 
@@ -847,7 +848,7 @@ def bench(corpus, rows, start, column, model, device, max_steps, margin, batch_s
     from llmzip.model import load_model
     from llmzip.train import configured_start
 
-    config = _train_config(device, max_steps=max_steps, margin=margin, batch_size=batch_size, lr=lr)
+    config = _train_config(device, max_steps=max_steps, margin=margin, batch_size=batch_size, optimizer=optimizer, lr=lr)
     loaded = load_model(model, device=device)
     start_vector = configured_start(config, loaded.identity.weights_fingerprint)
 

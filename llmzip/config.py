@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 TRAIN_DTYPES = ("auto", "float32", "bfloat16")  # weights of the training copy of the model
+OPTIMIZERS = ("rprop", "adam")
 
 # Default token budget per chunk, by model source. See README "Choosing --chunk-tokens":
 # 64-token chunks of Gemma 3 270M train in 121-238 steps (BENCHMARKS.md) and hold about
@@ -39,16 +40,22 @@ class TrainConfig:
     """Every knob of the optimisation. Defaults are the measured choices for Gemma 3 270M
     on CPU (BENCHMARKS.md, "Engine speed")."""
 
-    lr: float = 1.0  # Adam step size, in units of the RMS of one input-embedding element (BENCHMARKS.md, attempt 8)
-    warmup_steps: int = 10  # linear warmup from lr/warmup_steps; constant afterwards
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
+    optimizer: str = "adam"  # "adam", or "rprop" (per-coordinate step sizes from gradient signs): 1.8x fewer steps on 100-character chunks, more on 64-token ones (BENCHMARKS.md, attempts 11 and 15)
+    step_size: float = 0.3  # rprop: every coordinate's first step, in units of the RMS of one input-embedding element
+    min_step_size: float = 0.03  # rprop: the smallest step size a coordinate can shrink to, same units (BENCHMARKS.md, attempt 12)
+    max_step_size: float = 1.0  # rprop: the largest step size a coordinate can grow to, same units
+    lr: float = 1.0  # adam: step size, in units of the RMS of one input-embedding element (BENCHMARKS.md, attempt 8)
+    warmup_steps: int = 10  # adam: linear warmup from lr/warmup_steps; constant afterwards
+    betas: tuple[float, float] = (0.9, 0.999)  # adam
+    eps: float = 1e-8  # adam
     margin: float = 0.5  # stop when every target logit beats the runner-up by this much
     verify_margin: float = 0.25  # fp32 decode of the fp16 vector must keep this gap
     max_steps: int = 1500  # optimiser steps per chunk before giving up
+    giveup_window: int = 100  # every this many steps (from the second window) a chunk projects its loss to max_steps and gives up if it stays above giveup_loss; 0 = never
+    giveup_loss: float = 1.0  # mean cross-entropy (nats) above which no chunk stops (BENCHMARKS.md, attempt 16)
     extra_steps: int = 200  # more steps for a converged chunk whose verification failed
     batch_size: int = 8  # chunks per forward/backward
-    group_batches: int = 4  # the codec trains and journals chunks in groups of this many batches; continuous batching keeps a group's batch full until its last chunks
+    group_batches: int = 4  # the codec trains and journals chunks in groups of this many batches; continuous batching keeps a group's batch full until its last chunks (BENCHMARKS.md, attempt 17)
     candidates: int = 32  # softmax over targets + this many top tokens per position; 0 = full vocabulary
     refresh_every: int = 10  # steps between full-vocabulary checks that refresh the candidates
     train_dtype: str = "auto"  # training copy's weights: "float32", "bfloat16", or "auto" (bf16 where matmuls have it natively)
@@ -66,6 +73,11 @@ class TrainConfig:
     def __post_init__(self):
         if self.start not in ("fitted", "random"):
             raise ValueError(f"start must be 'fitted' or 'random', got {self.start!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}")
+        if not 0 < self.min_step_size <= self.step_size <= self.max_step_size:
+            raise ValueError("need 0 < min_step_size <= step_size <= max_step_size, got "
+                             f"{self.min_step_size}, {self.step_size}, {self.max_step_size}")
         if self.train_dtype not in TRAIN_DTYPES:
             raise ValueError(f"train_dtype must be one of {list(TRAIN_DTYPES)}, got {self.train_dtype!r}")
         if self.rank is not None and self.rank < 0 or self.bits is not None and self.bits not in VECTOR_BITS:
@@ -78,6 +90,8 @@ class TrainConfig:
                self.correction_steps) < 1:
             raise ValueError("max_steps, batch_size, group_batches, warmup_steps, refresh_every, correction_steps "
                              "must be >= 1")
+        if self.giveup_window < 0 or not self.giveup_loss > 0:
+            raise ValueError(f"giveup_window must be >= 0 and giveup_loss > 0, got {self.giveup_window}, {self.giveup_loss}")
         if not 0 <= self.seed < 2**32:
             raise ValueError(f"seed must be in 0..2**32-1, got {self.seed}")
         if self.candidates < 0 or not 0 <= self.corrections <= MAX_CORRECTIONS:

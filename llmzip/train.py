@@ -13,11 +13,20 @@ How the loop is organised, and why:
   Right padding needs no attention mask: attention is causal, so a real position only
   sees earlier positions, which are all real.
 * **Independent rows.** The loss is the *sum* of per-chunk mean cross-entropies, so each
-  vector's gradient is what it would be alone; Adam is elementwise, so one Adam state per
-  chunk is just one row of a (B, d) tensor; each chunk has its own step count (bias
-  correction, warmup) and its own stop. The start vector is seeded from the chunk's own
-  ids. Batch-mates therefore change a result only through floating-point rounding of
-  different matmul shapes, which the margin absorbs and verification checks.
+  vector's gradient is what it would be alone; the optimiser is elementwise, so one
+  chunk's optimiser state is just one row of a (B, p) tensor; each chunk has its own step
+  count and its own stop. The start vector is seeded from the chunk's own ids.
+  Batch-mates therefore change a result only through floating-point rounding of different
+  matmul shapes, which the margin absorbs and verification checks. (Rounding is enough to
+  move a chunk's step count, e.g. 43 or 96 steps for one Table 2 row: the path is
+  chaotic, so step counts are compared over many chunks, never one.)
+* **Adam, or Rprop.** Each chunk has its own Adam state (lr in embedding-RMS units,
+  warmup), the default. ``optimizer="rprop"`` uses iRprop- (Igel & Husken 2000), built
+  for exact full-batch gradients like a chunk's: each coordinate moves by its own step
+  size against its gradient's sign, the size x1.2 while the sign holds and x0.5 (and a
+  skipped step) when it flips. From the fitted start it took 1.8x fewer steps than Adam
+  on the 100-character Table 2 rows but more on 64-token chunks (BENCHMARKS.md, attempts
+  11-15), so Adam stays the default.
 * **Stop on margin, keep what was measured.** A chunk stops when, at every position, the
   target's logit beats every other logit by at least ``margin``. The vector that produced
   those logits (before any further update) is the one verified and returned.
@@ -25,6 +34,11 @@ How the loop is organised, and why:
   few positions short of the margin, one more for every ``correction_steps`` steps trained
   (up to ``corrections``): those positions and their tokens are stored, and the decode
   takes them there. A chunk a vector almost holds then stops sooner, or at all.
+* **Give up early.** Every ``giveup_window`` steps a chunk projects its loss (without the
+  positions it may correct) to its budget at the rate it has been falling; a chunk whose
+  projection stays above ``giveup_loss`` (well above where chunks that fit stop) stops there, so text a vector cannot
+  hold costs a few hundred steps, not the whole budget, before the caller stores it
+  another way.
 * **Stored forms.** What is optimised is a *form* of the vector (``form``): the full
   vector itself (:class:`llmzip.kinds.memory.Fp16Form`, the default) or k coefficients of
   an integer-coded vector, full or low rank (:class:`llmzip.kinds.memory_int.IntVectorForm`), each
@@ -51,6 +65,7 @@ owns the tokenizer); this module works on ids only.
 """
 
 import copy
+import math
 import time
 import zlib
 from collections import deque
@@ -65,6 +80,7 @@ from llmzip.decode import Corrections, DecodeResult, decode, prompt_embeddings
 from llmzip.kinds.memory import Fp16Form
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+RPROP_SHRINK, RPROP_GROW = 0.5, 1.2  # iRprop-'s step-size factors on a sign flip / a kept sign (the usual values)
 assert {"auto", *DTYPES} == set(TRAIN_DTYPES)
 
 
@@ -109,6 +125,7 @@ class _Evaluation(NamedTuple):
     accuracy: torch.Tensor  # teacher-forced argmax accuracy
     min_margin: torch.Tensor  # smallest target-vs-runner-up gap (negative where wrong)
     checked: torch.Tensor  # True where loss/accuracy/min_margin come from the full vocabulary
+    settled_loss: torch.Tensor  # mean cross-entropy without the positions the chunk may correct (its worst ones)
 
 
 @dataclass
@@ -125,17 +142,19 @@ class ChunkResult:
     train_min_margin: float  # smallest target-vs-runner-up gap at the last evaluation
     converged: bool  # reached the training margin (but at its corrected positions) within the step budget
     corrections: tuple = ()  # (position, token) pairs stored with the vector (forms that correct)
+    gave_up: bool = False  # stopped before its budget: its loss curve said it would not fit
 
 
 class _Training:
-    """One chunk's optimisation state: its parameters and its own Adam moments and clock."""
+    """One chunk's optimisation state: its parameters, its own optimiser state and clock."""
 
     def __init__(self, index: int, ids: torch.Tensor, params: torch.Tensor, target_margin: float, budget: int):
         self.index = index
         self.ids = ids  # (T,)
         self.params = params  # (p,) float32: the form's parameters (the vector itself for Fp16Form)
-        self.exp_avg = torch.zeros_like(params)
-        self.exp_avg_sq = torch.zeros_like(params)
+        # Per-coordinate optimiser state, (p,) each: Adam's first and second moments, or
+        # Rprop's last gradient (zero where it flipped sign) and current step sizes.
+        self.state = (torch.zeros_like(params), torch.zeros_like(params))
         self.steps = 0
         self.target_margin = target_margin  # the gap this chunk trains for (doubled on a retry)
         self.budget = budget
@@ -144,6 +163,25 @@ class _Training:
         self.started = time.perf_counter()
         self.loss = self.token_accuracy = self.min_margin = float("nan")  # measured at the last evaluation
         self.gaps: list[float] = []  # per position, target-vs-runner-up gap at the last full-vocabulary check
+        self.gave_up = False  # stopped early: its loss curve said it would not fit in its budget
+        self.best_before = float("inf")  # lowest settled loss before the current give-up window
+        self.best_in_window = float("inf")  # lowest settled loss in the current give-up window
+
+    def hopeless(self, loss: float, window: int, stop_loss: float) -> bool:
+        """Whether the curve of ``loss`` (this step's, without the positions the chunk may
+        correct) says the chunk will not fit in its budget: at the end of every ``window``
+        steps from the second on, the lowest loss of the last window is projected to the
+        budget at the rate (in log loss) it fell from the windows before; hopeless if that
+        stays above ``stop_loss``. Call once per step."""
+        self.best_in_window = min(self.best_in_window, loss)
+        if not window or self.steps == 0 or self.steps % window:
+            return False
+        recent, before = self.best_in_window, self.best_before
+        self.best_before, self.best_in_window = min(before, recent), float("inf")
+        if self.steps < 2 * window or recent <= stop_loss:
+            return False
+        rate = math.log(before / recent) / window if recent < before else 0.0  # per step
+        return recent * math.exp(-rate * max(0, self.budget - self.steps)) > stop_loss
 
     def short(self) -> list[int]:
         """Positions whose gap at the last full-vocabulary check is under the target margin."""
@@ -228,6 +266,9 @@ class MemoryTrainer:
             for row, chunk in enumerate(active):
                 chunk.loss, chunk.token_accuracy, chunk.min_margin = (
                     evaluation.loss[row].item(), evaluation.accuracy[row].item(), evaluation.min_margin[row].item())
+                if not chunk.gave_up and chunk.hopeless(evaluation.settled_loss[row].item(), self.config.giveup_window,
+                                                        self.config.giveup_loss):
+                    chunk.gave_up, chunk.budget = True, chunk.steps  # stops at its next (full-vocabulary) check
                 if evaluation.checked[row] and (len(chunk.short()) <= self._allowed(chunk) or chunk.steps >= chunk.budget):
                     result = self._verify(chunk)
                     if result is not None:
@@ -238,7 +279,7 @@ class MemoryTrainer:
                     # failed verification: train on with a larger margin (see _verify)
                 still_active.append(chunk)
                 rows.append(row)
-            self._adam_step(still_active, grad[rows])
+            self._step(still_active, grad[rows])
             active = still_active
         return results
 
@@ -264,23 +305,24 @@ class MemoryTrainer:
         row = torch.arange(len(ids), device=self.device)[:, None].expand_as(real)[real]  # (N,)
 
         if not self.config.candidates:
-            losses, accuracy, margin, gap = _chunk_stats(self._logits(hidden), targets, row, lengths)
+            losses, accuracy, margin, gap, token_loss = _chunk_stats(self._logits(hidden), targets, row, lengths)
             _keep_gaps(active, range(len(active)), gap, row)
-            return _Evaluation(losses, losses.detach(), accuracy, margin, torch.ones_like(real[:, 0]))
+            return _Evaluation(losses, losses.detach(), accuracy, margin, torch.ones_like(real[:, 0]),
+                               self._settled_loss(token_loss, row, active))
 
         due = torch.tensor([c.steps % self.config.refresh_every == 0 or c.steps >= c.budget for c in active], device=self.device)
         full = self._full_check(hidden, targets, row, lengths, due, active)
         vocab = torch.unique(torch.cat([c.candidates for c in active]))  # (C,) sorted
         own = torch.stack([torch.isin(vocab, c.candidates) for c in active])  # (B, C)
         logits = self._logits(hidden, vocab).masked_fill(~own[row], float("-inf"))  # (N, C)
-        losses, accuracy, margin, _ = _chunk_stats(logits, torch.searchsorted(vocab, targets), row, lengths)
+        losses, accuracy, margin, _, token_loss = _chunk_stats(logits, torch.searchsorted(vocab, targets), row, lengths)
         claims = ~due & (margin >= torch.tensor([c.target_margin for c in active], device=self.device))
         if claims.any():
             claimed = self._full_check(hidden, targets, row, lengths, claims, active)
             full = tuple(torch.where(claims, c, f) for c, f in zip(claimed, full))
         checked = due | claims
         stats = tuple(torch.where(checked, f, c) for f, c in zip(full, (losses.detach(), accuracy, margin)))
-        return _Evaluation(losses, *stats, checked)
+        return _Evaluation(losses, *stats, checked, self._settled_loss(token_loss, row, active))
 
     @torch.no_grad()
     def _full_check(self, hidden, targets, row, lengths, chunks_mask, active):
@@ -295,9 +337,19 @@ class MemoryTrainer:
         for i in chunks_mask.nonzero()[:, 0].tolist():
             mine = row[selected] == i
             active[i].candidates = torch.unique(torch.cat([active[i].ids.to(self.device), top[mine].flatten()]))
-        *stats, gap = _chunk_stats(logits, targets[selected], row[selected], lengths)
+        *stats, gap, _ = _chunk_stats(logits, targets[selected], row[selected], lengths)
         _keep_gaps(active, chunks_mask.nonzero()[:, 0].tolist(), gap, row[selected])
         return tuple(stats)
+
+    def _settled_loss(self, token_loss: torch.Tensor, row: torch.Tensor, active: list[_Training]) -> torch.Tensor:
+        """Each chunk's mean cross-entropy over all but its ``_most_corrections`` worst
+        positions (B,), from (N,) per-position losses: what must fall for the chunk to
+        stop, since a form that corrects may leave that many positions wrong."""
+        settled = []
+        for i, chunk in enumerate(active):
+            mine = token_loss[row == i].sort().values  # (T,) ascending
+            settled.append(mine[: len(mine) - self._most_corrections(chunk)].mean())
+        return torch.stack(settled)
 
     def _logits(self, hidden: torch.Tensor, vocab: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Output logits in fp32 for (N, d) hidden states: over the whole vocabulary (N, V),
@@ -313,22 +365,20 @@ class MemoryTrainer:
         return logits
 
     @torch.no_grad()
-    def _adam_step(self, chunks: list[_Training], g: torch.Tensor) -> None:
-        """Adam (no weight decay) on the chunks still training; ``g`` is their (B', p)
-        gradient. Each chunk has its own step count for bias correction and warmup. The
-        step is ``lr`` embedding-RMS units of the vector, whatever the form (``lr_scale``)."""
+    def _step(self, chunks: list[_Training], g: torch.Tensor) -> None:
+        """One optimiser step on the chunks still training; ``g`` is their (B', p) gradient.
+        Steps are measured in embedding-RMS units of the vector, whatever the form
+        (``lr_scale``)."""
         if not chunks:
             return
-        beta1, beta2 = self.config.betas
         params = torch.stack([c.params for c in chunks])  # (B', p)
-        exp_avg = torch.stack([c.exp_avg for c in chunks]).lerp_(g, 1 - beta1)
-        exp_avg_sq = torch.stack([c.exp_avg_sq for c in chunks]).mul_(beta2).addcmul_(g, g, value=1 - beta2)
-        t = torch.tensor([c.steps + 1 for c in chunks], dtype=torch.float32, device=g.device)[:, None]  # (B', 1)
-        lr = self.config.lr * self.embed_rms * self.form.lr_scale * torch.clamp(t / self.config.warmup_steps, max=1.0)
-        denom = (exp_avg_sq / (1 - beta2**t)).sqrt_().add_(self.config.eps)
-        params -= lr / (1 - beta1**t) * exp_avg / denom
+        first, second = (torch.stack(part) for part in zip(*(c.state for c in chunks)))  # (B', p) each
+        unit = self.embed_rms * self.form.lr_scale
+        steps = torch.tensor([c.steps for c in chunks], dtype=torch.float32, device=g.device)[:, None]  # (B', 1)
+        update = _rprop if self.config.optimizer == "rprop" else _adam
+        first, second = update(params, first, second, g, steps, unit, self.config)
         for i, chunk in enumerate(chunks):
-            chunk.params, chunk.exp_avg, chunk.exp_avg_sq = params[i], exp_avg[i], exp_avg_sq[i]
+            chunk.params, chunk.state = params[i], (first[i], second[i])
             chunk.steps += 1
 
     def _allowed(self, chunk: _Training) -> int:
@@ -381,14 +431,46 @@ class MemoryTrainer:
             train_min_margin=chunk.min_margin,
             converged=converged,
             corrections=corrections,
+            gave_up=chunk.gave_up,
         )
+
+
+def _adam(params, exp_avg, exp_avg_sq, g, steps, unit, config):
+    """Adam without weight decay, in place on (B', p) ``params``; ``steps`` (B', 1) counts
+    each chunk's earlier steps (bias correction, warmup). Returns the new moments."""
+    beta1, beta2 = config.betas
+    exp_avg = exp_avg.lerp(g, 1 - beta1)
+    exp_avg_sq = exp_avg_sq.mul(beta2).addcmul_(g, g, value=1 - beta2)
+    t = steps + 1
+    lr = config.lr * unit * torch.clamp(t / config.warmup_steps, max=1.0)
+    denom = (exp_avg_sq / (1 - beta2**t)).sqrt_().add_(config.eps)
+    params -= lr / (1 - beta1**t) * exp_avg / denom
+    return exp_avg, exp_avg_sq
+
+
+def _rprop(params, last_grad, step_size, g, steps, unit, config):
+    """iRprop-, in place on (B', p) ``params``: a coordinate whose gradient kept its sign
+    grows its step size, one whose sign flipped shrinks it and skips this step (its kept
+    gradient is zero, so next time it neither grows nor shrinks). Step sizes start at
+    ``step_size`` and stay within [``min_step_size``, ``max_step_size``], in ``unit``s: a
+    floor well above zero keeps a coordinate whose sign flips from freezing, which bf16
+    training (gradient signs from a bf16 forward, a vector resolved to 8 bits) otherwise
+    does within a few dozen steps (BENCHMARKS.md, attempt 12).
+    Returns the kept gradient and the step sizes."""
+    step_size = torch.where(steps == 0, torch.full_like(step_size, config.step_size), step_size)
+    agreement = torch.sign(g * last_grad)  # (B', p): +1 kept, -1 flipped, 0 first step or after a flip
+    factor = torch.where(agreement > 0, RPROP_GROW, torch.where(agreement < 0, RPROP_SHRINK, 1.0))
+    step_size = (step_size * factor).clamp_(config.min_step_size, config.max_step_size)
+    g = torch.where(agreement < 0, 0.0, g)
+    params -= torch.sign(g) * step_size * unit
+    return g, step_size
 
 
 def _chunk_stats(logits: torch.Tensor, targets: torch.Tensor, row: torch.Tensor, lengths: torch.Tensor):
     """Per-chunk mean cross-entropy (with grad), token accuracy and smallest gap between
     the target's logit and the best other logit (negative where the argmax is wrong), each
-    (B,), and that gap at every position (N,), from (N, V) logits, (N,) targets and the
-    (N,) chunk index of each position."""
+    (B,), and that gap and the cross-entropy (no grad) at every position (N,), from (N, V)
+    logits, (N,) targets and the (N,) chunk index of each position."""
     n_chunks = len(lengths)
     token_loss = F.cross_entropy(logits, targets, reduction="none")  # (N,)
     losses = torch.zeros(n_chunks, device=logits.device).index_add(0, row, token_loss) / lengths
@@ -399,7 +481,7 @@ def _chunk_stats(logits: torch.Tensor, targets: torch.Tensor, row: torch.Tensor,
         gap = logits.gather(1, targets[:, None])[:, 0] - runner_up  # (N,)
         margin = torch.full((n_chunks,), float("inf"), device=logits.device).scatter_reduce(0, row, gap, reduce="amin")
         accuracy = torch.zeros(n_chunks, device=logits.device).index_add(0, row, hit.float()) / lengths
-    return losses, accuracy, margin, gap
+    return losses, accuracy, margin, gap, token_loss.detach()
 
 
 def _keep_gaps(active: list[_Training], chunks: Sequence[int], gap: torch.Tensor, row: torch.Tensor) -> None:

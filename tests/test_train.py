@@ -123,6 +123,20 @@ def test_chunk_beyond_capacity_fails_within_budget(tiny):
     assert result.corrections == ()  # a full fp16 vector stores none, whatever config.corrections says
 
 
+def test_a_chunk_whose_loss_stalls_gives_up_early(tiny, batch_run):
+    """UNSEEN's loss stops falling far above giveup_loss: it stops at a give-up check long
+    before its budget, as a plain failure (verified, not accepted); the passages, which
+    fit, never give up."""
+    model, tokenizer = tiny
+    ids = ids_of(tokenizer, UNSEEN)
+    (result,) = MemoryTrainer(model, fast(max_steps=1000, giveup_window=20)).train([ids])
+    assert result.gave_up and not result.converged and not result.accepted
+    assert 40 <= result.steps <= 1000 // 5 and result.steps % 20 <= 1  # at a window's end (+1: its full check)
+    assert result.loss > fast().giveup_loss
+    results, _, _ = batch_run
+    assert not any(r.gave_up for r in results) and all(r.accepted for r in results)
+
+
 def test_corrections_hold_a_chunk_beyond_capacity(tiny):
     """A form that stores corrections (memory-int-coded) may stop once no more positions
     fall short of the margin than it has earned (one per correction_steps); the stored
@@ -171,6 +185,10 @@ def test_config_is_checked():
         TrainConfig(train_dtype="float16")
     with pytest.raises(ValueError):
         TrainConfig(margin=0)
+    with pytest.raises(ValueError):
+        TrainConfig(optimizer="sgd")
+    with pytest.raises(ValueError):
+        TrainConfig(min_step_size=0.5, step_size=0.3)
 
 
 def test_empty_chunk_is_rejected(tiny):
