@@ -449,6 +449,9 @@ def _check_device(device: str) -> None:
 @click.option("--max-steps", type=click.IntRange(1), help=f"Optimiser steps per chunk before it falls back to zstd [default: {_TRAIN.max_steps}].")
 @click.option("--margin", type=click.FloatRange(0, min_open=True), help=f"Logit margin every position must win by [default: {_TRAIN.margin}].")
 @click.option("--batch-size", type=click.IntRange(1), help=f"Chunks trained together [default: {_TRAIN.batch_size}].")
+@click.option("--group-batches", type=click.IntRange(1), help="Chunks are trained, journaled and sent to workers in groups of "
+              "this many batches; inside a group a finished chunk's slot goes to the next. Smaller groups: finer resume, more "
+              f"units for --workers; the archive depends on it [default: {_TRAIN.group_batches}].")
 @click.option("--rank", type=click.IntRange(0), help="Coefficients per stored memory vector (kind memory-int-lm up to 8 bits, "
               "memory-int above); 0 stores full fp16 "
               f"vectors (kind memory) [default: per model, {DEFAULT_VECTOR_FORM['default'][0]} for the default model].")
@@ -465,7 +468,7 @@ def _check_device(device: str) -> None:
               "a local Ray instance, or the cluster $RAY_ADDRESS names. Needs pip install \"llmzip[ray]\". --threads defaults to 1.")
 @_verbosity
 def compress(files, output, to_stdout, force, model, device, threads, chunk_tokens, max_steps, margin, batch_size,
-             rank, bits, corrections, codec_name, workers, quiet, verbose, no_progress):
+             group_batches, rank, bits, corrections, codec_name, workers, quiet, verbose, no_progress):
     """Compress each FILE (- for stdin) into an .lmz archive (FILE.lmz).
 
     Progress is journaled beside the output (OUT.journal), or, when the archive goes to
@@ -486,8 +489,8 @@ def compress(files, output, to_stdout, force, model, device, threads, chunk_toke
         import_ray()  # no Ray: say so before the model loads
     from llmzip import codec
 
-    train = _train_config(device, max_steps=max_steps, margin=margin, batch_size=batch_size, rank=rank,
-                          bits=bits, corrections=corrections)
+    train = _train_config(device, max_steps=max_steps, margin=margin, batch_size=batch_size, group_batches=group_batches,
+                          rank=rank, bits=bits, corrections=corrections)
     began = time.perf_counter()
     compressor = codec.LmzCompressor(model=model, device=device, chunk_tokens=chunk_tokens, train=train,
                                      codec=codec_name)

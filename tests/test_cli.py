@@ -167,7 +167,7 @@ def test_sigkill_then_rerun_resumes_to_the_identical_archive(tiny_model_dir, tmp
     source = tmp_path / "doc.txt"
     source.write_text(text)
     command = [sys.executable, "-m", "llmzip.cli", "compress", str(source), "--model", str(tiny_model_dir),
-               "--chunk-tokens", "16", "--max-steps", "60", "--batch-size", "1", "-q"]
+               "--chunk-tokens", "16", "--max-steps", "60", "--batch-size", "1", "--group-batches", "1", "-q"]
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
 
     subprocess.run(command + ["-o", str(tmp_path / "reference.lmz")], check=True, env=env)

@@ -244,7 +244,7 @@ def test_interrupted_stdout_compress_resumes_from_the_cache_journal(run, run_bin
     data = b"Pack my box with five dozen liquor jugs. " + LEARNED
     source = tmp_path / "doc.txt"
     source.write_bytes(data)
-    settings = [*model_args, *TINY, "--batch-size", "1"]
+    settings = [*model_args, *TINY, "--batch-size", "1", "--group-batches", "1"]
     assert run("compress", source, "-o", tmp_path / "reference.lmz", *settings, "-q")[0] == 0
     reference = (tmp_path / "reference.lmz").read_bytes()
 

@@ -33,7 +33,7 @@ PRECIOUS = b"an earlier output that -f may only replace with a complete one"
 # full step budget, chunk by chunk (batch size 1): a run lasts a couple of seconds and
 # journals several groups on the way.
 TEXT = b"The quick brown fox jumps over the lazy dog. Unseen lanterns drift over glass rivers at noon."
-COMPRESS = ["--model", TINY_MODEL_DIR, "--chunk-tokens", "16", "--max-steps", "60", "--batch-size", "1", "-f"]
+COMPRESS = ["--model", TINY_MODEL_DIR, "--chunk-tokens", "16", "--max-steps", "60", "--batch-size", "1", "--group-batches", "1", "-f"]
 
 
 tally = tally_fixture("interrupts")

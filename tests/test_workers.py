@@ -19,7 +19,7 @@ from llmzip.errors import LmzError  # noqa: E402
 from llmzip.train import TrainConfig  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SETTINGS = TrainConfig(max_steps=40, extra_steps=10, batch_size=1)
+SETTINGS = TrainConfig(max_steps=40, extra_steps=10, batch_size=1, group_batches=1)  # a group per chunk
 INPUTS = [
     b"The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs.\n",
     b"How vexingly quick daft zebras jump! Sphinx of black quartz, judge my vow.\n",
@@ -106,7 +106,7 @@ def test_cli_workers_match_single_process_runs(run, tiny_model_dir, tmp_path, po
     """The command of issue 17 (its own local Ray instance: the module's pool is closed
     first, so the CLI starts and ends one)."""
     pool.close()
-    settings = ["--model", tiny_model_dir, "--chunk-tokens", "8", "--max-steps", "40", "--batch-size", "1", "--no-progress"]
+    settings = ["--model", tiny_model_dir, "--chunk-tokens", "8", "--max-steps", "40", "--batch-size", "1", "--group-batches", "1", "--no-progress"]
     names = []
     for number, data in enumerate(INPUTS):
         (tmp_path / f"{number}.txt").write_bytes(data)
@@ -155,7 +155,7 @@ def test_sigterm_with_workers_exits_143_and_leaves_the_journal(tiny_model_dir, t
     (tmp_path / "doc.txt").write_text(text)
     journal = tmp_path / "doc.txt.lmz.journal"
     command = [sys.executable, "-m", "llmzip", "compress", str(tmp_path / "doc.txt"), "--model", str(tiny_model_dir),
-               "--chunk-tokens", "16", "--max-steps", "300", "--batch-size", "1", "--workers", "2", "--no-progress"]
+               "--chunk-tokens", "16", "--max-steps", "300", "--batch-size", "1", "--group-batches", "1", "--workers", "2", "--no-progress"]
     process = subprocess.Popen(command, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 600  # the workers must be running (a group journaled) before the signal
     while time.monotonic() < deadline and not journaled_groups(journal):
