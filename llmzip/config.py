@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 TRAIN_DTYPES = ("auto", "float32", "bfloat16")  # weights of the training copy of the model
-OPTIMIZERS = ("rprop", "adam")
+OPTIMIZERS = ("adam", "rprop")
 
 # Default token budget per chunk, by model source. See README "Choosing --chunk-tokens":
 # 64-token chunks of Gemma 3 270M train in 121-238 steps (BENCHMARKS.md) and hold about
