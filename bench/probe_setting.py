@@ -23,7 +23,7 @@ import llmzip.decode
 import llmzip.train
 from corpus import CSV_PATH, read_rows
 from llmzip.model import load_model
-from llmzip.train import MemoryTrainer, TrainConfig, fitted_start
+from llmzip.train import MemoryTrainer, TrainConfig, configured_start
 
 
 def main() -> None:
@@ -53,15 +53,14 @@ def main() -> None:
     texts = read_rows(max(rows) + 1, args.csv)
     chunks = [loaded.tokenizer(texts[r], add_special_tokens=False).input_ids[: args.tokens] for r in rows]
     config = TrainConfig(lr=args.lr, candidates=args.candidates, max_steps=args.max_steps, train_dtype=args.train_dtype,
-                         **dict(parse_field(item) for item in args.set))
+                         start=args.start, **dict(parse_field(item) for item in args.set))
     began = time.perf_counter()
 
     def report(index, result):
         print(f"row {rows[index]}: steps {result.steps} accepted {result.accepted} acc {result.token_accuracy:.3f} "
               f"margin {result.decode_min_margin:.2f} at {time.perf_counter() - began:.0f}s", flush=True)
 
-    start = fitted_start(loaded.identity.weights_fingerprint) if args.start == "fitted" else None
-    trainer = MemoryTrainer(loaded.model, config, start=start)
+    trainer = MemoryTrainer(loaded.model, config, start=configured_start(config, loaded.identity.weights_fingerprint))
     if args.trace:
         trace_steps(trainer, rows, open(args.trace, "w"))
     results = trainer.train(chunks, on_chunk_done=report)

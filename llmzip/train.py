@@ -125,7 +125,7 @@ class _Evaluation(NamedTuple):
     accuracy: torch.Tensor  # teacher-forced argmax accuracy
     min_margin: torch.Tensor  # smallest target-vs-runner-up gap (negative where wrong)
     checked: torch.Tensor  # True where loss/accuracy/min_margin come from the full vocabulary
-    settled_loss: torch.Tensor  # mean cross-entropy without the positions the chunk may correct (its worst ones)
+    settled_loss: Optional[torch.Tensor]  # mean cross-entropy without the positions the chunk may correct (its worst ones); None when giving up is off
 
 
 @dataclass
@@ -172,9 +172,9 @@ class _Training:
         correct) says the chunk will not fit in its budget: at the end of every ``window``
         steps from the second on, the lowest loss of the last window is projected to the
         budget at the rate (in log loss) it fell from the windows before; hopeless if that
-        stays above ``stop_loss``. Call once per step."""
+        stays above ``stop_loss``. Call once per step, with ``window`` > 0."""
         self.best_in_window = min(self.best_in_window, loss)
-        if not window or self.steps == 0 or self.steps % window:
+        if self.steps == 0 or self.steps % window:
             return False
         recent, before = self.best_in_window, self.best_before
         self.best_before, self.best_in_window = min(before, recent), float("inf")
@@ -266,8 +266,8 @@ class MemoryTrainer:
             for row, chunk in enumerate(active):
                 chunk.loss, chunk.token_accuracy, chunk.min_margin = (
                     evaluation.loss[row].item(), evaluation.accuracy[row].item(), evaluation.min_margin[row].item())
-                if not chunk.gave_up and chunk.hopeless(evaluation.settled_loss[row].item(), self.config.giveup_window,
-                                                        self.config.giveup_loss):
+                if evaluation.settled_loss is not None and not chunk.gave_up and chunk.hopeless(
+                        evaluation.settled_loss[row].item(), self.config.giveup_window, self.config.giveup_loss):
                     chunk.gave_up, chunk.budget = True, chunk.steps  # stops at its next (full-vocabulary) check
                 if evaluation.checked[row] and (len(chunk.short()) <= self._allowed(chunk) or chunk.steps >= chunk.budget):
                     result = self._verify(chunk)
@@ -341,10 +341,13 @@ class MemoryTrainer:
         _keep_gaps(active, chunks_mask.nonzero()[:, 0].tolist(), gap, row[selected])
         return tuple(stats)
 
-    def _settled_loss(self, token_loss: torch.Tensor, row: torch.Tensor, active: list[_Training]) -> torch.Tensor:
+    def _settled_loss(self, token_loss: torch.Tensor, row: torch.Tensor, active: list[_Training]) -> Optional[torch.Tensor]:
         """Each chunk's mean cross-entropy over all but its ``_most_corrections`` worst
         positions (B,), from (N,) per-position losses: what must fall for the chunk to
-        stop, since a form that corrects may leave that many positions wrong."""
+        stop, since a form that corrects may leave that many positions wrong. None when
+        chunks never give up (``giveup_window`` 0): nothing reads it."""
+        if not self.config.giveup_window:
+            return None
         settled = []
         for i, chunk in enumerate(active):
             mine = token_loss[row == i].sort().values  # (T,) ascending

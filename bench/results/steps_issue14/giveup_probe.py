@@ -1,7 +1,10 @@
 """Scratch: GPL chunks (fit at the defaults) and a random-text chunk (cannot fit) at the codec's defaults,
 with per-step settled loss and give-up."""
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[3]  # the checkout this file lies in (bench/results/steps_issue14/)
 import sys, json, random, string, torch
-sys.path.insert(0, "/work/main/bench")
+sys.path.insert(0, str(REPO / "bench"))
 from llmzip.codec import LmzCompressor
 from llmzip.chunking import split
 from llmzip.config import TrainConfig
@@ -9,7 +12,7 @@ torch.set_num_threads(1)
 out, n_gpl = sys.argv[1], int(sys.argv[2])
 comp = LmzCompressor(train=TrainConfig())
 tok = comp.loaded.tokenizer
-gpl = [c.token_ids for c in split(open("/work/main/fixtures/compat/default-model-memory-int.txt", "rb").read(), tok, max_tokens=64) if c.eligible][:n_gpl]
+gpl = [c.token_ids for c in split((REPO / "fixtures/compat/default-model-memory-int.txt").read_bytes(), tok, max_tokens=64) if c.eligible][:n_gpl]
 rng = random.Random(0)
 noise = " ".join("".join(rng.choice(string.ascii_lowercase + string.digits) for _ in range(rng.randint(2, 9))) for _ in range(200))
 lost = [tok(noise, add_special_tokens=False).input_ids[:64]]

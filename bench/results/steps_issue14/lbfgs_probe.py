@@ -1,6 +1,9 @@
 """Scratch probe: evaluations to margin 0.5 with torch.optim.LBFGS (strong Wolfe) on single chunks."""
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[3]  # the checkout this file lies in (bench/results/steps_issue14/)
 import sys, time, torch, torch.nn.functional as F
-sys.path.insert(0, "/work/main/bench")
+sys.path.insert(0, str(REPO / "bench"))
 from corpus import read_rows
 from llmzip.model import load_model
 from llmzip.train import MemoryTrainer, TrainConfig, fitted_start
