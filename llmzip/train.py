@@ -35,7 +35,7 @@ How the loop is organised, and why:
   (up to ``corrections``): those positions and their tokens are stored, and the decode
   takes them there. A chunk a vector almost holds then stops sooner, or at all.
 * **Give up early.** Every ``giveup_window`` steps a chunk projects its loss (without the
-  positions it may correct) to its budget at the rate it has been falling; a chunk whose
+  positions it may correct) to its budget along the power law it has been falling by; a chunk whose
   projection stays above ``giveup_loss`` (well above where chunks that fit stop) stops there, so text a vector cannot
   hold costs a few hundred steps, not the whole budget, before the caller stores it
   another way.
@@ -171,8 +171,12 @@ class _Training:
         """Whether the curve of ``loss`` (this step's, without the positions the chunk may
         correct) says the chunk will not fit in its budget: at the end of every ``window``
         steps from the second on, the lowest loss of the last window is projected to the
-        budget at the rate (in log loss) it fell from the windows before; hopeless if that
-        stays above ``stop_loss``. Call once per step, with ``window`` > 0."""
+        budget along the power law (loss ~ steps^-k) through it and the lowest loss before;
+        hopeless if that stays above ``stop_loss``. A power law, not an exponential: loss
+        curves slow down, and at the coded default a random-text chunk whose loss fell
+        3.38 to 3.07 between steps 200 and 300 projected to 1.0 exponentially but 2.1 along
+        the power law, and was still at 2.2 by step 500 (BENCHMARKS.md, attempt 19). Call
+        once per step, with ``window`` > 0."""
         self.best_in_window = min(self.best_in_window, loss)
         if self.steps == 0 or self.steps % window:
             return False
@@ -180,8 +184,8 @@ class _Training:
         self.best_before, self.best_in_window = min(before, recent), float("inf")
         if self.steps < 2 * window or recent <= stop_loss:
             return False
-        rate = math.log(before / recent) / window if recent < before else 0.0  # per step
-        return recent * math.exp(-rate * max(0, self.budget - self.steps)) > stop_loss
+        exponent = math.log(before / recent) / math.log(self.steps / (self.steps - window)) if recent < before else 0.0
+        return recent * (self.steps / max(self.steps, self.budget)) ** exponent > stop_loss
 
     def short(self) -> list[int]:
         """Positions whose gap at the last full-vocabulary check is under the target margin."""

@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from llmzip.decode import decode
-from llmzip.train import ChunkResult, MemoryTrainer, TrainConfig
+from llmzip.train import ChunkResult, MemoryTrainer, TrainConfig, _Training
 
 # Corpus passages of different lengths (5 to 30 tokens) that the fixture can reproduce.
 PASSAGES = [
@@ -135,6 +135,28 @@ def test_a_chunk_whose_loss_stalls_gives_up_early(tiny, batch_run):
     assert result.loss > fast().giveup_loss
     results, _, _ = batch_run
     assert not any(r.gave_up for r in results) and all(r.accepted for r in results)
+
+
+@pytest.mark.parametrize("curve, gives_up_at", [
+    ([3.91, 3.38, 3.07, 2.63], 200),  # best settled loss per 100 steps of a random-text chunk at the coded default
+    ([1.74, 1.52, 0.89, 0.85], None),  # the coded-default chunk that fits latest against its projection (530 steps)
+    ([1.71, 1.42, 1.17, 0.90], None),  # the slowest GPL-3 chunk of attempt 16
+    ([3.0, 1.4, 0.9], None),  # under giveup_loss: never hopeless, whatever the rate
+])
+def test_give_up_projects_the_loss_along_a_power_law(curve, gives_up_at):
+    """At the defaults the window minima are projected to the budget as loss ~ steps^-k:
+    3.38 after 3.91 (steps 100 -> 200) projects 3.38 * (200/1500)^0.21 = 2.2 > 1.5 (an
+    exponential at the same rate would say 0.5); 1.52 after 1.74 projects 1.03, a chunk
+    that fitted at step 530 (BENCHMARKS.md, attempt 19)."""
+    config = TrainConfig()
+    chunk = _Training(0, torch.tensor([1]), torch.zeros(2), 0.5, budget=config.max_steps)
+    stopped = None
+    for loss in curve:
+        for _ in range(config.giveup_window):
+            chunk.steps += 1
+            if chunk.hopeless(loss, config.giveup_window, config.giveup_loss) and stopped is None:
+                stopped = chunk.steps
+    assert stopped == gives_up_at
 
 
 def test_corrections_hold_a_chunk_beyond_capacity(tiny):
