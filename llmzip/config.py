@@ -67,8 +67,8 @@ class TrainConfig:
     bits: Optional[int] = None  # bits per coefficient of a memory-int vector (2..16); None = the model's default
     grid: Optional[float] = None  # fixed quantiser step of coded vectors; 0 = per-vector RMS grid; None = the model's default
     sparsity: Optional[float] = None  # weight of the pull towards the offset (needs a grid); None = the model's default
-    corrections: int = 16  # positions a chunk may store as corrections (memory-int-lm, bits <= 8); 0 = none
-    correction_steps: int = 50  # a chunk may stop with one short position more per this many steps trained
+    corrections: int = 32  # positions a chunk may store as corrections (memory-int-lm, bits <= 8); 0 = none
+    correction_steps: int = 10  # a chunk may stop with one short position more per this many steps trained (BENCHMARKS.md, attempt 20)
 
     def __post_init__(self):
         if self.start not in ("fitted", "random"):
