@@ -80,16 +80,20 @@ def parse_field(item: str) -> tuple:
 
 def trace_steps(trainer: MemoryTrainer, rows: list[int], out) -> None:
     """Wrap ``trainer._evaluate`` (a probe's instrument, not an API) to log, at every step,
-    each active chunk's loss, accuracy, smallest gap and short positions (where checked)."""
+    each active chunk's loss, accuracy, smallest gap and short positions (where checked),
+    and its settled loss where the trainer computes one (chunks may give up)."""
     evaluate = trainer._evaluate
 
     def traced(vectors, active):
         evaluation = evaluate(vectors, active)
         for i, chunk in enumerate(active):
             checked = bool(evaluation.checked[i])
-            out.write(json.dumps({"row": rows[chunk.index], "step": chunk.steps, "loss": round(evaluation.loss[i].item(), 4),
-                                  "acc": round(evaluation.accuracy[i].item(), 4), "margin": round(evaluation.min_margin[i].item(), 3),
-                                  "checked": checked, "short": len(chunk.short()) if checked else None}) + "\n")
+            record = {"row": rows[chunk.index], "step": chunk.steps, "loss": round(evaluation.loss[i].item(), 4),
+                      "acc": round(evaluation.accuracy[i].item(), 4), "margin": round(evaluation.min_margin[i].item(), 3),
+                      "checked": checked, "short": len(chunk.short()) if checked else None}
+            if evaluation.settled_loss is not None:
+                record["settled"] = round(evaluation.settled_loss[i].item(), 4)
+            out.write(json.dumps(record) + "\n")
         out.flush()
         return evaluation
 
