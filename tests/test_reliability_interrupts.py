@@ -62,7 +62,8 @@ def interrupt(argv, rng, duration, signum, stderr_path) -> int:
 def check_aftermath(tally, family, folder, target, complete: bytes, signum, status, stderr_path) -> None:
     """What an interrupted run may leave: the old file or the complete new one under the
     final name, the journal, and (SIGKILL only, which no process can clean up after) a
-    temporary file; the kept file untouched; one line on stderr. Counted as ``exact``
+    temporary file; the kept file untouched; one line on stderr (after the run's summary
+    when the signal came between the finished work and the exit). Counted as ``exact``
     when the run finished before the signal, ``clean error`` when it was interrupted."""
     name = signal.Signals(signum).name
     assert status in (0, EXPECTED_STATUS[signum]), (status, stderr_path.read_text())
@@ -77,7 +78,13 @@ def check_aftermath(tally, family, folder, target, complete: bytes, signum, stat
         assert leftovers == [], leftovers
         if status:
             said = "llmzip: terminated" if signum == signal.SIGTERM else "llmzip: interrupted"
-            assert stderr_path.read_text() == said + "\n"  # one line, no blank line before it
+            lines = stderr_path.read_text().split("\n")
+            assert lines[-2:] == [said, ""], lines  # said last, on one line
+            # Lines before it only when the signal came after the work was done (the
+            # complete output in place): the run's own summary, no blank line.
+            before = lines[:-2]
+            assert not before or target.read_bytes() == complete, lines
+            assert all(line.startswith("llmzip: ") for line in before), lines
     tally.add(family, name, EXACT if status == 0 else CLEAN)
 
 
