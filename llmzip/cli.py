@@ -458,8 +458,10 @@ def _check_device(device: str) -> None:
 @click.option("--bits", type=click.IntRange(VECTOR_BITS[0], VECTOR_BITS[-1]), help="Bits per memory-int coefficient "
               f"[default: per model, {DEFAULT_VECTOR_FORM['default'][1]} for the default model].")
 @click.option("--corrections", type=click.IntRange(0, MAX_CORRECTIONS), help="Positions a coded vector (up to 8 bits) may "
-              "store the right token for instead of missing its chunk; a chunk may stop with one more per "
-              f"{_TRAIN.correction_steps} steps [default: {_TRAIN.corrections}; 0: none].")
+              f"store the right token for instead of missing its chunk [default: {_TRAIN.corrections}; 0: none].")
+@click.option("--correction-steps", type=click.IntRange(1), help="A chunk may stop with one correction more per N steps "
+              "trained: smaller N, fewer steps and larger vectors (--corrections 40 --correction-steps 1: ~4x fewer "
+              f"steps, ~5% larger archive) [default: {_TRAIN.correction_steps}].")
 @click.option("--codec", "codec_name", type=click.Choice(["memory", "lm", "auto"]), default="memory", show_default=True,
               help="memory: train memory vectors; lm: LM-code every chunk, no training (1024-token chunks); "
                    "auto: each chunk in its smallest exact kind. memory/auto: chunks without a vector go to "
@@ -468,7 +470,7 @@ def _check_device(device: str) -> None:
               "a local Ray instance, or the cluster $RAY_ADDRESS names. Needs pip install \"llmzip[ray]\". --threads defaults to 1.")
 @_verbosity
 def compress(files, output, to_stdout, force, model, device, threads, chunk_tokens, max_steps, margin, batch_size,
-             group_batches, rank, bits, corrections, codec_name, workers, quiet, verbose, no_progress):
+             group_batches, rank, bits, corrections, correction_steps, codec_name, workers, quiet, verbose, no_progress):
     """Compress each FILE (- for stdin) into an .lmz archive (FILE.lmz).
 
     Progress is journaled beside the output (OUT.journal), or, when the archive goes to
@@ -490,7 +492,7 @@ def compress(files, output, to_stdout, force, model, device, threads, chunk_toke
     from llmzip import codec
 
     train = _train_config(device, max_steps=max_steps, margin=margin, batch_size=batch_size, group_batches=group_batches,
-                          rank=rank, bits=bits, corrections=corrections)
+                          rank=rank, bits=bits, corrections=corrections, correction_steps=correction_steps)
     began = time.perf_counter()
     compressor = codec.LmzCompressor(model=model, device=device, chunk_tokens=chunk_tokens, train=train,
                                      codec=codec_name)

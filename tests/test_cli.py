@@ -102,9 +102,23 @@ def test_bad_arguments_give_one_line_and_exit_1(run, tmp_path, monkeypatch, args
     assert err.count("\n") == 1 and message in err and "Traceback" not in err
 
 
-def test_usage_errors_exit_2(run):
-    code, _, err = run("compress", "--max-steps", "0", "x")
-    assert code == 2 and "max-steps" in err
+@pytest.mark.parametrize("option", ["--max-steps", "--correction-steps"])
+def test_usage_errors_exit_2(run, option):
+    code, _, err = run("compress", option, "0", "x")
+    assert code == 2 and option in err
+
+
+def test_training_options_reach_the_trainer(run, model_args, tmp_path, monkeypatch):
+    from llmzip import codec
+
+    seen = []
+    build = codec.LmzCompressor.__init__
+    monkeypatch.setattr(codec.LmzCompressor, "__init__", lambda self, **kw: seen.append(kw["train"]) or build(self, **kw))
+    source = tmp_path / "doc.txt"
+    source.write_bytes(b"Pack my box with five dozen liquor jugs.")
+    code, _, err = run("compress", source, *model_args, *TINY, "--corrections", "40", "--correction-steps", "1", "-q")
+    assert code == 0, err
+    assert (seen[0].corrections, seen[0].correction_steps, seen[0].max_steps) == (40, 1, 40)
 
 
 def test_verify_reports_each_archive(run, model_args, tmp_path, tiny_model_dir):
