@@ -381,6 +381,11 @@ def _threads_option(function):
     return click.option("--threads", type=click.IntRange(1), help=_THREADS_HELP)(function)
 
 
+def _optimizer_option(function):
+    return click.option("--optimizer", type=click.Choice(OPTIMIZERS), help="How vectors are optimised [default: rprop "
+                        "for coded vectors with --corrections above 0; adam for the others].")(function)
+
+
 def _use_torch(device: str, threads: int | None) -> None:
     """What every model command does before its work: refuse a --device this torch cannot
     use, then run the rest of the command with --threads CPU threads (restored when the
@@ -460,8 +465,9 @@ def _check_device(device: str) -> None:
 @click.option("--corrections", type=click.IntRange(0, MAX_CORRECTIONS), help="Positions a coded vector (up to 8 bits) may "
               f"store the right token for instead of missing its chunk [default: {_TRAIN.corrections}; 0: none].")
 @click.option("--correction-steps", type=click.IntRange(1), help="A chunk may stop with one correction more per N steps "
-              "trained: smaller N, fewer steps and larger vectors (--corrections 40 --correction-steps 1: ~4x fewer "
-              f"steps, ~5% larger archive) [default: {_TRAIN.correction_steps}].")
+              "trained: larger N, more steps and slightly smaller vectors (--corrections 32 --correction-steps 10: ~9x "
+              f"the steps for ~3% fewer bytes) [default: {_TRAIN.correction_steps}].")
+@_optimizer_option
 @click.option("--codec", "codec_name", type=click.Choice(["memory", "lm", "auto"]), default="memory", show_default=True,
               help="memory: train memory vectors; lm: LM-code every chunk, no training (1024-token chunks); "
                    "auto: each chunk in its smallest exact kind. memory/auto: chunks without a vector go to "
@@ -470,7 +476,8 @@ def _check_device(device: str) -> None:
               "a local Ray instance, or the cluster $RAY_ADDRESS names. Needs pip install \"llmzip[ray]\". --threads defaults to 1.")
 @_verbosity
 def compress(files, output, to_stdout, force, model, device, threads, chunk_tokens, max_steps, margin, batch_size,
-             group_batches, rank, bits, corrections, correction_steps, codec_name, workers, quiet, verbose, no_progress):
+             group_batches, rank, bits, corrections, correction_steps, optimizer, codec_name, workers, quiet, verbose,
+             no_progress):
     """Compress each FILE (- for stdin) into an .lmz archive (FILE.lmz).
 
     Progress is journaled beside the output (OUT.journal), or, when the archive goes to
@@ -492,7 +499,8 @@ def compress(files, output, to_stdout, force, model, device, threads, chunk_toke
     from llmzip import codec
 
     train = _train_config(device, max_steps=max_steps, margin=margin, batch_size=batch_size, group_batches=group_batches,
-                          rank=rank, bits=bits, corrections=corrections, correction_steps=correction_steps)
+                          rank=rank, bits=bits, corrections=corrections, correction_steps=correction_steps,
+                          optimizer=optimizer)
     began = time.perf_counter()
     compressor = codec.LmzCompressor(model=model, device=device, chunk_tokens=chunk_tokens, train=train,
                                      codec=codec_name)
@@ -820,7 +828,7 @@ def export(file, output, force):
 @click.option("--max-steps", type=click.IntRange(1), help=f"Optimiser steps per row [default: {_TRAIN.max_steps}].")
 @click.option("--margin", type=click.FloatRange(0, min_open=True), help=f"Logit margin every position must win by [default: {_TRAIN.margin}].")
 @click.option("--batch-size", type=click.IntRange(1), help=f"Rows trained together [default: {_TRAIN.batch_size}].")
-@click.option("--optimizer", type=click.Choice(OPTIMIZERS), help=f"How vectors are optimised [default: {_TRAIN.optimizer}].")
+@_optimizer_option
 @click.option("--lr", type=click.FloatRange(0, min_open=True), help=f"With --optimizer adam: step size in embedding-RMS units [default: {_TRAIN.lr}].")
 @_threads_option
 @click.option("--capacity", is_flag=True, help="For rows not stored, bisect the longest token prefix one vector holds.")

@@ -173,6 +173,7 @@ class LmzCompressor:
         train = {name: value for name, value in dataclasses.asdict(self.train_config).items() if name != "device"}
         train["betas"] = list(train["betas"])
         train["train_dtype"] = self.trainer.train_dtype  # "auto" as resolved on this machine
+        train["optimizer"] = self.trainer.config.optimizer  # None as resolved for the form
         if self.trainer.start is not None:  # the fitted start this llmzip ships
             train["start"] = container.checksum(self.trainer.start.numpy().tobytes())
         return {

@@ -40,7 +40,7 @@ class TrainConfig:
     """Every knob of the optimisation. Defaults are the measured choices for Gemma 3 270M
     on CPU (BENCHMARKS.md, "Engine speed")."""
 
-    optimizer: str = "adam"  # "adam", or "rprop" (per-coordinate step sizes from gradient signs): 1.8x fewer steps on 100-character chunks, more on 64-token ones (BENCHMARKS.md, attempts 11 and 15)
+    optimizer: Optional[str] = None  # "adam", "rprop" (per-coordinate step sizes from gradient signs), or None: rprop where a vector form stores corrections and corrections > 0, adam elsewhere (BENCHMARKS.md, attempts 11, 15 and 23)
     step_size: float = 0.3  # rprop: every coordinate's first step, in units of the RMS of one input-embedding element
     min_step_size: float = 0.03  # rprop: the smallest step size a coordinate can shrink to, same units (BENCHMARKS.md, attempt 12)
     max_step_size: float = 1.0  # rprop: the largest step size a coordinate can grow to, same units
@@ -67,13 +67,13 @@ class TrainConfig:
     bits: Optional[int] = None  # bits per coefficient of a memory-int vector (2..16); None = the model's default
     grid: Optional[float] = None  # fixed quantiser step of coded vectors; 0 = per-vector RMS grid; None = the model's default
     sparsity: Optional[float] = None  # weight of the pull towards the offset (needs a grid); None = the model's default
-    corrections: int = 32  # positions a chunk may store as corrections (memory-int-lm, bits <= 8); 0 = none
-    correction_steps: int = 10  # a chunk may stop with one short position more per this many steps trained (BENCHMARKS.md, attempt 20)
+    corrections: int = 40  # positions a chunk may store as corrections (memory-int-lm, bits <= 8); 0 = none
+    correction_steps: int = 1  # a chunk may stop with one short position more per this many steps trained (BENCHMARKS.md, attempts 20 and 23)
 
     def __post_init__(self):
         if self.start not in ("fitted", "random"):
             raise ValueError(f"start must be 'fitted' or 'random', got {self.start!r}")
-        if self.optimizer not in OPTIMIZERS:
+        if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}")
         if not 0 < self.min_step_size <= self.step_size <= self.max_step_size:
             raise ValueError("need 0 < min_step_size <= step_size <= max_step_size, got "

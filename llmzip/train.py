@@ -20,13 +20,18 @@ How the loop is organised, and why:
   matmul shapes, which the margin absorbs and verification checks. (Rounding is enough to
   move a chunk's step count, e.g. 43 or 96 steps for one Table 2 row: the path is
   chaotic, so step counts are compared over many chunks, never one.)
-* **Adam, or Rprop.** Each chunk has its own Adam state (lr in embedding-RMS units,
-  warmup), the default. ``optimizer="rprop"`` uses iRprop- (Igel & Husken 2000), built
-  for exact full-batch gradients like a chunk's: each coordinate moves by its own step
-  size against its gradient's sign, the size x1.2 while the sign holds and x0.5 (and a
-  skipped step) when it flips. From the fitted start it took 1.8x fewer steps than Adam
-  on the 100-character Table 2 rows but more on 64-token chunks (BENCHMARKS.md, attempts
-  11-15), so Adam stays the default.
+* **Rprop, or Adam, by what the form stores.** Each chunk has its own optimiser state.
+  ``optimizer="adam"``: Adam (lr in embedding-RMS units, warmup). ``optimizer="rprop"``:
+  iRprop- (Igel & Husken 2000), built for exact full-batch gradients like a chunk's: each
+  coordinate moves by its own step size against its gradient's sign, the size x1.2 while
+  the sign holds and x0.5 (and a skipped step) when it flips. On 64-token chunks Rprop's
+  loss leads Adam's for the first ~100 steps and trails at the finish, where the last
+  few positions clear the margin (BENCHMARKS.md, attempt 15). So the default
+  (``optimizer=None``) follows the form: Rprop where the form stores corrections and
+  ``corrections`` > 0, since those chunks stop early and leave their last short
+  positions to the corrections (the codec's default form: 42-73 steps a 64-token chunk
+  and ~22 % smaller records than Adam's, attempt 23); Adam where every position must
+  clear the margin (full fp16 vectors: ~218 steps a 64-token chunk against ~300).
 * **Stop on margin, keep what was measured.** A chunk stops when, at every position, the
   target's logit beats every other logit by at least ``margin``. The vector that produced
   those logits (before any further update) is the one verified and returned.
@@ -69,7 +74,7 @@ import math
 import time
 import zlib
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, NamedTuple, Optional, Sequence
 
 import torch
@@ -201,6 +206,9 @@ class MemoryTrainer:
         self.start = start  # (d,) float32: where every full vector starts (see _start), or None
         d = model.get_input_embeddings().weight.shape[1]
         self.form = form if form is not None else Fp16Form(d, start)  # what is optimised and stored
+        if self.config.optimizer is None:  # Rprop where chunks may stop with corrections (see the module docstring)
+            corrects = self.form.corrects and self.config.corrections > 0
+            self.config = replace(self.config, optimizer="rprop" if corrects else "adam")
         weight = model.get_input_embeddings().weight
         device = torch.device(self.config.device) if self.config.device else weight.device
         self.train_dtype = train_dtype_for(self.config.train_dtype, device)

@@ -116,9 +116,10 @@ def test_training_options_reach_the_trainer(run, model_args, tmp_path, monkeypat
     monkeypatch.setattr(codec.LmzCompressor, "__init__", lambda self, **kw: seen.append(kw["train"]) or build(self, **kw))
     source = tmp_path / "doc.txt"
     source.write_bytes(b"Pack my box with five dozen liquor jugs.")
-    code, _, err = run("compress", source, *model_args, *TINY, "--corrections", "40", "--correction-steps", "1", "-q")
+    code, _, err = run("compress", source, *model_args, *TINY, "--corrections", "32", "--correction-steps", "10",
+                       "--optimizer", "adam", "-q")
     assert code == 0, err
-    assert (seen[0].corrections, seen[0].correction_steps, seen[0].max_steps) == (40, 1, 40)
+    assert (seen[0].corrections, seen[0].correction_steps, seen[0].optimizer, seen[0].max_steps) == (32, 10, "adam", 40)
 
 
 def test_verify_reports_each_archive(run, model_args, tmp_path, tiny_model_dir):

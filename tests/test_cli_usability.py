@@ -391,4 +391,5 @@ def test_help_defaults_are_the_codes(run):
     assert f"1<=x<={MAX_TOKENS_PER_CHUNK}" in out
     assert f"{codec.DEFAULT_CHUNK_TOKENS['default']} for the default model" in out
     code, out, _ = run("bench", "--help")
-    assert f"[default: {defaults.lr}]" in " ".join(out.split()) and f"[default: {defaults.optimizer}]" in out
+    out = " ".join(out.split())
+    assert f"[default: {defaults.lr}]" in out and "[default: rprop for coded vectors with --corrections above 0; adam" in out

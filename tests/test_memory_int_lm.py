@@ -169,14 +169,17 @@ def test_archive_round_trip_with_corrections(archive_bytes, tiny_model):
 
 
 def test_the_corrections_are_needed(archive_bytes, tiny_model):
-    """Decoded without its corrections, a corrected chunk comes out different."""
+    """Decoded without their corrections, corrected chunks come out different: not every
+    one, since a correction may only lift a right token's gap to the margin, but some."""
     archive = container.unpack(archive_bytes)
-    chunk = next(chunk for chunk in lm_chunks(archive) if chunk.positions)
-    vector = torch.from_numpy(rebuild([chunk], archive.header.vector_dim, None))[0]
-    with_them = decode(tiny_model.model, vector, chunk.n_tokens, DecodedTokens(chunk))
-    without = decode(tiny_model.model, vector, chunk.n_tokens)
-    assert with_them.token_ids != without.token_ids
-    assert with_them.min_margin >= 0.25  # the verify margin, over the positions not corrected
+    differ = []
+    for chunk in (chunk for chunk in lm_chunks(archive) if chunk.positions):
+        vector = torch.from_numpy(rebuild([chunk], archive.header.vector_dim, None))[0]
+        with_them = decode(tiny_model.model, vector, chunk.n_tokens, DecodedTokens(chunk))
+        without = decode(tiny_model.model, vector, chunk.n_tokens)
+        assert with_them.min_margin >= 0.25  # the verify margin, over the positions not corrected
+        differ.append(with_them.token_ids != without.token_ids)
+    assert any(differ)
 
 
 def test_export_rows_hold_the_corrected_positions_and_the_exact_vectors(archive_bytes, tmp_path):

@@ -180,6 +180,21 @@ def test_corrections_hold_a_chunk_beyond_capacity(tiny):
     assert decode(model, result.vector, len(ids)).token_ids != ids  # the vector alone does not hold it
 
 
+def test_the_optimiser_follows_the_form_unless_named(tiny):
+    """optimizer=None: Rprop for a form that stores corrections, when some are allowed (its
+    chunks stop early, where Rprop leads), Adam where every position must clear the
+    margin; a named optimiser is kept either way."""
+    from llmzip.kinds.memory_int_coded import CodedIntVectorForm
+
+    model, _ = tiny
+    coded = CodedIntVectorForm(64, 8, None, 64)
+    assert MemoryTrainer(model, fast()).config.optimizer == "adam"
+    assert MemoryTrainer(model, fast(), form=coded).config.optimizer == "rprop"
+    assert MemoryTrainer(model, fast(corrections=0), form=coded).config.optimizer == "adam"
+    assert MemoryTrainer(model, fast(optimizer="adam"), form=coded).config.optimizer == "adam"
+    assert MemoryTrainer(model, fast(optimizer="rprop")).config.optimizer == "rprop"
+
+
 def test_failed_verification_gets_bounded_extra_steps(tiny, passages):
     """An unreachable decode margin makes verification fail: the chunk trains on with a
     doubled margin for at most extra_steps, then is reported as not accepted."""
