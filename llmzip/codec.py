@@ -170,10 +170,10 @@ class LmzCompressor:
 
     def _journal_key(self, data: bytes) -> dict:
         """Everything that determines the stored chunks: a journal is resumed only if all match."""
-        train = {name: value for name, value in dataclasses.asdict(self.train_config).items() if name != "device"}
+        # The trainer's config: train_config with the optimiser resolved for the form.
+        train = {name: value for name, value in dataclasses.asdict(self.trainer.config).items() if name != "device"}
         train["betas"] = list(train["betas"])
         train["train_dtype"] = self.trainer.train_dtype  # "auto" as resolved on this machine
-        train["optimizer"] = self.trainer.config.optimizer  # None as resolved for the form
         if self.trainer.start is not None:  # the fitted start this llmzip ships
             train["start"] = container.checksum(self.trainer.start.numpy().tobytes())
         return {

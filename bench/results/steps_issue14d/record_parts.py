@@ -15,15 +15,16 @@ from llmzip.kinds.memory_int_lm import LmCorrectedVectorChunk
 
 for path in sys.argv[1:]:
     records = [c for c in container.unpack(Path(path).read_bytes()).chunks if isinstance(c, LmCorrectedVectorChunk)]
-    zeros, coefficients, corrections, rest = [], [], [], []
+    zeros, magnitudes, coefficients, corrections, rest = [], [], [], [], []
     for record in records:
         q = record.integers()  # (rank,)
         coded = len(encode_coefficients(q, record.bits))
         zeros.append(int((q == 0).sum()))
+        magnitudes.append(float(abs(q).mean()))
         coefficients.append(coded)
         corrections.append(len(record.positions))
         rest.append(len(record.code) - coded)
     print(f"{Path(path).name}: {len(records)} records; zeros {statistics.mean(zeros):.0f} of {records[0].rank}, "
-          f"|q| mean {statistics.mean(float(abs(record.integers()).mean()) for record in records):.2f}; "
+          f"|q| mean {statistics.mean(magnitudes):.2f}; "
           f"coefficients {statistics.mean(coefficients):.0f} B; corrections {statistics.mean(corrections):.1f}, "
           f"flags and tokens {statistics.mean(rest):.0f} B (per record, means)")
