@@ -467,6 +467,9 @@ def _check_device(device: str) -> None:
 @click.option("--correction-steps", type=click.IntRange(1), help="A chunk may stop with one correction more per N steps "
               "trained: larger N, more steps and slightly smaller vectors (--corrections 32 --correction-steps 10: ~9x "
               f"the steps for ~3% fewer bytes) [default: {_TRAIN.correction_steps}].")
+@click.option("--correction-weight", type=click.FloatRange(0, 1), help="Weight in a chunk's loss of the --corrections "
+              "positions it predicts worst (1: the plain mean): below 1 the vector is spent on the positions it can hold "
+              f"[default: {_TRAIN.correction_weight}].")
 @_optimizer_option
 @click.option("--codec", "codec_name", type=click.Choice(["memory", "lm", "auto"]), default="memory", show_default=True,
               help="memory: train memory vectors; lm: LM-code every chunk, no training (1024-token chunks); "
@@ -476,8 +479,8 @@ def _check_device(device: str) -> None:
               "a local Ray instance, or the cluster $RAY_ADDRESS names. Needs pip install \"llmzip[ray]\". --threads defaults to 1.")
 @_verbosity
 def compress(files, output, to_stdout, force, model, device, threads, chunk_tokens, max_steps, margin, batch_size,
-             group_batches, rank, bits, corrections, correction_steps, optimizer, codec_name, workers, quiet, verbose,
-             no_progress):
+             group_batches, rank, bits, corrections, correction_steps, correction_weight, optimizer, codec_name, workers,
+             quiet, verbose, no_progress):
     """Compress each FILE (- for stdin) into an .lmz archive (FILE.lmz).
 
     Progress is journaled beside the output (OUT.journal), or, when the archive goes to
@@ -500,7 +503,7 @@ def compress(files, output, to_stdout, force, model, device, threads, chunk_toke
 
     train = _train_config(device, max_steps=max_steps, margin=margin, batch_size=batch_size, group_batches=group_batches,
                           rank=rank, bits=bits, corrections=corrections, correction_steps=correction_steps,
-                          optimizer=optimizer)
+                          correction_weight=correction_weight, optimizer=optimizer)
     began = time.perf_counter()
     compressor = codec.LmzCompressor(model=model, device=device, chunk_tokens=chunk_tokens, train=train,
                                      codec=codec_name)

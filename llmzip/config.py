@@ -69,6 +69,7 @@ class TrainConfig:
     sparsity: Optional[float] = None  # weight of the pull towards the offset (needs a grid); None = the model's default
     corrections: int = 40  # positions a chunk may store as corrections (memory-int-lm, bits <= 8); 0 = none
     correction_steps: int = 1  # a chunk may stop with one short position more per this many steps trained (BENCHMARKS.md, attempts 20 and 23)
+    correction_weight: float = 0.1  # forms that store corrections: the loss weighs each chunk's `corrections` worst positions (highest cross-entropy) by this instead of 1, spending the vector on the positions it can hold; 1 = plain mean (BENCHMARKS.md, attempt 25)
 
     def __post_init__(self):
         if self.start not in ("fitted", "random"):
@@ -96,3 +97,5 @@ class TrainConfig:
             raise ValueError(f"seed must be in 0..2**32-1, got {self.seed}")
         if self.candidates < 0 or not 0 <= self.corrections <= MAX_CORRECTIONS:
             raise ValueError(f"candidates must be >= 0 and corrections in 0..{MAX_CORRECTIONS}")
+        if not 0 <= self.correction_weight <= 1:
+            raise ValueError(f"correction_weight must be in 0..1, got {self.correction_weight}")

@@ -38,7 +38,11 @@ How the loop is organised, and why:
 * **Corrections.** A form that stores corrections (kinds memory-int-coded, memory-int-lm) may stop with a
   few positions short of the margin, one more for every ``correction_steps`` steps trained
   (up to ``corrections``): those positions and their tokens are stored, and the decode
-  takes them there. A chunk a vector almost holds then stops sooner, or at all.
+  takes them there. A chunk a vector almost holds then stops sooner, or at all. Such a
+  chunk's loss weighs its ``corrections`` worst positions by ``correction_weight`` (0.1)
+  instead of 1, so the vector is spent on the positions it can hold, not on tokens it will
+  correct anyway: the slowest 64-token chunks of attempt 23 (260-500 steps) then stopped
+  in 40-90 (BENCHMARKS.md, attempt 25).
 * **Give up early.** Every ``giveup_window`` steps a chunk projects its loss (without the
   positions it may correct) to its budget along the power law it has been falling by; a chunk whose
   projection stays above ``giveup_loss`` (well above where chunks that fit stop) stops there, so text a vector cannot
@@ -317,7 +321,7 @@ class MemoryTrainer:
         row = torch.arange(len(ids), device=self.device)[:, None].expand_as(real)[real]  # (N,)
 
         if not self.config.candidates:
-            losses, accuracy, margin, gap, token_loss = _chunk_stats(self._logits(hidden), targets, row, lengths)
+            losses, accuracy, margin, gap, token_loss = _chunk_stats(self._logits(hidden), targets, row, lengths, *self._weighting(active))
             _keep_gaps(active, range(len(active)), gap, row)
             return _Evaluation(losses, losses.detach(), accuracy, margin, torch.ones_like(real[:, 0]),
                                self._settled_loss(token_loss, row, active))
@@ -327,7 +331,8 @@ class MemoryTrainer:
         vocab = torch.unique(torch.cat([c.candidates for c in active]))  # (C,) sorted
         own = torch.stack([torch.isin(vocab, c.candidates) for c in active])  # (B, C)
         logits = self._logits(hidden, vocab).masked_fill(~own[row], float("-inf"))  # (N, C)
-        losses, accuracy, margin, _, token_loss = _chunk_stats(logits, torch.searchsorted(vocab, targets), row, lengths)
+        losses, accuracy, margin, _, token_loss = _chunk_stats(logits, torch.searchsorted(vocab, targets), row, lengths,
+                                                               *self._weighting(active))
         claims = ~due & (margin >= torch.tensor([c.target_margin for c in active], device=self.device))
         if claims.any():
             claimed = self._full_check(hidden, targets, row, lengths, claims, active)
@@ -349,7 +354,7 @@ class MemoryTrainer:
         for i in chunks_mask.nonzero()[:, 0].tolist():
             mine = row[selected] == i
             active[i].candidates = torch.unique(torch.cat([active[i].ids.to(self.device), top[mine].flatten()]))
-        *stats, gap, _ = _chunk_stats(logits, targets[selected], row[selected], lengths)
+        *stats, gap, _ = _chunk_stats(logits, targets[selected], row[selected], lengths, *self._weighting(active))
         _keep_gaps(active, chunks_mask.nonzero()[:, 0].tolist(), gap, row[selected])
         return tuple(stats)
 
@@ -365,6 +370,13 @@ class MemoryTrainer:
             mine = token_loss[row == i].sort().values  # (T,) ascending
             settled.append(mine[: len(mine) - self._most_corrections(chunk)].mean())
         return torch.stack(settled)
+
+    def _weighting(self, active: list[_Training]) -> tuple[torch.Tensor, float]:
+        """How each chunk's loss weighs its positions (see :func:`_chunk_stats`): the number
+        of its worst positions, (B,), that count ``correction_weight`` instead of 1, as many
+        as it may correct (none for a form that stores no corrections)."""
+        worst = torch.tensor([self._most_corrections(c) for c in active], device=self.device)  # (B,)
+        return worst, self.config.correction_weight
 
     def _logits(self, hidden: torch.Tensor, vocab: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Output logits in fp32 for (N, d) hidden states: over the whole vocabulary (N, V),
@@ -481,22 +493,49 @@ def _rprop(params, last_grad, step_size, g, steps, unit, config):
     return g, step_size
 
 
-def _chunk_stats(logits: torch.Tensor, targets: torch.Tensor, row: torch.Tensor, lengths: torch.Tensor):
-    """Per-chunk mean cross-entropy (with grad), token accuracy and smallest gap between
-    the target's logit and the best other logit (negative where the argmax is wrong), each
-    (B,), and that gap and the cross-entropy (no grad) at every position (N,), from (N, V)
-    logits, (N,) targets and the (N,) chunk index of each position."""
+def _chunk_stats(logits: torch.Tensor, targets: torch.Tensor, row: torch.Tensor, lengths: torch.Tensor,
+                 worst: torch.Tensor, weight: float):
+    """Per-chunk loss (with grad), token accuracy and smallest gap between the target's
+    logit and the best other logit (negative where the argmax is wrong), each (B,), and
+    that gap and the cross-entropy (no grad) at every position (N,), from (N, V) logits,
+    (N,) targets and the (N,) chunk index of each position (grouped by chunk, in order).
+
+    The loss is a weighted mean cross-entropy: each chunk's ``worst`` (B,) positions of
+    highest cross-entropy count ``weight``, the others 1. A chunk that may stop with that
+    many positions corrected needs only the others at the margin, so its vector is spent
+    on the positions it can hold rather than pulled towards tokens it will not; a small
+    weight, not 0, keeps the corrected tokens likely enough to stay cheap to code.
+    ``worst`` 0 (or ``weight`` 1) is the plain mean. BENCHMARKS.md, attempt 25."""
     n_chunks = len(lengths)
     token_loss = F.cross_entropy(logits, targets, reduction="none")  # (N,)
-    losses = torch.zeros(n_chunks, device=logits.device).index_add(0, row, token_loss) / lengths
+    weights = _position_weights(token_loss.detach(), row, n_chunks, worst, weight)  # (N,)
+    zeros = torch.zeros(n_chunks, device=logits.device)
+    # clamp: a chunk with no positions here (a full check of some chunks) sums to 0, any other to 1 or more
+    losses = zeros.index_add(0, row, token_loss * weights) / zeros.index_add(0, row, weights).clamp(min=1.0)
     with torch.no_grad():
         top = logits.topk(2, dim=-1)  # (N, 2)
         hit = top.indices[:, 0] == targets
         runner_up = torch.where(hit, top.values[:, 1], top.values[:, 0])
         gap = logits.gather(1, targets[:, None])[:, 0] - runner_up  # (N,)
         margin = torch.full((n_chunks,), float("inf"), device=logits.device).scatter_reduce(0, row, gap, reduce="amin")
-        accuracy = torch.zeros(n_chunks, device=logits.device).index_add(0, row, hit.float()) / lengths
+        accuracy = zeros.index_add(0, row, hit.float()) / lengths
     return losses, accuracy, margin, gap, token_loss.detach()
+
+
+def _position_weights(token_loss: torch.Tensor, row: torch.Tensor, n_chunks: int, worst: torch.Tensor,
+                      weight: float) -> torch.Tensor:
+    """(N,) loss weights: ``weight`` at each chunk's ``worst`` (B,) positions of highest
+    ``token_loss`` (N,), 1 elsewhere; ``row`` (N,) is each position's chunk, grouped."""
+    weights = torch.ones_like(token_loss)
+    if weight == 1 or not bool(worst.any()):
+        return weights
+    counts = torch.bincount(row, minlength=n_chunks)  # (B,)
+    starts = counts.cumsum(0) - counts  # (B,) first position of each chunk
+    order = token_loss.argsort(descending=True, stable=True)  # (N,) highest loss first
+    order = order[row[order].argsort(stable=True)]  # (N,) grouped by chunk, highest loss first in each
+    rank = torch.empty_like(row)
+    rank[order] = torch.arange(len(row), device=row.device) - starts[row[order]]  # (N,) 0 = chunk's worst
+    return torch.where(rank < worst[row], weight, weights)
 
 
 def _keep_gaps(active: list[_Training], chunks: Sequence[int], gap: torch.Tensor, row: torch.Tensor) -> None:

@@ -102,9 +102,9 @@ def test_bad_arguments_give_one_line_and_exit_1(run, tmp_path, monkeypatch, args
     assert err.count("\n") == 1 and message in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("option", ["--max-steps", "--correction-steps"])
-def test_usage_errors_exit_2(run, option):
-    code, _, err = run("compress", option, "0", "x")
+@pytest.mark.parametrize("option, value", [("--max-steps", "0"), ("--correction-steps", "0"), ("--correction-weight", "2")])
+def test_usage_errors_exit_2(run, option, value):
+    code, _, err = run("compress", option, value, "x")
     assert code == 2 and option in err
 
 
@@ -117,9 +117,10 @@ def test_training_options_reach_the_trainer(run, model_args, tmp_path, monkeypat
     source = tmp_path / "doc.txt"
     source.write_bytes(b"Pack my box with five dozen liquor jugs.")
     code, _, err = run("compress", source, *model_args, *TINY, "--corrections", "32", "--correction-steps", "10",
-                       "--optimizer", "adam", "-q")
+                       "--correction-weight", "0.5", "--optimizer", "adam", "-q")
     assert code == 0, err
-    assert (seen[0].corrections, seen[0].correction_steps, seen[0].optimizer, seen[0].max_steps) == (32, 10, "adam", 40)
+    assert (seen[0].corrections, seen[0].correction_steps, seen[0].correction_weight, seen[0].optimizer,
+            seen[0].max_steps) == (32, 10, 0.5, "adam", 40)
 
 
 def test_verify_reports_each_archive(run, model_args, tmp_path, tiny_model_dir):

@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from llmzip.decode import decode
-from llmzip.train import ChunkResult, MemoryTrainer, TrainConfig, _Training
+from llmzip.train import ChunkResult, MemoryTrainer, TrainConfig, _chunk_stats, _Training
 
 # Corpus passages of different lengths (5 to 30 tokens) that the fixture can reproduce.
 PASSAGES = [
@@ -159,7 +159,8 @@ def test_give_up_projects_the_loss_along_a_power_law(curve, gives_up_at):
     assert stopped == gives_up_at
 
 
-def test_corrections_hold_a_chunk_beyond_capacity(tiny):
+@pytest.mark.parametrize("correction_weight", [0.1, 1.0])  # the default weighting, the plain mean
+def test_corrections_hold_a_chunk_beyond_capacity(tiny, correction_weight):
     """A form that stores corrections (memory-int-coded) may stop once no more positions
     fall short of the margin than it has earned (one per correction_steps); the stored
     vector then decodes exactly when forced at those positions, with the verify margin
@@ -170,7 +171,7 @@ def test_corrections_hold_a_chunk_beyond_capacity(tiny):
     ids = ids_of(tokenizer, NEAR)
     (plain,) = MemoryTrainer(model, fast(max_steps=60)).train([ids])
     assert not plain.accepted  # a full fp16 vector does not hold it in the budget
-    config = fast(max_steps=60, corrections=8, correction_steps=10)
+    config = fast(max_steps=60, corrections=8, correction_steps=10, correction_weight=correction_weight)
     (result,) = MemoryTrainer(model, config, form=CodedIntVectorForm(64, 8, None, 64)).train([ids])
     assert result.accepted and result.converged and result.corrections
     assert len(result.corrections) <= result.steps // 10 and result.steps < 60
@@ -178,6 +179,35 @@ def test_corrections_hold_a_chunk_beyond_capacity(tiny):
     decoded = decode(model, result.vector, len(ids), result.corrections)
     assert decoded.token_ids == ids and decoded.min_margin >= config.verify_margin
     assert decode(model, result.vector, len(ids)).token_ids != ids  # the vector alone does not hold it
+
+
+def test_a_chunk_that_may_correct_weighs_its_worst_positions_less():
+    """Each chunk's loss is a weighted mean cross-entropy: its `worst` positions of highest
+    cross-entropy count `weight`, the rest 1; worst 0 is the plain mean, and a chunk with
+    no positions in the call (a full check of some chunks) gets 0, not NaN."""
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(7, 11, generator=generator)  # (N, V): chunk 0 has 3 positions, chunk 1 has 4
+    targets = torch.randint(0, 11, (7,), generator=generator)
+    row, lengths = torch.tensor([0, 0, 0, 1, 1, 1, 1]), torch.tensor([3, 4])
+    ce = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+    plain = _chunk_stats(logits, targets, row, lengths, torch.tensor([0, 0]), 0.1)[0]
+    assert torch.allclose(plain, torch.stack([ce[:3].mean(), ce[3:].mean()]))
+    weighted = _chunk_stats(logits, targets, row, lengths, torch.tensor([1, 2]), 0.1)[0]
+    for chunk, (part, worst) in enumerate([(ce[:3], 1), (ce[3:], 2)]):
+        weights = torch.ones_like(part)
+        weights[part.topk(worst).indices] = 0.1
+        assert torch.allclose(weighted[chunk], (part * weights).sum() / weights.sum())
+    alone = _chunk_stats(logits[3:], targets[3:], row[3:], lengths, torch.tensor([1, 2]), 0.1)[0]
+    assert alone[0] == 0 and torch.allclose(alone[1], weighted[1])
+
+
+def test_a_full_vector_ignores_the_correction_weight(tiny, passages):
+    """A form that stores no corrections must hold every position, so its loss stays the
+    plain mean whatever correction_weight says: the same steps and vector."""
+    model, _ = tiny
+    (weighted,) = MemoryTrainer(model, fast(correction_weight=0.1)).train(passages[:1])
+    (plain,) = MemoryTrainer(model, fast(correction_weight=1.0)).train(passages[:1])
+    assert weighted.steps == plain.steps and torch.equal(weighted.vector, plain.vector)
 
 
 def test_the_optimiser_follows_the_form_unless_named(tiny):
@@ -226,6 +256,8 @@ def test_config_is_checked():
         TrainConfig(optimizer="sgd")
     with pytest.raises(ValueError):
         TrainConfig(min_step_size=0.5, step_size=0.3)
+    with pytest.raises(ValueError):
+        TrainConfig(correction_weight=1.5)
 
 
 def test_empty_chunk_is_rejected(tiny):
