@@ -91,8 +91,7 @@ def trace_steps(trainer: MemoryTrainer, rows: list[int], out) -> None:
             record = {"row": rows[chunk.index], "step": chunk.steps, "loss": round(evaluation.loss[i].item(), 4),
                       "acc": round(evaluation.accuracy[i].item(), 4), "margin": round(evaluation.min_margin[i].item(), 3),
                       "checked": checked, "short": len(chunk.short()) if checked else None}
-            if evaluation.settled_loss is not None:
-                record["settled"] = round(evaluation.settled_loss[i].item(), 4)
+            record["settled"] = round(evaluation.settled_loss[i].item(), 4)
             out.write(json.dumps(record) + "\n")
         out.flush()
         return evaluation

@@ -134,7 +134,7 @@ class _Evaluation(NamedTuple):
     accuracy: torch.Tensor  # teacher-forced argmax accuracy
     min_margin: torch.Tensor  # smallest target-vs-runner-up gap (negative where wrong)
     checked: torch.Tensor  # True where loss/accuracy/min_margin come from the full vocabulary
-    settled_loss: Optional[torch.Tensor]  # mean cross-entropy without the positions the chunk may correct (its worst ones); None when giving up is off
+    settled_loss: torch.Tensor  # mean cross-entropy without the positions the chunk may correct (its worst ones), no grad
 
 
 @dataclass
@@ -282,7 +282,7 @@ class MemoryTrainer:
             for row, chunk in enumerate(active):
                 chunk.loss, chunk.token_accuracy, chunk.min_margin = (
                     evaluation.loss[row].item(), evaluation.accuracy[row].item(), evaluation.min_margin[row].item())
-                if evaluation.settled_loss is not None and not chunk.gave_up and chunk.hopeless(
+                if self.config.giveup_window and not chunk.gave_up and chunk.hopeless(
                         evaluation.settled_loss[row].item(), self.config.giveup_window, self.config.giveup_loss):
                     chunk.gave_up, chunk.budget = True, chunk.steps  # stops at its next (full-vocabulary) check
                 if evaluation.checked[row] and (len(chunk.short()) <= self._allowed(chunk) or chunk.steps >= chunk.budget):
@@ -319,30 +319,31 @@ class MemoryTrainer:
         hidden = hidden[:, prefix.shape[1] - 1 :][real]  # (N, d), N = sum of lengths: m's position predicts t_0
         targets = padded[real]  # (N,)
         row = torch.arange(len(ids), device=self.device)[:, None].expand_as(real)[real]  # (N,)
+        worst = self._correctable(active)  # (B,) or None
 
         if not self.config.candidates:
-            losses, accuracy, margin, gap, token_loss = _chunk_stats(self._logits(hidden), targets, row, lengths, *self._weighting(active))
+            losses, accuracy, margin, gap, settled = _chunk_stats(self._logits(hidden), targets, row, lengths, worst,
+                                                                  self.config.correction_weight)
             _keep_gaps(active, range(len(active)), gap, row)
-            return _Evaluation(losses, losses.detach(), accuracy, margin, torch.ones_like(real[:, 0]),
-                               self._settled_loss(token_loss, row, active))
+            return _Evaluation(losses, losses.detach(), accuracy, margin, torch.ones_like(real[:, 0]), settled)
 
         due = torch.tensor([c.steps % self.config.refresh_every == 0 or c.steps >= c.budget for c in active], device=self.device)
-        full = self._full_check(hidden, targets, row, lengths, due, active)
+        full = self._full_check(hidden, targets, row, lengths, worst, due, active)
         vocab = torch.unique(torch.cat([c.candidates for c in active]))  # (C,) sorted
         own = torch.stack([torch.isin(vocab, c.candidates) for c in active])  # (B, C)
         logits = self._logits(hidden, vocab).masked_fill(~own[row], float("-inf"))  # (N, C)
-        losses, accuracy, margin, _, token_loss = _chunk_stats(logits, torch.searchsorted(vocab, targets), row, lengths,
-                                                               *self._weighting(active))
+        losses, accuracy, margin, _, settled = _chunk_stats(logits, torch.searchsorted(vocab, targets), row, lengths,
+                                                            worst, self.config.correction_weight)
         claims = ~due & (margin >= torch.tensor([c.target_margin for c in active], device=self.device))
         if claims.any():
-            claimed = self._full_check(hidden, targets, row, lengths, claims, active)
+            claimed = self._full_check(hidden, targets, row, lengths, worst, claims, active)
             full = tuple(torch.where(claims, c, f) for c, f in zip(claimed, full))
         checked = due | claims
         stats = tuple(torch.where(checked, f, c) for f, c in zip(full, (losses.detach(), accuracy, margin)))
-        return _Evaluation(losses, *stats, checked, self._settled_loss(token_loss, row, active))
+        return _Evaluation(losses, *stats, checked, settled)
 
     @torch.no_grad()
-    def _full_check(self, hidden, targets, row, lengths, chunks_mask, active):
+    def _full_check(self, hidden, targets, row, lengths, worst, chunks_mask, active):
         """Full-vocabulary statistics for the chunks in ``chunks_mask`` (B,), (B,) each,
         meaningful only there; refreshes those chunks' candidates: their targets and the
         ``candidates`` highest-scoring tokens at each of their positions."""
@@ -354,29 +355,16 @@ class MemoryTrainer:
         for i in chunks_mask.nonzero()[:, 0].tolist():
             mine = row[selected] == i
             active[i].candidates = torch.unique(torch.cat([active[i].ids.to(self.device), top[mine].flatten()]))
-        *stats, gap, _ = _chunk_stats(logits, targets[selected], row[selected], lengths, *self._weighting(active))
+        *stats, gap, _ = _chunk_stats(logits, targets[selected], row[selected], lengths, worst, self.config.correction_weight)
         _keep_gaps(active, chunks_mask.nonzero()[:, 0].tolist(), gap, row[selected])
         return tuple(stats)
 
-    def _settled_loss(self, token_loss: torch.Tensor, row: torch.Tensor, active: list[_Training]) -> Optional[torch.Tensor]:
-        """Each chunk's mean cross-entropy over all but its ``_most_corrections`` worst
-        positions (B,), from (N,) per-position losses: what must fall for the chunk to
-        stop, since a form that corrects may leave that many positions wrong. None when
-        chunks never give up (``giveup_window`` 0): nothing reads it."""
-        if not self.config.giveup_window:
-            return None
-        settled = []
-        for i, chunk in enumerate(active):
-            mine = token_loss[row == i].sort().values  # (T,) ascending
-            settled.append(mine[: len(mine) - self._most_corrections(chunk)].mean())
-        return torch.stack(settled)
-
-    def _weighting(self, active: list[_Training]) -> tuple[torch.Tensor, float]:
-        """How each chunk's loss weighs its positions (see :func:`_chunk_stats`): the number
-        of its worst positions, (B,), that count ``correction_weight`` instead of 1, as many
-        as it may correct (none for a form that stores no corrections)."""
-        worst = torch.tensor([self._most_corrections(c) for c in active], device=self.device)  # (B,)
-        return worst, self.config.correction_weight
+    def _correctable(self, active: list[_Training]) -> Optional[torch.Tensor]:
+        """How many positions each chunk may correct, (B,), the number of its worst
+        positions that :func:`_chunk_stats` weighs down and leaves out of its settled loss;
+        None when no chunk may correct any (a form that stores no corrections)."""
+        counts = [self._most_corrections(c) for c in active]
+        return torch.tensor(counts, device=self.device) if any(counts) else None
 
     def _logits(self, hidden: torch.Tensor, vocab: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Output logits in fp32 for (N, d) hidden states: over the whole vocabulary (N, V),
@@ -494,48 +482,53 @@ def _rprop(params, last_grad, step_size, g, steps, unit, config):
 
 
 def _chunk_stats(logits: torch.Tensor, targets: torch.Tensor, row: torch.Tensor, lengths: torch.Tensor,
-                 worst: torch.Tensor, weight: float):
-    """Per-chunk loss (with grad), token accuracy and smallest gap between the target's
-    logit and the best other logit (negative where the argmax is wrong), each (B,), and
-    that gap and the cross-entropy (no grad) at every position (N,), from (N, V) logits,
-    (N,) targets and the (N,) chunk index of each position (grouped by chunk, in order).
+                 worst: Optional[torch.Tensor], weight: float):
+    """Per-chunk loss (with grad), token accuracy, smallest gap between the target's logit
+    and the best other logit (negative where the argmax is wrong), each (B,), that gap at
+    every position (N,), and the settled loss (B,) without grad, from (N, V) logits, (N,)
+    targets and the (N,) chunk index of each position (grouped by chunk, in order).
 
     The loss is a weighted mean cross-entropy: each chunk's ``worst`` (B,) positions of
     highest cross-entropy count ``weight``, the others 1. A chunk that may stop with that
     many positions corrected needs only the others at the margin, so its vector is spent
     on the positions it can hold rather than pulled towards tokens it will not; a small
-    weight, not 0, keeps the corrected tokens likely enough to stay cheap to code.
-    ``worst`` 0 (or ``weight`` 1) is the plain mean. BENCHMARKS.md, attempt 25."""
+    weight, not 0, keeps the corrected tokens likely enough to stay cheap to code
+    (BENCHMARKS.md, attempt 25). The settled loss is the mean cross-entropy of the others
+    alone: what must fall for the chunk to stop (the give-up rule reads it). ``worst``
+    None: no position is left out, the loss is the plain mean."""
     n_chunks = len(lengths)
     token_loss = F.cross_entropy(logits, targets, reduction="none")  # (N,)
-    weights = _position_weights(token_loss.detach(), row, n_chunks, worst, weight)  # (N,)
+    correctable = _worst_positions(token_loss.detach(), row, n_chunks, worst)  # (N,) bool
     zeros = torch.zeros(n_chunks, device=logits.device)
-    # clamp: a chunk with no positions here (a full check of some chunks) sums to 0, any other to 1 or more
-    losses = zeros.index_add(0, row, token_loss * weights) / zeros.index_add(0, row, weights).clamp(min=1.0)
+
+    def mean(values, weights):  # per chunk; a chunk with no positions here (a full check of some) gets 0, not 0/0
+        return zeros.index_add(0, row, values * weights) / zeros.index_add(0, row, weights).clamp(min=1.0)
+
+    losses = mean(token_loss, torch.where(correctable, weight, 1.0))
     with torch.no_grad():
+        settled = mean(token_loss.detach(), (~correctable).float())
         top = logits.topk(2, dim=-1)  # (N, 2)
         hit = top.indices[:, 0] == targets
         runner_up = torch.where(hit, top.values[:, 1], top.values[:, 0])
         gap = logits.gather(1, targets[:, None])[:, 0] - runner_up  # (N,)
         margin = torch.full((n_chunks,), float("inf"), device=logits.device).scatter_reduce(0, row, gap, reduce="amin")
         accuracy = zeros.index_add(0, row, hit.float()) / lengths
-    return losses, accuracy, margin, gap, token_loss.detach()
+    return losses, accuracy, margin, gap, settled
 
 
-def _position_weights(token_loss: torch.Tensor, row: torch.Tensor, n_chunks: int, worst: torch.Tensor,
-                      weight: float) -> torch.Tensor:
-    """(N,) loss weights: ``weight`` at each chunk's ``worst`` (B,) positions of highest
-    ``token_loss`` (N,), 1 elsewhere; ``row`` (N,) is each position's chunk, grouped."""
-    weights = torch.ones_like(token_loss)
-    if weight == 1 or not bool(worst.any()):
-        return weights
+def _worst_positions(token_loss: torch.Tensor, row: torch.Tensor, n_chunks: int,
+                     worst: Optional[torch.Tensor]) -> torch.Tensor:
+    """(N,) True at each chunk's ``worst`` (B,) positions of highest ``token_loss`` (N,);
+    ``row`` (N,) is each position's chunk, grouped. All False for ``worst`` None."""
+    if worst is None:
+        return torch.zeros_like(row, dtype=torch.bool)
     counts = torch.bincount(row, minlength=n_chunks)  # (B,)
     starts = counts.cumsum(0) - counts  # (B,) first position of each chunk
     order = token_loss.argsort(descending=True, stable=True)  # (N,) highest loss first
     order = order[row[order].argsort(stable=True)]  # (N,) grouped by chunk, highest loss first in each
     rank = torch.empty_like(row)
     rank[order] = torch.arange(len(row), device=row.device) - starts[row[order]]  # (N,) 0 = chunk's worst
-    return torch.where(rank < worst[row], weight, weights)
+    return rank < worst[row]
 
 
 def _keep_gaps(active: list[_Training], chunks: Sequence[int], gap: torch.Tensor, row: torch.Tensor) -> None:

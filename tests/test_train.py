@@ -183,8 +183,9 @@ def test_corrections_hold_a_chunk_beyond_capacity(tiny, correction_weight):
 
 def test_a_chunk_that_may_correct_weighs_its_worst_positions_less():
     """Each chunk's loss is a weighted mean cross-entropy: its `worst` positions of highest
-    cross-entropy count `weight`, the rest 1; worst 0 is the plain mean, and a chunk with
-    no positions in the call (a full check of some chunks) gets 0, not NaN."""
+    cross-entropy count `weight`, the rest 1, and its settled loss is the rest's mean;
+    worst 0 is the plain mean, and a chunk with no positions in the call (a full check of
+    some chunks) gets 0, not NaN."""
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(7, 11, generator=generator)  # (N, V): chunk 0 has 3 positions, chunk 1 has 4
     targets = torch.randint(0, 11, (7,), generator=generator)
@@ -192,11 +193,12 @@ def test_a_chunk_that_may_correct_weighs_its_worst_positions_less():
     ce = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
     plain = _chunk_stats(logits, targets, row, lengths, torch.tensor([0, 0]), 0.1)[0]
     assert torch.allclose(plain, torch.stack([ce[:3].mean(), ce[3:].mean()]))
-    weighted = _chunk_stats(logits, targets, row, lengths, torch.tensor([1, 2]), 0.1)[0]
+    weighted, *_, settled = _chunk_stats(logits, targets, row, lengths, torch.tensor([1, 2]), 0.1)
     for chunk, (part, worst) in enumerate([(ce[:3], 1), (ce[3:], 2)]):
         weights = torch.ones_like(part)
         weights[part.topk(worst).indices] = 0.1
         assert torch.allclose(weighted[chunk], (part * weights).sum() / weights.sum())
+        assert torch.allclose(settled[chunk], part.sort().values[: len(part) - worst].mean())  # the others alone
     alone = _chunk_stats(logits[3:], targets[3:], row[3:], lengths, torch.tensor([1, 2]), 0.1)[0]
     assert alone[0] == 0 and torch.allclose(alone[1], weighted[1])
 

@@ -25,8 +25,8 @@ last_gap = {}
 original_stats = train._chunk_stats
 
 
-def stats(logits, targets, row, lengths):
-    out = original_stats(logits, targets, row, lengths)
+def stats(logits, targets, row, lengths, *weighting):
+    out = original_stats(logits, targets, row, lengths, *weighting)
     with torch.no_grad():
         top = logits.topk(2, dim=-1)
         hit = top.indices[:, 0] == targets
