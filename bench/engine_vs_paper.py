@@ -10,7 +10,8 @@
 Both arms use the same prompt layout (:func:`llmzip.decode.prompt_embeddings`) and are
 judged by the same :func:`llmzip.decode.decode` of the fp16-rounded vector.
 
-    python bench/engine_vs_paper.py --rows 6 --threads 1 --json bench/results/engine_vs_paper_cpu.json
+    python bench/engine_vs_paper.py --rows 6 --threads 1 --arms ours,ours-rprop,paper \\
+        --json bench/results/engine_vs_paper_cpu_issue14_clean.json
 """
 
 import argparse

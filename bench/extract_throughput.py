@@ -6,14 +6,14 @@ decodes ``max(--chunks, B)`` chunks rounded up to whole batches: the archive's m
 chunks repeated cyclically (the output says how many distinct ones there are). Batch 1
 (:func:`llmzip.decode.decode`) is timed on the distinct chunks, each once, and is the
 reference: every batched decode must give the same token ids, and those ids must restore
-each chunk's bytes (its xxh64, as extract checks it). Then it measures what bounds the
+each chunk's bytes (its checksum, as extract checks it). Then it measures what bounds the
 numbers: the CPU's fp32 matmul throughput on the vocabulary projection's shape
 ((B, 640) x (640, 262144)), the memory bandwidth that bounds batch 1 (every token reads
 every weight), and one batched step split into its parts (the 262k-row output
 projection, the layers and the rest, choosing the token and its top-1/top-2 gap).
 
-    python bench/extract_throughput.py ../main/fixtures/compat/default-model.lmz --chunks 32 \\
-        --batch-sizes 1,8,16,32,64,128,256 --threads 1 --json bench/results/extract_throughput_cpu.json
+    python bench/extract_throughput.py fixtures/compat/default-model.lmz --chunks 64 \\
+        --batch-sizes 1,8,16,32,64,128,256,512 --threads 1 --json bench/results/extract_throughput_cpu.json
 
 ``--random K`` uses K random fp16 vectors scaled like embeddings instead of an archive
 (decode speed does not depend on the vector), for development only.
@@ -32,18 +32,23 @@ import torch
 import torch.nn.functional as F
 
 from llmzip.bench import machine
-from llmzip.container import MemoryChunk, checksum, unpack
+from llmzip.chunking import detokenize, text_bytes
+from llmzip.container import chunk_check, unpack
 from llmzip.decode import _pick_, decode, decode_batch, prompt_embeddings, top2_gap
+from llmzip.identity import recorded_identity
+from llmzip.kinds.memory import MemoryChunk
 from llmzip.model import load_model
 
 
-def archive_chunks(path: Path, loaded) -> tuple[list[torch.Tensor], list[int], list[int], dict]:
-    """The archive's memory chunks: (d,) fp16 vectors, token counts, xxh64s, and facts."""
+def archive_chunks(path: Path, loaded) -> tuple[list[torch.Tensor], list[int], list, dict]:
+    """The archive's memory chunks: (d,) fp16 vectors, token counts, (checksum, format
+    version) pairs, and facts."""
     data = path.read_bytes()
     archive = unpack(data)
-    recorded = archive.header.model.get("weights_fingerprint")
-    if recorded != loaded.identity.weights_fingerprint:
-        raise SystemExit(f"{path} was made with weights {recorded}, the loaded model is {loaded.identity.weights_fingerprint}")
+    expected = recorded_identity(archive.version, archive.header)
+    found = loaded.identity_for(expected.fingerprint_version).weights_fingerprint
+    if found != expected.weights_fingerprint:
+        raise SystemExit(f"{path} was made with weights {expected.weights_fingerprint}, the loaded model has {found}")
     memory = [c for c in archive.chunks if isinstance(c, MemoryChunk)]
     vectors = [torch.from_numpy(np.frombuffer(c.vector, dtype="<f2").astype(np.float16)) for c in memory]
     facts = {
@@ -55,7 +60,7 @@ def archive_chunks(path: Path, loaded) -> tuple[list[torch.Tensor], list[int], l
         "memory_chunks_in_archive": len(memory),
         "compress_time_min_margins": [c.min_margin for c in memory],
     }
-    return vectors, [c.n_tokens for c in memory], [c.xxh64 for c in memory], facts
+    return vectors, [c.n_tokens for c in memory], [(c.check, archive.version) for c in memory], facts
 
 
 def random_chunks(model, k: int, n_tokens: int) -> tuple[list[torch.Tensor], list[int], list, dict]:
@@ -79,10 +84,13 @@ def cpu() -> dict:
     return {"model_name": name, "flags": [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]}
 
 
-def detokenize(tokenizer, token_ids) -> bytes:
-    """As llmzip.codec restores a memory chunk's bytes from its ids."""
-    text = tokenizer.decode(list(token_ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
-    return text.encode("utf-8", "surrogatepass")
+def restores(tokenizer, token_ids, check) -> bool:
+    """Whether ``token_ids`` give the chunk's bytes, by its recorded checksum (``check``: a
+    (checksum, format version) pair, or None for random vectors), as extract checks it."""
+    if check is None:
+        return True
+    value, version = check
+    return chunk_check(text_bytes(detokenize(tokenizer, list(token_ids))), version) == value
 
 
 def best_of(fn, repeats: int = 3) -> float:
@@ -196,7 +204,7 @@ def main() -> None:
         start = time.perf_counter()
         results = [decode(model, v, n) for v, n in zip(vectors, counts)]
         seconds = time.perf_counter() - start
-        restored = [s is None or checksum(detokenize(tokenizer, r.token_ids)) == s for r, s in zip(results, sums)]
+        restored = [restores(tokenizer, r.token_ids, s) for r, s in zip(results, sums)]
         row = {
             "batch": 1,
             "when": when,

@@ -6,7 +6,8 @@ Compresses each input with the fixture model and one optimiser step per chunk (s
 chunk falls back: this measures the container, not the model), and prints the archive
 size against zstd level 19 on the same bytes (python-zstandard, which like the zstd CLI
 writes a content checksum). Without FILE it uses the three corpora of the memory-token
-paper and a 1 MiB synthetic text (the one tests/test_codec.py checks within 2 %).
+paper (in ``$LLMZIP_PAPER_DATA``, see bench/corpus.py) and a 1 MiB synthetic text (the
+one tests/test_codec.py checks within 2 %).
 """
 
 import csv
@@ -17,12 +18,12 @@ from pathlib import Path
 import torch
 import zstandard
 
+from corpus import CORPORA, corpus_path
 from llmzip import codec, container
 from llmzip.model import load_model
 from llmzip.train import TrainConfig
 
 REPO = Path(__file__).resolve().parent.parent
-PAPER = Path("/work/shared/data/memory-token-paper")
 
 
 def synthetic_mib() -> bytes:
@@ -42,7 +43,7 @@ def main(paths: list[str]) -> None:
     torch.set_num_threads(1)
     inputs = {Path(p).name: Path(p).read_bytes() for p in paths}
     if not inputs:
-        inputs = {name: corpus(PAPER / name) for name in ("raschka_chunks_100.csv", "raschka_chunks_1000.csv", "chunks.csv")}
+        inputs = {name: corpus(corpus_path(name)) for name in CORPORA}
         inputs["synthetic 1 MiB"] = synthetic_mib()
     loaded = load_model(str(REPO / "fixtures" / "tiny-gemma3"))
     compressor = codec.LmzCompressor(loaded=loaded, chunk_tokens=64, train=TrainConfig(max_steps=1, batch_size=256))

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from corpus import CSV_PATH, PAPER_DATA, read_rows
+from corpus import CSV_100, read_rows
 from llmzip.model import load_model
 from llmzip.train import MemoryTrainer, TrainConfig
 
@@ -45,8 +45,8 @@ def main() -> None:
         return loaded.tokenizer(text, add_special_tokens=False).input_ids
 
     short, long = span(args.rows), span(args.long_rows)
-    texts = read_rows(max(short) + 1, CSV_PATH)
-    long_texts = read_rows(max(long) + 1, PAPER_DATA + "raschka_chunks_1000.csv")
+    texts = read_rows(max(short) + 1, CSV_100)
+    long_texts = read_rows(max(long) + 1, "raschka_chunks_1000.csv")
     chunks = [encode(texts[r]) for r in short] + [encode(long_texts[r])[: args.tokens] for r in long]
     trainer = MemoryTrainer(loaded.model, TrainConfig(start="random"))
     began = time.perf_counter()

@@ -9,8 +9,8 @@ overhead, and the container (header, records, trailer). Cross-entropy is given t
 the context the coder had (each chunk: BOS + its own earlier tokens) and, as issue 16
 defines the model's ideal code length, in windows of 256 tokens.
 
-    python bench/lm_coding.py --bytes 4000 --json bench/results/lm_coding.json
-    python bench/lm_coding.py --bytes 0 --texts en     # a whole corpus
+    python bench/lm_coding.py --bytes 0 --texts en --json bench/results/lm_coding_whole_en.json
+    python bench/lm_coding.py --bytes 4000             # the first ~3.9 KB of each text
     python bench/lm_coding.py --perturb 1024           # drift test on the default model's logits
 """
 
@@ -24,11 +24,11 @@ from pathlib import Path
 import torch
 import zstandard
 
+from corpus import corpus_path
 from llmzip import codec, container
 from llmzip.kinds import lm
 from llmzip.model import load_model
 
-PAPER = "/work/shared/data/memory-token-paper/"
 
 
 def first_bytes(path: str, n: int) -> bytes:
@@ -144,14 +144,15 @@ def main() -> None:
     parser.add_argument("--bytes", type=int, default=4000, help="bytes of each text; 0: all of it")
     parser.add_argument("--texts", default="en,es,readme", help="which of en, es, readme")
     parser.add_argument("--json")
+    parser.add_argument("--model", default="default")
     parser.add_argument("--perturb", type=int, default=0, help="instead: the drift test on this many tokens of each")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    loaded = load_model("default")
+    loaded = load_model(args.model)
     size = args.bytes or 1 << 30
     sources = {
-        "en": ("raschka (en)", lambda: first_bytes(PAPER + "raschka_chunks_1000.csv", size)),
-        "es": ("fing (es)", lambda: first_bytes(PAPER + "chunks.csv", size)),
+        "en": ("raschka (en)", lambda: first_bytes(corpus_path("raschka_chunks_1000.csv"), size)),
+        "es": ("fing (es)", lambda: first_bytes(corpus_path("chunks.csv"), size)),
         "readme": ("README.md", lambda: Path(__file__).resolve().parents[1].joinpath("README.md").read_bytes()[:size]),
     }
     texts = {sources[key][0]: sources[key][1]() for key in args.texts.split(",")}

@@ -41,9 +41,9 @@ def warm_batch(trainer: MemoryTrainer, chunks: list[list[int]]) -> list:
 
 def one_step(trainer: MemoryTrainer, active: list) -> None:
     """Forward and gradient to the vectors, as MemoryTrainer.train does (Adam is negligible)."""
-    vectors = torch.stack([c.vector for c in active]).requires_grad_()  # (B, d)
-    losses = trainer._evaluate(vectors, active)[0]
-    torch.autograd.grad(losses.sum(), vectors)
+    params = torch.stack([c.params for c in active]).requires_grad_()  # (B, p): the form's parameters
+    losses = trainer._evaluate(trainer.form.vectors(params), active).losses  # vectors (B, d)
+    torch.autograd.grad(losses.sum(), params)
 
 
 def time_steps(trainer: MemoryTrainer, chunks: list[list[int]], n_steps: int) -> float:

@@ -22,9 +22,9 @@ import sys
 import time
 from pathlib import Path
 
-from corpus import PAPER_DATA, read_rows
+from corpus import read_rows
 
-SETS = {"c100": PAPER_DATA + "raschka_chunks_100.csv", "t": PAPER_DATA + "raschka_chunks_1000.csv"}
+SETS = {"c100": "raschka_chunks_100.csv", "t": "raschka_chunks_1000.csv"}  # in $LLMZIP_PAPER_DATA
 
 
 def parse_rows(spec: str) -> list[int]:
@@ -58,7 +58,7 @@ def run(args) -> None:
     from llmzip.train import MemoryTrainer, fitted_start
 
     torch.set_num_threads(args.threads)
-    loaded = load_model("default")
+    loaded = load_model(args.model)
     fingerprint = loaded.identity.weights_fingerprint
     d = loaded.identity.hidden_size
     for set_spec in args.set:
@@ -152,6 +152,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1.0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--model", default="default")
     parser.add_argument("--json", help="append results here")
     parser.add_argument("--table", nargs="+", help="print the markdown table of these JSON files and exit")
     parser.add_argument("--plot", help="with --table: also draw the plot to this PNG")
