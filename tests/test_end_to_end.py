@@ -61,8 +61,26 @@ def test_readme_export_example_regenerates_the_first_chunk(sample_archive, monke
     assert chunk_text and chunk_text in SAMPLE.read_text()
 
 
-def test_readme_api_example_runs(default_model):
-    exec(readme_python_blocks()[0], {})
+def test_readme_api_example_round_trips_and_prints_the_chunk_counts(default_model):
+    """The README's Python API example, run as written: its archive restores the text
+    (checked here too, so that ``python -O`` cannot skip the example's own assert), and
+    the line it prints is the archive's chunk count per kind, read without the model."""
+    import ast
+
+    import llmzip
+
+    example = readme_python_blocks()[0]
+    assert "llmzip.compress(text)" in example and "print(llmzip.read_header(archive)" in example
+    namespace, printed = {}, io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(example, namespace)
+    text, archive = namespace["text"], namespace["archive"]
+    assert isinstance(archive, bytes) and archive.startswith(b"\x89LMZ")
+    assert llmzip.decompress(archive) == text
+    counts = ast.literal_eval(printed.getvalue().strip())
+    header = llmzip.read_header(archive).to_dict()
+    assert counts == header["chunks"] and sum(counts.values()) == 1, counts  # one short chunk
+    assert header["input_size"] == len(text) and header["archive_size"] == len(archive)
 
 
 def test_empty_input_gives_an_archive_of_at_most_160_bytes(default_model):

@@ -120,21 +120,25 @@ def test_coded_corrections_decode_to_the_tokens_they_coded(tiny_model, rows):
     assert all(read[i].token_ids[p] == t for i, row in enumerate(pairs) for p, t in row)
 
 
-@pytest.mark.parametrize("change", [
-    lambda code: code + b"\x00\x00\x00\x00",  # a zero word more: the same tokens, not their code
-    lambda code: code[:-1] + bytes([code[-1] ^ 0x80]),
-    lambda code: code[:-1],
-])
-def test_a_code_that_is_not_the_records_code_fails_the_row(tiny_model, rows, change):
+@pytest.mark.parametrize("change, same_tokens", [
+    (lambda code: code + b"\x00\x00\x00\x00", True),  # a zero word more: the same tokens, not their code
+    (lambda code: code[:-1] + bytes([code[-1] ^ 0x80]), False),  # the last byte's top bit flipped
+    (lambda code: code[:-1], False),  # the last byte cut
+], ids=["zero word appended", "last bit flipped", "last byte cut"])
+def test_a_code_that_is_not_the_records_code_fails_the_row(tiny_model, rows, change, same_tokens):
+    """Each change leaves the coefficients and flags readable, so the reader is built and
+    the decode runs; the row must then be marked failed by the one-code rule (the symbols
+    read, coded again, do not give the stored code), whether or not the corrected tokens it
+    decoded are still the written ones: with a zero word appended they are, and only that
+    rule catches it."""
     counts = [6]
     _, [chunk] = coded_rows(tiny_model.model, rows[:1], counts, [[(1, 7), (4, 300)]])
-    forged = dataclasses.replace(chunk, code=change(chunk.code))
-    try:
-        reader = DecodedTokens(forged)
-    except FormatError:
-        return  # refused before the decode: the coefficients or flags no longer read
+    reader = DecodedTokens(dataclasses.replace(chunk, code=change(chunk.code)))
+    assert not reader.failed  # nothing is judged before the last corrected position
     read = decode_batch(tiny_model.model, rows[:1], counts, forced=[reader])[0]
-    assert reader.failed or [read.token_ids[1], read.token_ids[4]] != [7, 300]
+    assert reader.failed
+    assert not reader.decoder.failed  # every symbol decoded: the failure is the code check's
+    assert ([read.token_ids[1], read.token_ids[4]] == [7, 300]) is same_tokens
 
 
 def test_a_record_without_corrections_is_checked_before_the_decode():
