@@ -1,6 +1,6 @@
 """Archives written by released versions (fixtures/compat/) extract byte for byte.
 
-DESIGN.md, invariant 7: every archive ever written stays extractable. The default-model
+docs/DESIGN.md, invariant 7: every archive ever written stays extractable. The default-model
 archive needs Gemma 3 270M, so its test is marked slow (it runs in CI too).
 """
 
