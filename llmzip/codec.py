@@ -25,18 +25,19 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from llmzip import __version__, chunking, container, kinds
 from llmzip.config import (CODED_BITS, DEFAULT_CHUNK_TOKENS, DEFAULT_CODED_GRID, DEFAULT_VECTOR_FORM,
                            FALLBACK_CHUNK_TOKENS, FALLBACK_CODED_GRID, FALLBACK_VECTOR_FORM)
-from llmzip.errors import ChecksumError, FormatError, InputError, LimitError, ModelError, ModelMismatchError
+from llmzip.decode import torch_dtype as _torch_dtype
+from llmzip.errors import ChecksumError, InputError, LimitError, ModelError, ModelMismatchError
+from llmzip.forms import IntVectorForm, LmCorrectedVectorForm
 from llmzip.identity import ModelIdentity, recorded_identity
 from llmzip.journal import Journal, JournalEntry
-from llmzip.kinds.memory import DEFAULT_DECODE_GROUP, MAX_DECODE_GROUP
+from llmzip.kinds.base import DEFAULT_DECODE_GROUP
 from llmzip.kinds.zstd import FallbackChunk
 from llmzip.model import DEFAULT_SPEC, LoadedModel, load_model, peek_hidden_size
 from llmzip.train import MemoryTrainer, TrainConfig, configured_start
+from llmzip.wire import MAX_DECODE_GROUP
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ class LmzCompressor:
     ``zstd_level``: level for the fallback chunks (default 19).
     ``metadata``: extra ``str -> str`` pairs stored in the archive header.
     ``decode_group``: memory chunks decoded together, at compress-time verification and
-    at extract (recorded in the archive; default :data:`llmzip.kinds.memory.DEFAULT_DECODE_GROUP`).
+    at extract (recorded in the archive; default :data:`llmzip.kinds.base.DEFAULT_DECODE_GROUP`).
     ``loaded``: an already loaded :class:`llmzip.model.LoadedModel` (skips ``model``).
     ``codec``: ``"memory"`` (train memory vectors; the default), ``"lm"`` (LM-code every
     eligible chunk, no training; default chunk budget :data:`llmzip.kinds.lm.LM_CHUNK_TOKENS`)
@@ -153,10 +154,9 @@ class LmzCompressor:
         if not config.rank:
             return None
         if config.bits not in CODED_BITS:
-            return kinds.memory_int.IntVectorForm(config.rank, config.bits, self.offset, d)
+            return IntVectorForm(config.rank, config.bits, self.offset, d)
         try:
-            return kinds.memory_int_lm.LmCorrectedVectorForm(config.rank, config.bits, self.offset, d, config.grid,
-                                                             config.sparsity)
+            return LmCorrectedVectorForm(config.rank, config.bits, self.offset, d, config.grid, config.sparsity)
         except ValueError as exc:
             raise InputError(str(exc)) from None
 
@@ -594,13 +594,3 @@ def _spec_from_identity(identity: ModelIdentity) -> str:
         f"archive was made with the {identity.source_kind} model {identity.source_id!r}; "
         f"pass it with --model (or model=...)"
     )
-
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def _torch_dtype(name: str) -> torch.dtype:
-    """The model dtype an archive names, from a fixed list (never getattr on archive text)."""
-    if name not in _DTYPES:
-        raise FormatError(f"archive names an unknown model dtype {name!r}")
-    return _DTYPES[name]

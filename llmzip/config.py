@@ -7,6 +7,8 @@ the chunk budgets are the codec's defaults per model.
 from dataclasses import dataclass
 from typing import Optional
 
+from llmzip.wire import CODED_BITS, MAX_CORRECTIONS, VECTOR_BITS  # the wire's bounds, which the settings respect
+
 TRAIN_DTYPES = ("auto", "float32", "bfloat16")  # weights of the training copy of the model
 OPTIMIZERS = ("adam", "rprop")
 
@@ -22,15 +24,12 @@ FALLBACK_CHUNK_TOKENS = 32
 # memory). See BENCHMARKS.md, "Bytes per vector vs text held".
 DEFAULT_VECTOR_FORM = {"default": (640, 4)}
 FALLBACK_VECTOR_FORM = (0, 16)
-VECTOR_BITS = tuple(range(2, 17))  # bits per memory-int coefficient
 # Grid of coded vectors (memory-int-lm) by model source, (grid, sparsity): one fixed quantiser
 # step for every vector and the weight of a pull towards the offset that leaves unneeded
-# coordinates at 0, the cheapest coded symbol (CodedIntVectorForm); (0, 0) scales each
+# coordinates at 0, the cheapest coded symbol (llmzip.forms.CodedVectorForm); (0, 0) scales each
 # vector's grid to its own RMS. See BENCHMARKS.md, "Coded vectors".
 DEFAULT_CODED_GRID = {"default": (6.0, 1.25)}
 FALLBACK_CODED_GRID = (0.0, 0.0)
-CODED_BITS = tuple(range(2, 9))  # widths stored range coded, with corrections (kind memory-int-lm)
-MAX_CORRECTIONS = 64  # corrected positions one memory-int-coded or memory-int-lm record may hold
 
 
 

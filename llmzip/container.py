@@ -6,7 +6,7 @@ writes format 2.0 and reads 1.x (llmzip 0.1.0) and 2.x. It imports no torch, so
 second. What a chunk record's kind-specific fields mean is each kind's business
 (:mod:`llmzip.kinds`); this module frames records and looks kinds up in the registry.
 
-Archives are untrusted input (DESIGN.md, invariant 5). The reader checks every length
+Archives are untrusted input (docs/DESIGN.md, invariant 5). The reader checks every length
 against the format's limits and against the bytes actually present before it slices or
 allocates, parses the msgpack header with explicit size limits and a nesting limit, and
 compares the zstd frame's declared content size with what the chunk records promise before
@@ -30,6 +30,7 @@ import msgpack
 import xxhash
 import zstandard
 
+from llmzip import kinds
 from llmzip.errors import (
     ChecksumError,
     FormatError,
@@ -37,26 +38,33 @@ from llmzip.errors import (
     LimitError,
     UnsupportedVersionError,
 )
+from llmzip.wire import (  # noqa: F401 - re-exported: the container's API names them too
+    MAX_ARCHIVE_SIZE,
+    MAX_CHUNK_LENGTH,
+    MAX_CHUNKS,
+    MAX_DEPTH,
+    MAX_ENTRIES,
+    MAX_FIELDS_SIZE,
+    MAX_HEADER_SIZE,
+    MAX_INPUT_SIZE,
+    MAX_KEY_SIZE,
+    MAX_STRING_SIZE,
+    MAX_TOKENS_PER_CHUNK,
+    MAX_VECTOR_DIM,
+    MAX_WINDOW_SIZE,
+    SETTINGS_KEYS,
+    VERSION,
+    check_int,
+    checksum,
+    chunk_check,
+    read_varint,
+    type_name,
+    varint,
+)
 
 MAGIC = b"\x89LMZ\r\n\x1a\n"
-VERSION = (2, 0)  # (major, minor) this module writes
 READS = {1: 0, 2: 4}  # major -> the newest minor whose chunk kinds this reader knows
 MUST_UNDERSTAND_FLAGS = 0  # must-understand flag bits defined so far: none
-
-# Hard limits (SPEC.md, "Limits"). A reader rejects anything beyond them before allocating.
-MAX_ARCHIVE_SIZE = 1 << 32
-MAX_HEADER_SIZE = 1 << 20
-MAX_INPUT_SIZE = 1 << 30
-MAX_CHUNKS = 1 << 24
-MAX_CHUNK_LENGTH = 1 << 20
-MAX_TOKENS_PER_CHUNK = 1 << 16
-MAX_VECTOR_DIM = 1 << 15
-MAX_ENTRIES = 256  # per header map or array
-MAX_KEY_SIZE = 256  # bytes of UTF-8
-MAX_STRING_SIZE = 1 << 16  # bytes of UTF-8 (and of bin, in format 2)
-MAX_DEPTH = 2  # the header map is level 1; maps and arrays inside it are level 2
-MAX_WINDOW_SIZE = 1 << 27
-MAX_FIELDS_SIZE = 1 << 24  # bytes of one record's kind-specific fields
 
 # Fixed-layout parts, all little-endian (SPEC.md, "Layout").
 PREFIX = struct.Struct("<8sBBHHI")  # magic, major, minor, must-understand, ignorable, header size
@@ -77,30 +85,12 @@ _HEADER_KEYS = {
         ("input_xxh64", "x", True), ("chunk_count", "c", True), ("metadata", "w", False)],
 }
 
-# Format 2 settings keys (header "s"): name -> key (format/CODEC.md, "Settings"), so that
-# `info` can spell them out.
-SETTINGS_KEYS = {"chunk_tokens": "c", "verify_margin": "m", "decode_group": "g",
-                 "lm_delta": "ld", "lm_levels": "lr", "lm_band_levels": "lb", "lm_tolerance": "lt",
-                 "memory_offset": "mo"}
-
-
 def settings_by_name(settings: dict, version: tuple[int, int]) -> dict:
     """A header's settings map with format 2's one-letter keys spelled out."""
     if version[0] < 2:
         return dict(settings)
     names = {key: name for name, key in SETTINGS_KEYS.items()}
     return {names.get(key, key): value for key, value in settings.items()}
-
-
-def checksum(data) -> int:
-    """xxh64 with seed 0: the checksum of whole inputs and of the archive (the trailer)."""
-    return xxhash.xxh64_intdigest(data)
-
-
-def chunk_check(data, version: tuple[int, int] = VERSION) -> int:
-    """A chunk's checksum in a format ``version`` record: xxh64 in 1.x, xxh32 in 2.x (four
-    bytes a chunk; the whole-input xxh64 and the trailer still cover every byte)."""
-    return xxhash.xxh64_intdigest(data) if version[0] == 1 else xxhash.xxh32_intdigest(data)
 
 
 @dataclass(frozen=True)
@@ -194,13 +184,6 @@ class _Parsed:
     fallback_bytes: int
 
 
-def _kinds():
-    """The registry (imported late: the kinds import this module's helpers)."""
-    from llmzip import kinds
-
-    return kinds
-
-
 # --------------------------------------------------------------------------- writing
 
 
@@ -212,8 +195,7 @@ def pack(header: Header, chunks: Sequence, *, zstd_level: int = 19) -> bytes:
     ``LimitError`` for anything the reader would reject: a writer must never produce an
     archive it cannot read back.
     """
-    kinds = _kinds()
-    chunks = _merge_fallback(chunks, kinds)
+    chunks = _merge_fallback(chunks)
     header_bytes = _encode_header(header, len(chunks))
     # 2.0 unless a chunk's kind came later (2.1: lm, 2.2: memory-int, 2.3: memory-int-coded, 2.4: memory-int-lm), so older readers still read the rest
     types = {kind.chunk_type: kind.minor for kind in kinds.KINDS}
@@ -248,7 +230,7 @@ def pack(header: Header, chunks: Sequence, *, zstd_level: int = 19) -> bytes:
     return body + TRAILER.pack(checksum(body))
 
 
-def _merge_fallback(chunks: Sequence, kinds) -> list:
+def _merge_fallback(chunks: Sequence) -> list:
     """Consecutive chunks of a fallback-frame kind as one chunk, each at most
     ``MAX_CHUNK_LENGTH`` bytes: one record instead of one per chunk."""
     merged = []
@@ -296,34 +278,6 @@ def _compress(data: bytes, level: int) -> bytes:
     return compressor.compress(data)
 
 
-def varint(value: int) -> bytes:
-    """Unsigned LEB128: 7 bits a byte, low bits first, high bit set on all but the last."""
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def read_varint(view, offset: int, where: str, *, limit: int = 1 << 32) -> tuple[int, int]:
-    """Decode one LEB128 varint at ``offset``: (value, offset after it). At most 5 bytes,
-    in its shortest form (so every value has exactly one encoding), and below ``limit``."""
-    value = 0
-    for position in range(5):
-        if offset + position >= len(view):
-            raise FormatError(f"{where}: truncated varint")
-        byte = view[offset + position]
-        value |= (byte & 0x7F) << (7 * position)
-        if not byte & 0x80:
-            if byte == 0 and position:
-                raise FormatError(f"{where}: varint is not in its shortest form")
-            if value >= limit:
-                raise LimitError(f"{where}: {value} is over the limit {limit - 1}")
-            return value, offset + position + 1
-    raise FormatError(f"{where}: varint longer than 5 bytes")
-
-
 # --------------------------------------------------------------------------- reading
 
 
@@ -354,7 +308,6 @@ def read_header(path_or_bytes) -> ArchiveInfo:
     if isinstance(path_or_bytes, (str, os.PathLike)):
         path_or_bytes = _read_file(path_or_bytes)
     parsed = _parse(path_or_bytes)
-    kinds = _kinds()
     counts = {kind.name: 0 for kind in kinds.KINDS if kind.minor == 0}  # later kinds: when present
     input_bytes, stored = dict(counts), dict(counts)
     margins = []
@@ -429,7 +382,6 @@ def _parse(data) -> _Parsed:
     header, chunk_count = _decode_header(_unpack_msgpack(view[PREFIX.size : header_end]), version)
     records, frame_offset = _read_records(view, header_end, body_end, chunk_count, version)
     _check_lengths_sum(records, header.input_size)
-    kinds = _kinds()
     in_frame = {kind.code for kind in kinds.KINDS if kind.in_fallback_frame}
     fallback_size = sum(record.length for record in records if record.code in in_frame)
     fallback = _decompress(view[frame_offset:body_end], frame_offset, fallback_size)
@@ -499,7 +451,7 @@ def _read_records(view: memoryview, offset: int, end: int, count: int, version: 
         if fields_size > end - start:
             raise FormatError(f"{record.where}: its {fields_size} bytes of fields run into the trailer")
         check_int(length, f"{record.where}: length", 1, MAX_CHUNK_LENGTH)
-        if _kinds().by_code(code) is None and version[1] <= READS[version[0]]:
+        if kinds.by_code(code) is None and version[1] <= READS[version[0]]:
             raise FormatError(f"{record.where}: unknown chunk kind {code} in a format {version[0]}.{version[1]} archive")
         records.append(record)
         offset = start + fields_size
@@ -516,10 +468,10 @@ def _decode_chunks(records: list, fallback: bytes, vector_dim: int, version: tup
         position += length
         return fallback[position - length : position]
 
-    context = _kinds().WireContext(version, vector_dim, take_fallback)
+    context = kinds.WireContext(version, vector_dim, take_fallback)
     chunks = []
     for record in records:
-        kind = _kinds().by_code(record.code)
+        kind = kinds.by_code(record.code)
         if kind is None:
             chunks.append(_OpaqueChunk(record.code, record.length, record.offset))
         else:
@@ -599,7 +551,7 @@ def _decode_header(fields, version: tuple[int, int]) -> tuple[Header, int]:
     bounded like the rest: values are scalars, or maps or arrays of scalars.
     """
     if not isinstance(fields, dict):
-        raise FormatError(f"header: expected a msgpack map, got {_type_name(fields)}")
+        raise FormatError(f"header: expected a msgpack map, got {type_name(fields)}")
     _check_value(fields, "header", 1, allow_bin=version[0] >= 2)
     keys = {name: key for name, key, _ in _HEADER_KEYS[version[0]]}
     missing = [key for _, key, required in _HEADER_KEYS[version[0]] if required and key not in fields]
@@ -612,10 +564,10 @@ def _decode_header(fields, version: tuple[int, int]) -> tuple[Header, int]:
     def scalar_map(name: str, types: tuple) -> dict:
         value = fields.get(keys[name], {})
         if not isinstance(value, dict):
-            raise FormatError(f"{where(name)}: expected a map, got {_type_name(value)}")
+            raise FormatError(f"{where(name)}: expected a map, got {type_name(value)}")
         for key, item in value.items():
             if not isinstance(item, types):
-                raise FormatError(f"{where(name)}[{reprlib.repr(key)}]: {_type_name(item)} is not allowed here")
+                raise FormatError(f"{where(name)}[{reprlib.repr(key)}]: {type_name(item)} is not allowed here")
         return value
 
     model_types = (str, int, bytes, type(None)) if version[0] >= 2 else (str, int, type(None))
@@ -655,7 +607,7 @@ def _check_value(value, where: str, depth: int, *, allow_bin: bool) -> None:
                 _check_key(key, where)
             _check_value(item, f"{where}[{reprlib.repr(key)}]", depth + 1, allow_bin=allow_bin)
     elif value is not None:
-        raise FormatError(f"{where}: unsupported type {_type_name(value)}")
+        raise FormatError(f"{where}: unsupported type {type_name(value)}")
 
 
 def _check_key(key, where: str) -> None:
@@ -672,21 +624,7 @@ def _utf8_size(text: str, where: str) -> int:
         raise FormatError(f"{where}: string {reprlib.repr(text)} is not valid UTF-8") from None
 
 
-def check_int(value, where: str, low: int, high: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise FormatError(f"{where}: expected an integer, got {_type_name(value)}")
-    if value < low:
-        raise FormatError(f"{where}: {value} is below the minimum {low}")
-    if value > high:
-        raise LimitError(f"{where}: {value} is over the limit {high}")
-    return value
-
-
 def _check_lengths_sum(chunks: Sequence, input_size: int) -> None:
     total = sum(chunk.length for chunk in chunks)
     if total != input_size:
         raise FormatError(f"chunk lengths add up to {total} bytes, but header['input_size'] is {input_size}")
-
-
-def _type_name(value) -> str:
-    return "nil" if value is None else type(value).__name__

@@ -40,7 +40,20 @@ from typing import Callable, Sequence
 
 import torch
 
-from llmzip.kinds.memory import TEMPLATE, Corrections  # noqa: F401 - TEMPLATE: the prompt this module builds
+from llmzip.corrections import Corrections
+from llmzip.errors import FormatError
+from llmzip.wire import TEMPLATE  # noqa: F401 - the prompt this module builds
+
+# The model and training dtypes by the names archives (model identity "t") and settings
+# (TrainConfig.train_dtype) record: a fixed list, never getattr on archive text.
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """The torch dtype of a recorded dtype name; a ``FormatError`` for a name not in :data:`DTYPES`."""
+    if name not in DTYPES:
+        raise FormatError(f"archive names an unknown model dtype {name!r}")
+    return DTYPES[name]
 
 
 @dataclass(frozen=True)
@@ -151,40 +164,66 @@ def decode_batch(
     model.eval()
     weight = model.get_input_embeddings().weight
     device, dtype = weight.device, weight.dtype
-    schedule = batch_schedule(counts)
-    n_rows, longest = len(counts), len(schedule)
+    n_rows, longest = len(counts), max(counts)
     ids = torch.zeros(n_rows, longest, dtype=torch.long, device=device)  # (B, T) filled per row up to n_tokens
     margins = torch.full((n_rows,), float("inf"), device=device)  # (B,) fp32
-    rows = torch.arange(n_rows, device=device)  # (b,) original index of each row in the batch
     corrections = _corrections(forced, counts, weight.shape[0])  # B Corrections, or None
 
-    embeds = prompt_embeddings(model, vectors.to(device=device, dtype=dtype))  # (B, 2, d)
-    # Logits for both prompt positions, although only the memory position's are used:
-    # logits_to_keep=1 slices the hidden states to a non-contiguous (B, 1, d) view, which
-    # torch multiplies with the (V, d) head as a bmm, 10x slower than the mm (2.5 s
-    # against 0.25 s for B = 32 here), and it would change the B = 1 numerics.
-    out = model(inputs_embeds=embeds, use_cache=True)  # logits (B, 2, V)
-    for step in range(longest):
-        logits = out.logits[:, -1].float()  # (b, V); out.logits is not used again
+    def choose(step: int, rows: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         taken = {} if corrections is None else _take(corrections, rows.tolist(), step, logits)  # before _pick_
         next_ids, gaps = _pick_(logits)  # (b,), (b,)
         for j, token in taken.items():
             next_ids[j], gaps[j] = token, float("inf")
         ids[rows, step] = next_ids
         margins[rows] = torch.minimum(margins[rows], gaps)
+        return next_ids
+
+    embeds = prompt_embeddings(model, vectors.to(device=device, dtype=dtype))  # (B, 2, d)
+    # Logits for both prompt positions, although only the memory position's are used:
+    # logits_to_keep=1 slices the hidden states to a non-contiguous (B, 1, d) view, which
+    # torch multiplies with the (V, d) head as a bmm, 10x slower than the mm (2.5 s
+    # against 0.25 s for B = 32 here), and it would change the B = 1 numerics.
+    run_rows(model, {"inputs_embeds": embeds}, counts, choose, on_step=on_step)
+
+    ids_list, margin_list = ids.tolist(), margins.tolist()
+    return [DecodeResult(token_ids=ids_list[i][: counts[i]], min_margin=margin_list[i]) for i in range(n_rows)]
+
+
+@torch.no_grad()
+def run_rows(model, prompt: dict, n_tokens: Sequence[int],
+             choose: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor], *,
+             on_step: Callable[[int], None] | None = None) -> None:
+    """The one KV-cache decode loop, shared by memory vectors (:func:`decode_batch`) and
+    kind ``lm`` (:func:`llmzip.kinds.lm.run_batch`).
+
+    ``model(**prompt)`` is the first pass, for all B rows (memory: the BOS embedding and
+    the vectors; lm: BOS); each later pass feeds every row's last token with the KV cache.
+    Step ``s`` runs exactly the rows ``batch_schedule(n_tokens)[s]``, in their order: a row
+    leaves the batch right after its last token (the cache is sliced to the rows that
+    stay, never reordered, never padded), so every matmul shape is a pure function of
+    ``n_tokens`` in the given order. ``choose(s, rows, logits)`` gets the (b,) long tensor of
+    the batch's original row indices and their (b, V) float32 logits at the last position
+    (its to overwrite), and returns the (b,) long tokens they take, on the model's device.
+    ``on_step(b)`` follows each step (progress)."""
+    schedule = batch_schedule(n_tokens)
+    if not schedule:
+        return
+    model.eval()
+    device = model.get_input_embeddings().weight.device
+    rows = torch.arange(len(n_tokens), device=device)  # (b,) original index of each row in the batch
+    out = model(**prompt, use_cache=True)  # logits (B, P, V)
+    for step in range(len(schedule)):
+        next_ids = choose(step, rows, out.logits[:, -1].float())  # (b,); out.logits is not used again
         if on_step is not None:
             on_step(len(rows))
-        if step + 1 == longest:
+        if step + 1 == len(schedule):
             break
         if len(schedule[step + 1]) < len(schedule[step]):  # some rows are done: drop them
-            keep = [j for j, i in enumerate(schedule[step]) if counts[i] > step + 1]
+            keep = [j for j, i in enumerate(schedule[step]) if n_tokens[i] > step + 1]
             keep = torch.tensor(keep, device=device)  # (b',) positions in the current batch
             out.cache.batch_select_indices(keep)
             rows, next_ids = rows[keep], next_ids[keep]
         out = model(input_ids=next_ids[:, None], cache=out.cache, use_cache=True)  # (b, 1) -> logits (b, 1, V)
-
-    ids_list, margin_list = ids.tolist(), margins.tolist()
-    return [DecodeResult(token_ids=ids_list[i][: counts[i]], min_margin=margin_list[i]) for i in range(n_rows)]
 
 
 def _corrections(forced, counts: list[int], vocab_size: int) -> list[Corrections] | None:

@@ -49,8 +49,8 @@ How the loop is organised, and why:
   hold costs a few hundred steps, not the whole budget, before the caller stores it
   another way.
 * **Stored forms.** What is optimised is a *form* of the vector (``form``): the full
-  vector itself (:class:`llmzip.kinds.memory.Fp16Form`, the default) or k coefficients of
-  an integer-coded vector, full or low rank (:class:`llmzip.kinds.memory_int.IntVectorForm`), each
+  vector itself (:class:`llmzip.forms.Fp16Form`, the default) or k coefficients of
+  an integer-coded vector, full or low rank (:class:`llmzip.forms.IntVectorForm`), each
   chunk's parameters a row of a (B, p) tensor.
 * **Verify the stored form.** The stopped vector is rounded to its stored form (fp16) and decoded with
   :func:`llmzip.decode.decode` on the caller's (fp32) model, forced at its corrections. It is accepted only if it
@@ -85,12 +85,12 @@ import torch
 import torch.nn.functional as F
 
 from llmzip.config import TRAIN_DTYPES, TrainConfig
-from llmzip.decode import Corrections, DecodeResult, decode, prompt_embeddings
-from llmzip.kinds.memory import Fp16Form
+from llmzip.corrections import Corrections
+from llmzip.decode import DTYPES, DecodeResult, decode, prompt_embeddings
+from llmzip.forms import Fp16Form
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 RPROP_SHRINK, RPROP_GROW = 0.5, 1.2  # iRprop-'s step-size factors on a sign flip / a kept sign (the usual values)
-assert {"auto", *DTYPES} == set(TRAIN_DTYPES)
+assert set(TRAIN_DTYPES) - {"auto"} <= set(DTYPES)
 
 
 def fitted_start(weights_fingerprint: str) -> Optional[torch.Tensor]:

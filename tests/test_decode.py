@@ -193,3 +193,38 @@ def test_pick_equals_argmax_and_top2_gap_including_ties():
     ids, gaps = _pick_(logits.clone())
     assert torch.equal(ids, expected_ids) and ids[1] == 7
     assert torch.equal(gaps, expected_gaps) and gaps[1] == 0
+
+
+def test_one_dtype_map_for_archives_and_training():
+    from llmzip.config import TRAIN_DTYPES
+    from llmzip.decode import DTYPES, torch_dtype
+    from llmzip.errors import FormatError
+
+    assert torch_dtype("float32") is torch.float32 and torch_dtype("float16") is torch.float16
+    assert set(TRAIN_DTYPES) - {"auto"} <= set(DTYPES)
+    with pytest.raises(FormatError, match="unknown model dtype 'float64'"):
+        torch_dtype("float64")
+
+
+def test_the_lm_kind_decodes_in_this_modules_loop(tiny_model, monkeypatch):
+    """One KV-cache loop: kind lm's encode and decode run through run_rows, with the same
+    drop rule (the steps it runs are batch_schedule's)."""
+    import llmzip.decode
+    from llmzip.kinds import lm
+
+    steps = []
+    real = llmzip.decode.run_rows
+
+    def counting(model, prompt, n_tokens, choose, **kwargs):
+        def counted(step, rows, logits):
+            steps.append(rows.tolist())
+            return choose(step, rows, logits)
+
+        return real(model, prompt, n_tokens, counted, **kwargs)
+
+    monkeypatch.setattr(llmzip.decode, "run_rows", counting)
+    token_lists = [[5, 9, 11], [7], [3, 4]]
+    coded = lm.KIND.encode(tiny_model, token_lists, 8)
+    assert steps == batch_schedule([3, 1, 2])
+    chunks = [lm.LmChunk(code, len(ids), len(ids), 0) for code, ids in zip(coded, token_lists)]
+    assert lm.KIND.decode(tiny_model, chunks, 8) == token_lists

@@ -12,6 +12,7 @@ import pytest
 from llmzip import codec, container, kinds
 from llmzip.errors import FormatError
 from llmzip.kinds.base import Kind, Restored
+from llmzip.kinds.memory import MemoryChunk
 from llmzip.kinds.zstd import FallbackChunk
 
 
@@ -29,6 +30,7 @@ class ReversedKind(Kind):
     name = "reversed"
     code = 200
     chunk_type = ReversedChunk
+    written = True
 
     def encode_fields(self, chunk, ctx):
         return chunk.stored
@@ -83,3 +85,22 @@ def test_without_the_registry_line_the_kind_is_unknown(reversed_kind, monkeypatc
 def test_every_registered_kind_has_its_own_code_and_name():
     assert len({kind.code for kind in kinds.KINDS}) == len({kind.name for kind in kinds.KINDS}) == len(kinds.KINDS)
     assert kinds.of(FallbackChunk(b"x")).name == "zstd"
+
+
+def test_every_kind_says_whether_the_writer_uses_it():
+    """Read-only kinds are the ones in llmzip/kinds/legacy/, and only those."""
+    for kind in kinds.KINDS:
+        assert isinstance(kind.written, bool), kind.name
+        assert kind.written != type(kind).__module__.startswith("llmzip.kinds.legacy."), kind.name
+    assert {kind.name for kind in kinds.KINDS if not kind.written} == {"memory-int-coded"}
+
+
+def test_describe_says_what_a_chunk_holds_without_the_model(reversed_kind):
+    vector = MemoryChunk(b"\x00\x3c" * 4, 3, 9, 0, 0.5)
+    assert kinds.of(vector).describe(vector) == {"kind": "memory", "length": 9, "stored_bytes": 8, "tokens": 3,
+                                                 "margin": 0.5, "corrections": 0, "standalone": True}
+    fallback = FallbackChunk(b"abc")
+    assert kinds.of(fallback).describe(fallback) == {"kind": "zstd", "length": 3, "stored_bytes": 0, "tokens": None,
+                                                     "margin": None, "corrections": 0, "standalone": False}
+    reversed_chunk = ReversedChunk(b"cba", 0)
+    assert kinds.of(reversed_chunk).describe(reversed_chunk)["stored_bytes"] == 3  # a kind's own, by default

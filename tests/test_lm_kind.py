@@ -1,9 +1,13 @@
 """Kind ``lm``: LM-coded chunks round-trip, survive drift below the recorded tolerance, and
-refuse corrupt fields cleanly (tiny fixture model; format/CODEC.md, "Kind lm")."""
+refuse corrupt fields cleanly (tiny fixture model; format/CODEC.md, "Kind lm"). Scheme 1 is
+read only (llmzip/kinds/legacy/lm_scheme1.py): its chunks here are coded by the encoder
+kept in the fixture tooling (fixtures/legacy_writers.py)."""
 
 from __future__ import annotations
 
+import importlib.util
 import random
+from pathlib import Path
 
 import numpy
 import pytest
@@ -13,6 +17,20 @@ from llmzip import codec, container, kinds
 from llmzip.config import TrainConfig
 from llmzip.errors import LmzError
 from llmzip.kinds import lm
+from llmzip.kinds.legacy import lm_scheme1
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+
+def _legacy_writers():
+    """fixtures/legacy_writers.py, where lm scheme 1's encoder lives now."""
+    spec = importlib.util.spec_from_file_location("legacy_writers", FIXTURES / "legacy_writers.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+LEGACY = _legacy_writers()
 
 TEXTS = [
     b"Hello world, this is a test of the lm kind.\n",
@@ -26,10 +44,10 @@ def _ids(tiny_model, text: bytes):
 
 
 def test_weight_table_is_its_formula():
-    assert lm.WEIGHTS == lm.weight_table(lm.DELTA, lm.R_LEVELS)
-    assert lm.SETTINGS_V1 == {"ld": 0.5, "lr": 8, "lb": 8, "lt": 1e-4}  # CODEC.md, "Kind lm", scheme 1
+    assert lm_scheme1.WEIGHTS == lm_scheme1.weight_table(lm.DELTA, lm_scheme1.R_LEVELS)
+    assert lm_scheme1.SETTINGS == {"ld": 0.5, "lr": 8, "lb": 8, "lt": 1e-4}  # CODEC.md, "Kind lm", scheme 1
     assert lm.SETTINGS == {"ld": 0.5, "lr": 48, "lb": 14, "lt": 1e-4}  # scheme 2, written today
-    assert lm.scheme_of(lm.SETTINGS_V1) == 1 and lm.scheme_of(lm.SETTINGS) == 2
+    assert lm.scheme_of(lm_scheme1.SETTINGS) == 1 and lm.scheme_of(lm.SETTINGS) == 2
     with pytest.raises(LmzError):
         lm.scheme_of({**lm.SETTINGS, "lb": 12})
     assert lm.DELTA in {2.0**-k for k in range(8)}  # a power of two: logit / DELTA is exact
@@ -65,10 +83,22 @@ def test_unknown_codec_is_refused(tiny_model):
         codec.LmzCompressor(loaded=tiny_model, codec="gzip")
 
 
+def test_the_compat_archives_select_their_schemes():
+    """Scheme 1 as llmzip 0.2.0 wrote it, scheme 2 as llmzip writes it now; both are read
+    (tests/test_compat.py extracts them)."""
+    for name, scheme in [("tiny-model-0.2.0-lm.lmz", 1), ("tiny-model-lm-scheme2.lmz", 2)]:
+        archive = container.unpack((FIXTURES / "compat" / name).read_bytes())
+        assert lm.scheme_of(archive.header.settings) == scheme
+
+
 def _coded(tiny_model, texts, group=8, scheme=2):
     token_lists = [_ids(tiny_model, t) for t in texts]
     stats = lm.Stats()
-    coded = lm.KIND.encode(tiny_model, token_lists, group, stats=stats, scheme=scheme)
+    if scheme == 2:
+        coded = lm.KIND.encode(tiny_model, token_lists, group, stats=stats)
+    else:  # the writer kept in the fixture tooling, in the same groups
+        coded = [code for start in range(0, len(token_lists), group)
+                 for code in LEGACY.encode_scheme1(tiny_model.model, token_lists[start : start + group], stats=stats)]
     chunks = [lm.LmChunk(c, len(ids), len(t), container.chunk_check(t)) for c, ids, t in zip(coded, token_lists, texts)]
     return token_lists, chunks, stats
 
@@ -109,7 +139,7 @@ def test_drift_below_the_tolerance_never_desynchronises(tiny_model, monkeypatch,
         texts.append(text)
         total += len(_ids(tiny_model, text))
     token_lists, chunks, stats = _coded(tiny_model, texts, group=32, scheme=scheme)
-    decoder = lm._Decoder if scheme == 1 else lm.BandDecoder
+    decoder = lm_scheme1.Decoder if scheme == 1 else lm.BandDecoder
     real = decoder.__call__
 
     def drifted(self, position, logits):

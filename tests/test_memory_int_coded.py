@@ -1,7 +1,10 @@
-"""Kind memory-int-coded (llmzip/kinds/memory_int_coded.py against format/SPEC.md, "Kind 5",
-and format/CODEC.md, "Coded integer vectors"): the coefficient code and its test vectors,
-the canonical-code rule, the record payload, the decode forced at corrected positions, and
-real archives of the fixture model that hold corrections (round trip, export, refusals)."""
+"""Kind memory-int-coded (llmzip/kinds/legacy/memory_int_coded.py against format/SPEC.md,
+"Kind 5", and format/CODEC.md, "Coded integer vectors"; read only): the coefficient code
+and its test vectors, the canonical-code rule, the record payload, the decode forced at
+corrected positions, and a real archive of the fixture model that holds corrections
+(fixtures/compat/tiny-model-memory-int-coded.lmz, written by fixtures/legacy_writers.py:
+round trip, export, refusals). The coded form's training (grid, sparsity) is tested with
+the kind that is written, in tests/test_memory_int_lm.py."""
 
 import dataclasses
 import json
@@ -15,26 +18,26 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import load, safe_open
 
-from llmzip import codec, container, kinds
+from llmzip import codec, container, kinds, wire
 from llmzip.decode import decode, decode_batch, prompt_embeddings, top2_gap
 from llmzip.errors import FormatError, LmzError
-from llmzip.kinds import memory_int, memory_int_coded
-from llmzip.kinds.memory_int import IntVectorChunk, pack_coefficients, qmax, rebuild
-from llmzip.kinds.rangecode import pack_words, unpack_words
-from llmzip.kinds.memory_int_coded import (
+from llmzip.kinds import memory_int
+from llmzip.kinds.legacy import memory_int_coded
+from llmzip.kinds.legacy.memory_int_coded import (
     BITS,
     CodedIntVectorChunk,
     decode_coefficients,
     encode_coefficients,
     parse_payload,
 )
-from llmzip.train import TrainConfig
+from llmzip.kinds.memory_int import IntVectorChunk, pack_coefficients, qmax, rebuild
+from llmzip.kinds.rangecode import pack_words, unpack_words
 
 torch.set_num_threads(1)
 
-GOLDEN = Path(__file__).resolve().parent.parent / "fixtures" / "golden"
-TEXT = b"The quick brown fox jumps over the lazy dog. Sphinx of black quartz, judge my vow.\n"
-FAST = dict(max_steps=60, extra_steps=10, batch_size=8)
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+GOLDEN = FIXTURES / "golden"
+ARCHIVE = FIXTURES / "compat" / "tiny-model-memory-int-coded"  # .lmz of .txt, rank 16, 4 bits, 8-token chunks
 
 
 def coded(rank, bits, scale, q, corrections=(), n_tokens=1, length=1, check=0, min_margin=0.0):
@@ -47,6 +50,10 @@ def coded(rank, bits, scale, q, corrections=(), n_tokens=1, length=1, check=0, m
 
 def test_bits_are_2_to_8():
     assert BITS == tuple(range(2, 9))
+
+
+def test_the_kind_is_read_only():
+    assert not memory_int_coded.KIND.written and memory_int_coded.KIND in kinds.KINDS
 
 
 @pytest.mark.parametrize("bits, q, code", [
@@ -162,7 +169,7 @@ def chunks(draw):
     q = draw(st.lists(st.integers(-qmax(bits), qmax(bits)), min_size=rank, max_size=rank))
     scale = draw(st.floats(2.0**-24, 65504.0, width=16))
     n_tokens = draw(st.integers(1, container.MAX_TOKENS_PER_CHUNK))
-    count = draw(st.integers(0, min(memory_int_coded.MAX_CORRECTIONS, n_tokens - 1)))
+    count = draw(st.integers(0, min(wire.MAX_CORRECTIONS, n_tokens - 1)))
     positions = sorted(draw(st.sets(st.integers(0, n_tokens - 1), min_size=count, max_size=count)))
     tokens = draw(st.lists(st.integers(0, 2**32 - 1), min_size=count, max_size=count))
     margin = draw(st.floats(0, 100, width=32))
@@ -347,21 +354,14 @@ def test_out_of_range_forced_tokens_are_refused(tiny_model, rows, forced):
 # ---------------------------------------------------------------- real archives, fixture model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def kind_5_writer():
-    """The compressor stores coded vectors as kind memory-int-coded, as llmzip did before
-    kind memory-int-lm (tests/test_memory_int_lm.py): kind 5 is still read, and its form is
-    what kind 6's builds on, so this module writes and reads it."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(codec.kinds.memory_int_lm, "LmCorrectedVectorForm", memory_int_coded.CodedIntVectorForm)
-        yield
+TEXT = ARCHIVE.with_suffix(".txt").read_bytes()
 
 
 @pytest.fixture(scope="module")
-def archive_bytes(tiny_model):
-    """TEXT compressed at rank 16, 4 bits: memory-int-coded records, some with corrections."""
-    compressor = codec.LmzCompressor(loaded=tiny_model, chunk_tokens=8, train=TrainConfig(rank=16, bits=4, **FAST))
-    return compressor.compress(TEXT)
+def archive_bytes():
+    """TEXT compressed at rank 16, 4 bits by the writer of kind memory-int-coded llmzip had
+    (fixtures/legacy_writers.py): memory-int-coded records, some with corrections."""
+    return ARCHIVE.with_suffix(".lmz").read_bytes()
 
 
 def coded_chunks(archive):
@@ -375,7 +375,8 @@ def test_archive_round_trip_with_corrections(archive_bytes, tiny_model):
     assert stored and {kinds.of(chunk).name for chunk in archive.chunks} <= {"memory-int-coded", "zstd"}
     assert all((chunk.rank, chunk.bits) == (16, 4) for chunk in stored)
     assert any(chunk.corrections for chunk in stored), "no chunk needed a correction: pick another text or seed"
-    assert all(len(chunk.corrections) <= TrainConfig().corrections for chunk in stored)
+    assert all(len(chunk.corrections) < chunk.n_tokens for chunk in stored)
+    assert [kinds.of(chunk).describe(chunk)["corrections"] for chunk in stored] == [len(c.corrections) for c in stored]
     assert container.read_header(archive_bytes).chunk_counts["memory-int-coded"] == len(stored)
     assert codec.LmzDecompressor(loaded=tiny_model).decompress(archive_bytes) == TEXT
 
@@ -462,47 +463,3 @@ def test_a_wrong_corrected_token_fails_the_chunks_check(archive_bytes, tiny_mode
 
     with pytest.raises(LmzError, match="checksum"):
         codec.LmzDecompressor(loaded=tiny_model).decompress(replaced(archive_bytes, change))
-
-
-def test_a_chunk_short_everywhere_does_not_make_compress_fail(tiny_model):
-    """A training margin no chunk reaches and a correction allowed per step: chunks of at
-    most 8 tokens stop with every position short. Compress must still write an archive
-    (storing such a chunk another way, or with at most n_tokens - 1 corrections)."""
-    train = TrainConfig(rank=2, bits=2, max_steps=5, extra_steps=0, batch_size=8, margin=50.0, correction_steps=1)
-    data = codec.LmzCompressor(loaded=tiny_model, chunk_tokens=8, train=train).compress(b"Hello there, general Kenobi.\n")
-    assert codec.LmzDecompressor(loaded=tiny_model).decompress(data) == b"Hello there, general Kenobi.\n"
-
-
-# ---------------------------------------------------------------- the grid made for the code
-
-
-def test_a_fixed_grid_quantises_every_vector_to_its_step():
-    form = memory_int_coded.CodedIntVectorForm(64, 4, None, 64, grid=0.1)
-    z = torch.tensor([[0.04, -0.26, 5.0] + [0.0] * 61, [0.31] * 64])  # (2, 64)
-    scale, q = form._quantise(z)
-    assert scale.flatten().tolist() == [memory_int.fp16_scale(0.1)] * 2
-    assert q[0, :3].tolist() == [0, -3, 7] and q[1, 0] == 3  # rounded to the step, clamped at qmax
-    assert form.penalty(z) == 0.0  # no pull without sparsity
-
-
-def test_sparsity_needs_a_grid_and_both_are_non_negative(tiny_model):
-    with pytest.raises(ValueError, match="sparsity only with a grid"):
-        memory_int_coded.CodedIntVectorForm(64, 4, None, 64, sparsity=1.0)
-    with pytest.raises(ValueError, match="grid and sparsity"):
-        TrainConfig(grid=-1.0)
-    with pytest.raises(LmzError, match="sparsity only with a grid"):
-        codec.LmzCompressor(loaded=tiny_model, train=TrainConfig(rank=64, bits=4, sparsity=1.0))
-
-
-def test_the_pull_towards_the_offset_leaves_more_coefficients_at_zero(tiny_model):
-    """The same chunks trained on one fixed grid, without and with the sparsity pull: the
-    pull leaves more coefficients at 0, and the archive still extracts exactly."""
-    zeros = {}
-    for sparsity in (0.0, 4.0):
-        train = TrainConfig(rank=64, bits=4, grid=0.05, sparsity=sparsity, **FAST)
-        data = codec.LmzCompressor(loaded=tiny_model, chunk_tokens=8, train=train).compress(TEXT)
-        stored = [chunk for chunk in container.unpack(data).chunks if kinds.of(chunk) is memory_int_coded.KIND]
-        assert stored and all(chunk.scale == memory_int.fp16_scale(0.05) for chunk in stored)
-        assert codec.LmzDecompressor(loaded=tiny_model).decompress(data) == TEXT
-        zeros[sparsity] = sum(int((chunk.integers() == 0).sum()) for chunk in stored)
-    assert zeros[4.0] > zeros[0.0]

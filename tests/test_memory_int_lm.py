@@ -16,12 +16,13 @@ from safetensors.numpy import load
 
 from llmzip import codec, container, kinds
 from llmzip.decode import decode, decode_batch
+from llmzip.corrections import Corrections
 from llmzip.errors import FormatError, LimitError, LmzError
-from llmzip.kinds import memory_int_lm
-from llmzip.kinds.memory import Corrections
+from llmzip.forms import LmCorrectedVectorForm
+from llmzip.kinds import memory_int, memory_int_lm
 from llmzip.kinds.memory_int import rebuild
-from llmzip.kinds.memory_int_coded import write_coefficients
-from llmzip.kinds.memory_int_lm import CodingTokens, DecodedTokens, LmCorrectedVectorChunk, parse_payload, write_flags
+from llmzip.kinds.memory_int_lm import (CodingTokens, DecodedTokens, LmCorrectedVectorChunk, parse_payload,
+                                        write_coefficients, write_flags)
 from llmzip.kinds.rangecode import pack_words
 from llmzip.train import TrainConfig
 
@@ -244,3 +245,56 @@ def test_too_many_corrected_positions_are_refused_before_decoding(archive_bytes,
     monkeypatch.setattr(memory_int_lm.KIND, "decode", lambda *a, **k: pytest.fail("decoded a refused archive"))
     with pytest.raises(FormatError, match="corrects .* positions"):
         codec.LmzDecompressor(loaded=tiny_model).decompress(forged)
+
+
+def test_describe_counts_the_corrected_positions(archive_bytes):
+    archive = container.unpack(archive_bytes)
+    for chunk in lm_chunks(archive):
+        row = memory_int_lm.KIND.describe(chunk)
+        assert row == {"kind": "memory-int-lm", "length": chunk.length, "stored_bytes": len(chunk.payload),
+                       "tokens": chunk.n_tokens, "margin": chunk.min_margin, "corrections": len(chunk.positions),
+                       "standalone": not chunk.positions}
+
+
+def test_a_chunk_short_everywhere_does_not_make_compress_fail(tiny_model):
+    """A training margin no chunk reaches and a correction allowed per step: chunks of at
+    most 8 tokens stop with every position short. Compress must still write an archive
+    (storing such a chunk another way, or with at most n_tokens - 1 corrections)."""
+    train = TrainConfig(rank=2, bits=2, max_steps=5, extra_steps=0, batch_size=8, margin=50.0, correction_steps=1)
+    data = codec.LmzCompressor(loaded=tiny_model, chunk_tokens=8, train=train).compress(b"Hello there, general Kenobi.\n")
+    assert codec.LmzDecompressor(loaded=tiny_model).decompress(data) == b"Hello there, general Kenobi.\n"
+
+
+# ---------------------------------------------------------------- the grid made for the code
+
+
+def test_a_fixed_grid_quantises_every_vector_to_its_step():
+    form = LmCorrectedVectorForm(64, 4, None, 64, grid=0.1)
+    z = torch.tensor([[0.04, -0.26, 5.0] + [0.0] * 61, [0.31] * 64])  # (2, 64)
+    scale, q = form._quantise(z)
+    assert scale.flatten().tolist() == [memory_int.fp16_scale(0.1)] * 2
+    assert q[0, :3].tolist() == [0, -3, 7] and q[1, 0] == 3  # rounded to the step, clamped at qmax
+    assert form.penalty(z) == 0.0  # no pull without sparsity
+
+
+def test_sparsity_needs_a_grid_and_both_are_non_negative(tiny_model):
+    with pytest.raises(ValueError, match="sparsity only with a grid"):
+        LmCorrectedVectorForm(64, 4, None, 64, sparsity=1.0)
+    with pytest.raises(ValueError, match="grid and sparsity"):
+        TrainConfig(grid=-1.0)
+    with pytest.raises(LmzError, match="sparsity only with a grid"):
+        codec.LmzCompressor(loaded=tiny_model, train=TrainConfig(rank=64, bits=4, sparsity=1.0))
+
+
+def test_the_pull_towards_the_offset_leaves_more_coefficients_at_zero(tiny_model):
+    """The same chunks trained on one fixed grid, without and with the sparsity pull: the
+    pull leaves more coefficients at 0, and the archive still extracts exactly."""
+    zeros = {}
+    for sparsity in (0.0, 4.0):
+        train = TrainConfig(rank=64, bits=4, grid=0.05, sparsity=sparsity, **FAST)
+        data = codec.LmzCompressor(loaded=tiny_model, chunk_tokens=8, train=train).compress(TEXT)
+        stored = lm_chunks(container.unpack(data))
+        assert stored and all(chunk.scale == memory_int.fp16_scale(0.05) for chunk in stored)
+        assert codec.LmzDecompressor(loaded=tiny_model).decompress(data) == TEXT
+        zeros[sparsity] = sum(int((chunk.integers() == 0).sum()) for chunk in stored)
+    assert zeros[4.0] > zeros[0.0]

@@ -6,6 +6,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from llmzip import wire
+from llmzip.chunking import detokenize, text_bytes
+from llmzip.errors import FormatError
+
+# Memory and lm chunks are decoded together in groups of this many, consecutive in archive
+# order, where an archive records none (settings "g"; CODEC.md, "Decode groups"): the
+# writer's default too. 256 rows keep a step compute-bound on a CPU core: 19.7x the
+# tokens/s of batch 1 (BENCHMARKS.md, "Extract throughput"), and the prompt pass's logits
+# take 2 MB a row with Gemma's 262k vocabulary. The most an archive may ask for is
+# wire.MAX_DECODE_GROUP.
+DEFAULT_DECODE_GROUP = 256
 
 @dataclass(frozen=True)
 class WireContext:
@@ -36,6 +47,10 @@ class Kind:
     in_fallback_frame: ClassVar[bool] = False  # its bytes live in the archive's zstd frame
     needs_model: ClassVar[bool] = False  # restoring it needs the archive's model
     minor: ClassVar[int] = 0  # the format 2 minor version that defines it (the writer's minor is the largest used)
+    # Whether the writer stores chunks of this kind. Read-only kinds (False) live in
+    # llmzip/kinds/legacy/: every archive ever written stays readable, but nothing writes
+    # them any more (their writers are in the fixture tooling, fixtures/legacy_writers.py).
+    written: ClassVar[bool]
 
     # ---------------------------------------------------------------- wire half (no torch)
 
@@ -56,9 +71,30 @@ class Kind:
         """The smallest logit gap recorded at compress time, for kinds that decode."""
         return None
 
+    def tokens(self, chunk) -> int | None:
+        """The tokens restoring this chunk decodes (its record's n_tokens), or None for
+        kinds that decode none."""
+        return None
+
     def work(self, chunk) -> int:
         """Units of restoring work (decoded tokens) this chunk costs, for progress bars."""
+        return self.tokens(chunk) or 0
+
+    def corrections_count(self, chunk) -> int:
+        """Positions the decode of this chunk takes a stored token at instead of its
+        greedy choice (kinds memory-int-coded, memory-int-lm); 0 for every other kind."""
         return 0
+
+    def describe(self, chunk) -> dict[str, Any]:
+        """What ``llmzip info``/``verify -v`` may say about one chunk, without a model:
+        ``kind`` (name), ``length`` (bytes it restores), ``stored_bytes`` (its payload,
+        :meth:`stored_bytes`), ``tokens`` (:meth:`tokens`, None for kinds that decode
+        none), ``margin`` (:meth:`margin`, None for kinds without), ``corrections``
+        (:meth:`corrections_count`), ``standalone`` (a memory vector that regenerates its
+        chunk alone: a memory kind's chunk without corrections)."""
+        return {"kind": self.name, "length": chunk.length, "stored_bytes": self.stored_bytes(chunk),
+                "tokens": self.tokens(chunk), "margin": self.margin(chunk),
+                "corrections": self.corrections_count(chunk), "standalone": False}
 
     def export_row(self, chunk, archive) -> dict[str, Any] | None:
         """What ``llmzip export`` writes for this chunk, or None if it exports nothing."""
@@ -82,19 +118,21 @@ def check_token_counts(items) -> None:
     """Refuse a chunk that asks for more tokens than it has bytes: every token a writer
     stores decodes to at least one byte, so such a record is corrupt, and decoding it
     anyway would cost up to 65,536 model steps (kinds that decode tokens call this)."""
-    from llmzip.errors import FormatError
-
     for index, chunk in items:
         if chunk.n_tokens > chunk.length:
             raise FormatError(f"chunk {index}: n_tokens {chunk.n_tokens} exceeds its length {chunk.length} B")
 
 
-def decode_group(archive, default: int, limit: int) -> int:
+def decode_group(archive) -> int:
     """The archive's decode group (settings ``g``, format 2; CODEC.md, "Decode groups"),
-    bounded to 1..``limit``, or ``default`` where it records none."""
-    from llmzip import container
-
-    group = archive.header.settings.get(container.SETTINGS_KEYS["decode_group"]) if archive.version[0] >= 2 else None
+    bounded to 1..``wire.MAX_DECODE_GROUP``, or :data:`DEFAULT_DECODE_GROUP` where it
+    records none."""
+    group = archive.header.settings.get(wire.SETTINGS_KEYS["decode_group"]) if archive.version[0] >= 2 else None
     if group is None:
-        return default
-    return container.check_int(group, "header settings: decode group", 1, limit)
+        return DEFAULT_DECODE_GROUP
+    return wire.check_int(group, "header settings: decode group", 1, wire.MAX_DECODE_GROUP)
+
+
+def restored_text(loaded, token_ids) -> bytes:
+    """The bytes ``token_ids`` decode to with ``loaded``'s tokenizer (kinds that decode tokens)."""
+    return text_bytes(detokenize(loaded.tokenizer, token_ids))

@@ -9,22 +9,14 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-from llmzip import container
+from llmzip import wire
+from llmzip.corrections import Corrections
 from llmzip.errors import FormatError
-from llmzip.kinds.base import Kind, Restored, WireContext, check_token_counts, decode_group
+from llmzip.kinds.base import Kind, Restored, WireContext, check_token_counts, decode_group, restored_text
+from llmzip.kinds.legacy import format1
 
-TEMPLATE = "bos+mem"  # the prompt: the model's BOS embedding, then the vector (CODEC.md)
-# Memory chunks are decoded together in groups of this many, consecutive in archive order
-# (recorded in the header's settings as "g"; CODEC.md, "Decode groups"). 256 rows keep a
-# step compute-bound on a CPU core: 19.7x the tokens/s of batch 1 (BENCHMARKS.md, "Extract
-# throughput"), and the prompt pass's logits take 2 MB a row with Gemma's 262k vocabulary.
-DEFAULT_DECODE_GROUP = 256
-MAX_DECODE_GROUP = 4096  # what an archive may ask for: bounds the prompt pass's memory
-
-_FIELDS_V1 = struct.Struct("<Id")  # format 1: n_tokens u32, min_margin f64; the vector follows
 _MARGIN_V2 = struct.Struct("<f")  # format 2: n_tokens varint, min_margin f32; the vector follows
 
 
@@ -66,7 +58,7 @@ class MemoryChunk:
     vector: bytes  # FP16.size(vector_dim) bytes
     n_tokens: int  # tokens the decoder must generate
     length: int  # bytes of the chunk's text
-    check: int  # container.chunk_check() of the chunk's bytes
+    check: int  # wire.chunk_check() of the chunk's bytes
     min_margin: float  # smallest top-1/top-2 logit gap seen at compress-time verification
 
 
@@ -75,26 +67,22 @@ class MemoryKind(Kind):
     code = 1
     chunk_type = MemoryChunk
     needs_model = True
+    written = True  # compress --rank 0
     vector_format = FP16
 
     # ---------------------------------------------------------------- wire half
 
     def encode_fields(self, chunk: MemoryChunk, ctx: WireContext) -> bytes:
         self._check(chunk, ctx.vector_dim, "memory chunk")
-        if ctx.version[0] == 1:
-            return _FIELDS_V1.pack(chunk.n_tokens, chunk.min_margin) + chunk.vector
         margin = _float32_at_most(chunk.min_margin)
-        return container.varint(chunk.n_tokens) + _MARGIN_V2.pack(margin) + chunk.vector
+        return wire.varint(chunk.n_tokens) + _MARGIN_V2.pack(margin) + chunk.vector
 
     def decode_fields(self, fields, length, check, ctx, where) -> MemoryChunk:
         vector_size = self.vector_format.size(ctx.vector_dim)
         if ctx.version[0] == 1:
-            head = _FIELDS_V1.size
-            if fields.nbytes != head + vector_size:
-                raise FormatError(f"{where}: a memory record has {head + vector_size} bytes of fields, not {fields.nbytes}")
-            n_tokens, margin = _FIELDS_V1.unpack_from(fields)
+            n_tokens, margin, head = format1.read_memory_fields(fields, vector_size, where)
         else:
-            n_tokens, head = container.read_varint(fields, 0, f"{where}: n_tokens")
+            n_tokens, head = wire.read_varint(fields, 0, f"{where}: n_tokens")
             if fields.nbytes != head + _MARGIN_V2.size + vector_size:
                 raise FormatError(f"{where}: a memory record's fields are {fields.nbytes} bytes, expected "
                                   f"{head + _MARGIN_V2.size + vector_size}")
@@ -111,7 +99,7 @@ class MemoryKind(Kind):
     @staticmethod
     def _check_common(chunk, where: str) -> None:
         """The fields every memory kind has: n_tokens and min_margin."""
-        container.check_int(chunk.n_tokens, f"{where}: n_tokens", 1, container.MAX_TOKENS_PER_CHUNK)
+        wire.check_int(chunk.n_tokens, f"{where}: n_tokens", 1, wire.MAX_TOKENS_PER_CHUNK)
         margin = chunk.min_margin
         if not isinstance(margin, (int, float)) or not math.isfinite(margin) or margin < 0:
             raise FormatError(f"{where}: min_margin {margin!r} is not a finite number >= 0")
@@ -122,12 +110,16 @@ class MemoryKind(Kind):
     def margin(self, chunk: MemoryChunk) -> float:
         return chunk.min_margin
 
-    def work(self, chunk: MemoryChunk) -> int:
+    def tokens(self, chunk: MemoryChunk) -> int:
         return chunk.n_tokens
+
+    def describe(self, chunk) -> dict:
+        row = super().describe(chunk)
+        return {**row, "standalone": row["corrections"] == 0}
 
     def make_chunk(self, payload: bytes, n_tokens: int, length: int, check: int, min_margin: float,
                    vector_dim: int) -> MemoryChunk:
-        """A chunk of this kind from what training stored (:meth:`Fp16Form.store`'s payload)."""
+        """A chunk of this kind from what training stored (:meth:`llmzip.forms.Fp16Form.store`'s payload)."""
         chunk = MemoryChunk(payload, n_tokens, length, check, min_margin)
         self._check(chunk, vector_dim, "trained chunk")
         return chunk
@@ -140,9 +132,7 @@ class MemoryKind(Kind):
 
     def check_before_model(self, items, archive) -> None:
         if archive.version[0] == 1:  # format 2 has one template per kind code (CODEC.md)
-            template = archive.header.settings.get("template")
-            if template != TEMPLATE:
-                raise FormatError(f"archive uses prompt template {template!r}; this llmzip decodes {TEMPLATE!r}")
+            format1.check_template(archive.header.settings)
         check_token_counts(items)
 
     def restore(self, items, loaded, archive, on_done=None):
@@ -150,16 +140,14 @@ class MemoryKind(Kind):
         1, and its margins absorb the new batch shapes, as tests/test_compat.py shows). A
         chunk whose bytes miss their check is decoded once more alone before the codec's
         checks decide: a second computation, never a way around them."""
-        from llmzip import container
-
-        group = decode_group(archive, DEFAULT_DECODE_GROUP, MAX_DECODE_GROUP)
+        group = decode_group(archive)
         chunks = [chunk for _, chunk in items]
         results = self.decode(loaded, chunks, group, on_done=on_done)
         for (index, chunk), result in zip(items, results):
-            data = _text_bytes(loaded, result.token_ids)
-            if len(data) != chunk.length or container.chunk_check(data, archive.version) != chunk.check:
+            data = restored_text(loaded, result.token_ids)
+            if len(data) != chunk.length or wire.chunk_check(data, archive.version) != chunk.check:
                 [result] = self.decode(loaded, [chunk], 1)
-                data = _text_bytes(loaded, result.token_ids)
+                data = restored_text(loaded, result.token_ids)
             yield Restored(index, data, result.min_margin)
 
     def decode(self, loaded, chunks: list, group: int, on_done=None) -> list:
@@ -192,13 +180,6 @@ class MemoryKind(Kind):
         return torch.frombuffer(raw, dtype=torch.float16).view(len(chunks), -1)  # (B, d)
 
 
-
-def _text_bytes(loaded, token_ids) -> bytes:
-    from llmzip.chunking import detokenize, text_bytes
-
-    return text_bytes(detokenize(loaded.tokenizer, token_ids))
-
-
 def _float32_at_most(value: float) -> float:
     """The largest float32 not above ``value`` (>= 0): a recorded margin never overstates."""
     (rounded,) = _MARGIN_V2.unpack(_MARGIN_V2.pack(value))
@@ -209,64 +190,3 @@ def _float32_at_most(value: float) -> float:
 
 
 KIND = MemoryKind()
-
-
-class Corrections:
-    """The positions of one row where :func:`decode_batch` takes a token other than its
-    greedy choice, and the token it takes there. This class holds the tokens themselves
-    (kind ``memory-int-coded`` stores them); a subclass may instead work each one out from
-    the position's logits (kind ``memory-int-lm`` decodes them from a range code under the
-    model). ``failed`` marks a row whose corrections turned out invalid: its decode then
-    does not count."""
-
-    failed = False
-
-    def __init__(self, pairs: Sequence[tuple[int, int]] = ()):
-        self.tokens = dict(pairs)  # position -> token
-        self.positions = frozenset(self.tokens)
-
-    def take(self, position: int, logits) -> int:
-        """The token at ``position``; ``logits`` (V,) float32 numpy is the decode's row there,
-        valid during the call only."""
-        return self.tokens[position]
-
-    def finish(self, payload: bytes) -> bytes:
-        """The payload to store once the decode has run, from the one the form stored
-        before it: here ``payload`` itself; kind memory-int-lm's writer returns the record
-        with the code of what it took."""
-        return payload
-
-
-class Fp16Form:
-    """How the trainer parametrises a full vector: the (d,) float32 vector itself, prompted
-    as is while training and rounded to fp16 when stored."""
-
-    kind = KIND
-    lr_scale = 1.0
-    corrects = False  # stores no corrected positions
-
-    def __init__(self, vector_dim: int, start=None):
-        self.n_params = vector_dim
-        self.start = start  # (d,) float32 tensor where every vector starts, or None (seeded noise alone)
-
-    def initial(self, generator, embed_rms: float, start_noise: float):
-        """The start vector (d,): seeded noise at the embeddings' scale, or the fitted start
-        plus ``start_noise`` times that noise."""
-        import torch
-
-        vector = torch.randn(self.n_params, generator=generator) * embed_rms
-        return vector if self.start is None else self.start.float().cpu() + start_noise * vector
-
-    def vectors(self, params):
-        return params  # (B, d)
-
-    def penalty(self, params):
-        """What this form adds to each chunk's loss: nothing."""
-        return 0.0
-
-    def store(self, params):
-        """(the fp16 bytes the record holds, the (d,) float16 vector they are)."""
-        import torch
-
-        vector = params.detach().to("cpu", torch.float16).contiguous()
-        return vector.numpy().astype("<f2").tobytes(), vector

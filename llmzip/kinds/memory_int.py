@@ -26,7 +26,7 @@ sums integers below 2**53, ``s`` is an fp16 value, then one multiply, one add an
 rounding to float32. So the vector extract rebuilds is the same bits on any machine, and
 compress verifies exactly that vector with the decoder extract runs (format/CODEC.md).
 
-Training (:class:`IntVectorForm`) optimises a float ``z`` (k,) and prompts the model with
+Training (:class:`llmzip.forms.IntVectorForm`) optimises a float ``z`` (k,) and prompts the model with
 the *quantised* vector at every step (a straight-through estimator: the gradient for the
 rounded coefficients is applied to ``z``), so the margin it stops on is measured on the
 stored form.
@@ -41,14 +41,14 @@ from dataclasses import dataclass
 
 import xxhash
 
-from llmzip import container
-from llmzip.config import VECTOR_BITS
+from llmzip import wire
 from llmzip.errors import FormatError
+from llmzip.identity import recorded_identity
 from llmzip.kinds.memory import MemoryKind, _float32_at_most, _MARGIN_V2
 
-BITS = VECTOR_BITS  # coefficient widths a record may use
+BITS = wire.VECTOR_BITS  # coefficient widths a record may use
 BASIS_SEED = 0x6C6D7A62  # xxh64 seed of the basis hashes ("lmzb")
-OFFSET_KEY = container.SETTINGS_KEYS["memory_offset"]  # xxh64 of the offset's float32 bytes (absent: zero)
+OFFSET_KEY = wire.SETTINGS_KEYS["memory_offset"]  # xxh64 of the offset's float32 bytes (absent: zero)
 SCALE = struct.Struct("<e")  # a record's scale: one little-endian fp16
 MIN_SCALE = 2.0**-14  # the smallest normal fp16: what a writer clamps a vector's scale to
 # Where a writer puts the outermost grid level, in RMS of the coefficients (a compress-time
@@ -84,13 +84,13 @@ class IntVectorChunk:
     coefficients: bytes  # q: a little-endian bit stream of bits-bit two's complement fields (padding 0)
     n_tokens: int  # tokens the decoder must generate
     length: int  # bytes of the chunk's text
-    check: int  # container.chunk_check() of the chunk's bytes
+    check: int  # wire.chunk_check() of the chunk's bytes
     min_margin: float  # smallest top-1/top-2 logit gap measured by extract's computation at compress time
 
     @property
     def payload(self) -> bytes:
         """The record's fields after n_tokens and min_margin (and what a journal keeps)."""
-        return container.varint(self.rank) + bytes([self.bits]) + SCALE.pack(self.scale) + self.coefficients
+        return wire.varint(self.rank) + bytes([self.bits]) + SCALE.pack(self.scale) + self.coefficients
 
     def integers(self):
         """(rank,) int64 numpy array of the coefficients (:func:`unpack_coefficients`)."""
@@ -119,8 +119,8 @@ def parse_payload(payload, vector_dim: int, where: str) -> tuple[int, int, float
 def read_rank_and_bits(payload: memoryview, vector_dim: int, widths, kind_name: str, where: str):
     """(rank, bits, offset after them) from the start of a record's payload, bounded:
     rank 1..``vector_dim``, bits one of ``widths``."""
-    rank, at = container.read_varint(payload, 0, f"{where}: rank")
-    container.check_int(rank, f"{where}: rank", 1, vector_dim)
+    rank, at = wire.read_varint(payload, 0, f"{where}: rank")
+    wire.check_int(rank, f"{where}: rank", 1, vector_dim)
     if at >= payload.nbytes:
         raise FormatError(f"{where}: a {kind_name} record's fields end before its bits per coefficient")
     if payload[at] not in widths:
@@ -196,7 +196,7 @@ def offset_for(weights_fingerprint: str):
 
 def offset_checksum(offset) -> int | None:
     """The settings value that names ``offset`` ((d,) float32 numpy, or None for zero)."""
-    return None if offset is None else container.checksum(offset.astype("<f4").tobytes())
+    return None if offset is None else wire.checksum(offset.astype("<f4").tobytes())
 
 
 def archive_offset(archive):
@@ -204,8 +204,6 @@ def archive_offset(archive):
     the one this llmzip ships for the archive's model, or a ``FormatError`` if the header's
     settings ``mo`` names another (extract and export both refuse rather than rebuild
     different vectors)."""
-    from llmzip.identity import recorded_identity
-
     recorded = archive.header.settings.get(OFFSET_KEY)
     offset = offset_for(recorded_identity(archive.version, archive.header).weights_fingerprint)
     if recorded != offset_checksum(offset):
@@ -239,6 +237,7 @@ class IntVectorKind(MemoryKind):
     code = 4
     chunk_type = IntVectorChunk
     minor = 2
+    written = True  # compress at widths the coded kinds do not take (9..16 bits)
 
     def parse(self, payload, n_tokens: int, vector_dim: int, where: str) -> tuple:
         """The chunk's fields its payload holds (those of :attr:`chunk_type` before
@@ -250,14 +249,14 @@ class IntVectorKind(MemoryKind):
         self._check_common(chunk, where)
         payload = chunk.payload
         self.parse(payload, chunk.n_tokens, ctx.vector_dim, where)
-        return container.varint(chunk.n_tokens) + _MARGIN_V2.pack(_float32_at_most(chunk.min_margin)) + payload
+        return wire.varint(chunk.n_tokens) + _MARGIN_V2.pack(_float32_at_most(chunk.min_margin)) + payload
 
     def decode_fields(self, fields, length, check, ctx, where):
         if tuple(ctx.version) < (2, self.minor):
             raise FormatError(f"{where}: kind {self.name} ({self.code}) is not defined in format "
                               f"{ctx.version[0]}.{ctx.version[1]}")
-        n_tokens, at = container.read_varint(fields, 0, f"{where}: n_tokens")
-        container.check_int(n_tokens, f"{where}: n_tokens", 1, container.MAX_TOKENS_PER_CHUNK)
+        n_tokens, at = wire.read_varint(fields, 0, f"{where}: n_tokens")
+        wire.check_int(n_tokens, f"{where}: n_tokens", 1, wire.MAX_TOKENS_PER_CHUNK)
         if fields.nbytes < at + _MARGIN_V2.size:
             raise FormatError(f"{where}: a {self.name} record's fields end before its min_margin")
         (margin,) = _MARGIN_V2.unpack_from(fields, at)
@@ -294,73 +293,3 @@ class IntVectorKind(MemoryKind):
 
 
 KIND = IntVectorKind()
-
-
-class IntVectorForm:
-    """How the trainer parametrises a memory-int vector: ``z`` (k,) float, prompted with the
-    vector of its quantised form (straight-through), stored as :class:`IntVectorChunk`."""
-
-    kind = KIND
-    corrects = False  # stores no corrected positions (the coded kinds' forms do)
-
-    def __init__(self, rank: int, bits: int, offset, vector_dim: int):
-        import torch
-
-        if not 1 <= rank <= vector_dim or bits not in BITS:
-            raise ValueError(f"rank must be in 1..{vector_dim} and bits in {BITS[0]}..{BITS[-1]}, got rank {rank}, bits {bits}")
-        self.rank, self.bits, self.vector_dim = rank, bits, vector_dim
-        self.offset = offset  # (d,) float32 numpy or None
-        self.n_params = rank
-        # a coefficient's step moves v by ~sqrt(k) x as much with random signs, by as much with the identity
-        self.lr_scale = 1.0 if rank == vector_dim else 1 / math.sqrt(rank)
-        self._basis = torch.tensor(basis(vector_dim, rank), dtype=torch.float32)  # (d, k); moved to z's device
-        self._offset = torch.zeros(vector_dim) if offset is None else torch.from_numpy(offset.copy())  # (d,)
-
-    def initial(self, generator, embed_rms: float, start_noise: float):
-        """Start coefficients (k,): seeded noise, small around the offset where there is one."""
-        import torch
-
-        z = torch.randn(self.rank, generator=generator) * embed_rms * self.lr_scale
-        return z * start_noise if self.offset is not None else z
-
-    def penalty(self, z):
-        """What this form adds to each chunk's loss: nothing (see memory-int-coded's form)."""
-        return 0.0
-
-    def _scale(self, z):
-        """Each vector's grid step, (B, 1) fp16 values, from z (B, k): the grid's last level
-        at CLIP x RMS (outliers clamped), or at the largest |z| for widths without a clip."""
-        import torch
-
-        reach = z.abs().amax(-1, keepdim=True)  # (B, 1)
-        if self.bits in CLIP:
-            reach = torch.minimum(reach, CLIP[self.bits] * z.pow(2).mean(-1, keepdim=True).sqrt())
-        return (reach / qmax(self.bits)).clamp_min(MIN_SCALE).half().float()
-
-    def _quantise(self, z):
-        """Scale (B, 1) as fp16 values and integer coefficients (B, k), from z (B, k)."""
-        scale = self._scale(z)
-        return scale, (z / scale).round().clamp(-qmax(self.bits), qmax(self.bits))
-
-    def vectors(self, z):
-        """(B, k) -> (B, d): the quantised vectors, differentiable in z (straight-through)."""
-        scale, q = self._quantise(z.detach())
-        zq = z + (q * scale - z).detach()
-        if self._basis.device != z.device:  # once: the trainer's device
-            self._basis, self._offset = self._basis.to(z.device), self._offset.to(z.device)
-        return self._offset + zq @ self._basis.T
-
-    def store(self, z, *record_fields):
-        """(the record's payload, see the kind's chunk ``payload``; the (d,) float32 vector
-        extract rebuilds from it). ``record_fields``: what else the form's record holds
-        (the coded kinds: the corrections)."""
-        import torch
-
-        scale, q = self._quantise(z.detach().float().cpu()[None])
-        form = self._record(float(scale[0, 0]), q[0].long().numpy(), *record_fields)
-        return form.payload, torch.from_numpy(rebuild([form], self.vector_dim, self.offset))[0]
-
-    def _record(self, scale: float, q) -> IntVectorChunk:
-        """The stored form of a vector (the chunk fields after the vector's are unused)."""
-        return IntVectorChunk(self.rank, self.bits, scale, pack_coefficients(q, self.bits),
-                              n_tokens=1, length=1, check=0, min_margin=0.0)

@@ -1,11 +1,10 @@
 """Kind ``memory-int-lm`` (code 6): a ``memory-int-coded`` vector whose corrections are
 coded in the same range code as its coefficients, their tokens under the model.
 
-A correction of kind 5 (:mod:`llmzip.kinds.memory_int_coded`) stores its position's gap and
-its token as varints: 1 B and 1-3 B (2.2 B on average in the GPL-3 preamble's archive;
-most of Gemma 3's 262k ids need 3), ~3.2 B a correction, a tenth of a 64-token chunk's
-record at 8 corrections. But the decoder has the
-model's logits at the corrected position, and there the chunk's token is nearly always the
+A correction of kind 5 (:mod:`llmzip.kinds.legacy.memory_int_coded`, read only now)
+stores its position's gap and its token as varints: 1 B and 1-3 B (2.2 B on average in the
+GPL-3 preamble's archive; most of Gemma 3's 262k ids need 3), ~3.2 B a correction, a tenth
+of a 64-token chunk's record at 8 corrections. But the decoder has the model's logits at the corrected position, and there the chunk's token is nearly always the
 greedy token (its gap too small to count on) or the runner-up: under the model's
 distribution it costs 3.4 bits on average (62 corrections of the GPL-3 preamble's vectors;
 BENCHMARKS.md, "Corrections coded by the model"). So this kind codes, after the
@@ -17,12 +16,13 @@ coefficients and in the same range code:
   decode computes at its position, with the grids and tolerance that make the code survive
   the logits' last-bit drift between machines and batch shapes.
 
-Everything else is kind 5: the coefficients' code, the rebuild, the decode with the
+Everything else is kind 5: the coefficients' code (:func:`write_coefficients`, here
+because this is the kind that is written), the rebuild, the decode with the
 corrected positions forced and left out of the margin. The coefficients and flags can be
 read without the model (the vector is rebuilt and the positions checked before it loads);
 the tokens only during the decode, each with its position's logits. So the writer codes
 them during the decode that verifies the stored form (:class:`CodingTokens`, through
-:meth:`llmzip.kinds.memory.Corrections.finish`), and the reader decodes them there
+:meth:`llmzip.corrections.Corrections.finish`), and the reader decodes them there
 (:class:`DecodedTokens`), re-encoding everything it decoded: a record whose code is not
 the exact code of what it decodes to is refused (one code per record, as for kind 5).
 """
@@ -32,16 +32,60 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from llmzip import container
-from llmzip.config import MAX_CORRECTIONS
+from llmzip import wire
+from llmzip.corrections import Corrections
 from llmzip.errors import FormatError
 from llmzip.kinds import lm, memory_int
-from llmzip.kinds.memory import Corrections
-from llmzip.kinds.memory_int_coded import CodedIntVectorForm, read_coefficients, read_head, write_coefficients, write_head
 from llmzip.kinds.rangecode import counts_model, pack_words, unpack_words
 
 NAME = "memory-int-lm"
+BITS = wire.CODED_BITS  # coefficient widths this kind codes: up to 255 values per model
 FLAG_START = (1, 1)  # counts of (not corrected, corrected) before a record's first flag; +1 per flag
+
+
+def write_coefficients(coder, q, bits: int) -> None:
+    """Code integer coefficients ``q`` ((k,) numpy, each within ``qmax(bits)``) into
+    ``coder`` (a constriction queue RangeEncoder): adaptive counts over the 2 * qmax + 1
+    values, 1 each at the start, +1 per coded value (format/CODEC.md, "Coded integer
+    vectors"; kind memory-int-coded codes them alone the same way)."""
+    import numpy
+
+    top = memory_int.qmax(bits)
+    counts = numpy.ones(2 * top + 1, dtype=numpy.int64)
+    for value in numpy.asarray(q, dtype=numpy.int64).tolist():
+        coder.encode(value + top, counts_model(counts))
+        counts[value + top] += 1
+
+
+def read_coefficients(coder, rank: int, bits: int):
+    """(rank,) int64 numpy coefficients decoded from ``coder`` (a constriction queue
+    RangeDecoder), which then stands after them; constriction raises on a code it cannot read."""
+    import numpy
+
+    top = memory_int.qmax(bits)
+    counts = numpy.ones(2 * top + 1, dtype=numpy.int64)
+    q = numpy.empty(rank, dtype=numpy.int64)
+    for i in range(rank):
+        q[i] = int(coder.decode(counts_model(counts))) - top
+        counts[q[i] + top] += 1
+    return q
+
+
+def write_head(rank: int, bits: int, scale: float) -> bytes:
+    """The fields a coded record starts with (this kind's and memory-int-coded's): rank
+    varint, bits u8, scale fp16."""
+    return wire.varint(rank) + bytes([bits]) + memory_int.SCALE.pack(scale)
+
+
+def read_head(payload: memoryview, vector_dim: int, kind_name: str, where: str):
+    """(rank, bits, scale, offset after them): the fields a coded record starts with (this
+    kind's and memory-int-coded's), every bound checked."""
+    rank, bits, at = memory_int.read_rank_and_bits(payload, vector_dim, BITS, kind_name, where)
+    if payload.nbytes < at + memory_int.SCALE.size:
+        raise FormatError(f"{where}: a {kind_name} record's fields end inside its scale")
+    (scale,) = memory_int.SCALE.unpack_from(payload, at)
+    memory_int.check_scale(scale, where)
+    return rank, bits, scale, at + memory_int.SCALE.size
 
 
 @dataclass(frozen=True)
@@ -85,7 +129,7 @@ class LmCorrectedVectorChunk:
             positions = read_flags(coder, self.n_tokens) if flags else ()
         except Exception as exc:  # noqa: BLE001 - constriction raises on a code it cannot read
             raise FormatError(f"{NAME} code cannot be decoded: {exc}") from None
-        most = min(MAX_CORRECTIONS, self.n_tokens - 1)
+        most = min(wire.MAX_CORRECTIONS, self.n_tokens - 1)
         if len(positions) > most:
             raise FormatError(f"{NAME} record corrects {len(positions)} of its {self.n_tokens} positions "
                               f"(at most {most})")
@@ -130,6 +174,7 @@ class LmCorrectedVectorKind(memory_int.IntVectorKind):
     code = 6
     chunk_type = LmCorrectedVectorChunk
     minor = 4
+    written = True  # compress's vectors up to 8 bits: the default
 
     def parse(self, payload, n_tokens: int, vector_dim: int, where: str) -> tuple:
         return parse_payload(payload, vector_dim, where)
@@ -147,6 +192,9 @@ class LmCorrectedVectorKind(memory_int.IntVectorKind):
 
     def corrections(self, chunk: LmCorrectedVectorChunk):
         return DecodedTokens(chunk)
+
+    def corrections_count(self, chunk: LmCorrectedVectorChunk) -> int:
+        return len(chunk.positions)
 
 
 KIND = LmCorrectedVectorKind()
@@ -221,26 +269,3 @@ class _Recoding:
 
     def code(self) -> bytes:
         return pack_words(self.encoder.get_compressed())
-
-
-class LmCorrectedVectorForm(CodedIntVectorForm):
-    """:class:`~llmzip.kinds.memory_int_coded.CodedIntVectorForm` stored as kind
-    memory-int-lm: the same training, grid and sparsity pull; the verifying decode codes
-    the corrections (:class:`CodingTokens`)."""
-
-    kind = KIND
-
-    def corrector(self, payload: bytes, corrections, n_tokens: int):
-        chunk = LmCorrectedVectorChunk(*parse_payload(payload, self.vector_dim, "trained chunk"), n_tokens=n_tokens,
-                                       length=n_tokens, check=0, min_margin=0.0)
-        return CodingTokens(chunk, corrections)
-
-    def _record(self, scale: float, q, corrections=()) -> LmCorrectedVectorChunk:
-        """The stored form before the decode: the coefficients alone (:class:`CodingTokens`
-        writes the whole code)."""
-        import constriction
-
-        coder = constriction.stream.queue.RangeEncoder()
-        write_coefficients(coder, q, self.bits)
-        return LmCorrectedVectorChunk(self.rank, self.bits, scale, pack_words(coder.get_compressed()), n_tokens=1,
-                                      length=1, check=0, min_margin=0.0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from llmzip import container
+from llmzip import wire
 from llmzip.errors import ChecksumError, FormatError
 from llmzip.kinds.base import Kind, Restored, WireContext
 
@@ -31,6 +31,7 @@ class ZstdKind(Kind):
     code = 2
     chunk_type = FallbackChunk
     in_fallback_frame = True
+    written = True  # whatever no other kind holds exactly
 
     def encode_fields(self, chunk: FallbackChunk, ctx: WireContext) -> bytes:
         if not isinstance(chunk.data, bytes):
@@ -41,7 +42,7 @@ class ZstdKind(Kind):
         if fields.nbytes:
             raise FormatError(f"{where}: a zstd record has no fields, not {fields.nbytes} bytes")
         data = ctx.take_fallback(length)
-        computed = container.chunk_check(data, ctx.version)
+        computed = wire.chunk_check(data, ctx.version)
         if computed != check:
             raise ChecksumError(f"{where}: its fallback bytes hash to {computed:x}, the record says {check:x}")
         return FallbackChunk(data)

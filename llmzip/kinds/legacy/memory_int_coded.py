@@ -1,5 +1,10 @@
-"""Kind ``memory-int-coded`` (code 5): a ``memory-int`` vector with range-coded
-coefficients and a few corrected positions.
+"""Kind ``memory-int-coded`` (code 5, format 2.3; read only): a ``memory-int`` vector with
+range-coded coefficients and a few corrected positions.
+
+llmzip wrote this kind by default before kind ``memory-int-lm`` (6), which codes the same
+coefficients and the corrected tokens under the model in one range code
+(:mod:`llmzip.kinds.memory_int_lm`); it now only reads it. Its writer, the training form
+that stored it, is in ``fixtures/legacy_writers.py``.
 
 Two changes to kind 4 (:mod:`llmzip.kinds.memory_int`), each measured on the vectors
 compress writes for Gemma 3 270M (BENCHMARKS.md, "Coded vectors and corrections"):
@@ -32,14 +37,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from llmzip import container
-from llmzip.config import CODED_BITS, MAX_CORRECTIONS
+from llmzip import wire
+from llmzip.corrections import Corrections
 from llmzip.errors import FormatError
+from llmzip.identity import recorded_identity
 from llmzip.kinds import memory_int
-from llmzip.kinds.memory import Corrections
-from llmzip.kinds.rangecode import counts_model, pack_words, unpack_words
-
-BITS = CODED_BITS  # coefficient widths this kind codes: up to 255 values per model
+from llmzip.kinds.memory_int_lm import BITS, read_coefficients, read_head, write_coefficients, write_head
+from llmzip.kinds.rangecode import pack_words, unpack_words
 
 
 @dataclass(frozen=True)
@@ -60,10 +64,10 @@ class CodedIntVectorChunk:
     @property
     def payload(self) -> bytes:
         """The record's fields after n_tokens and min_margin (and what a journal keeps)."""
-        fields = [write_head(self.rank, self.bits, self.scale), container.varint(len(self.corrections))]
+        fields = [write_head(self.rank, self.bits, self.scale), wire.varint(len(self.corrections))]
         previous = -1
         for position, token in self.corrections:
-            fields += [container.varint(position - previous - 1), container.varint(token)]
+            fields += [wire.varint(position - previous - 1), wire.varint(token)]
             previous = position
         return b"".join(fields) + self.code
 
@@ -81,31 +85,6 @@ def encode_coefficients(q, bits: int) -> bytes:
     coder = constriction.stream.queue.RangeEncoder()
     write_coefficients(coder, q, bits)
     return pack_words(coder.get_compressed())
-
-
-def write_coefficients(coder, q, bits: int) -> None:
-    """Code ``q`` into ``coder`` (a constriction queue RangeEncoder), as :func:`encode_coefficients`."""
-    import numpy
-
-    top = memory_int.qmax(bits)
-    counts = numpy.ones(2 * top + 1, dtype=numpy.int64)
-    for value in numpy.asarray(q, dtype=numpy.int64).tolist():
-        coder.encode(value + top, counts_model(counts))
-        counts[value + top] += 1
-
-
-def read_coefficients(coder, rank: int, bits: int):
-    """(rank,) int64 numpy coefficients decoded from ``coder`` (a constriction queue
-    RangeDecoder), which then stands after them; constriction raises on a code it cannot read."""
-    import numpy
-
-    top = memory_int.qmax(bits)
-    counts = numpy.ones(2 * top + 1, dtype=numpy.int64)
-    q = numpy.empty(rank, dtype=numpy.int64)
-    for i in range(rank):
-        q[i] = int(coder.decode(counts_model(counts))) - top
-        counts[q[i] + top] += 1
-    return q
 
 
 def decode_coefficients(code: bytes, rank: int, bits: int):
@@ -127,35 +106,18 @@ def parse_payload(payload, n_tokens: int, vector_dim: int, where: str):
     """(rank, bits, scale, corrections, code) from payload bytes, every bound checked."""
     payload = memoryview(payload)
     rank, bits, scale, at = read_head(payload, vector_dim, "memory-int-coded", where)
-    count, at = container.read_varint(payload, at, f"{where}: corrections")
-    container.check_int(count, f"{where}: corrections", 0, min(MAX_CORRECTIONS, n_tokens - 1))
+    count, at = wire.read_varint(payload, at, f"{where}: corrections")
+    wire.check_int(count, f"{where}: corrections", 0, min(wire.MAX_CORRECTIONS, n_tokens - 1))
     corrections, position = [], -1
     for _ in range(count):
-        gap, at = container.read_varint(payload, at, f"{where}: correction position")
-        token, at = container.read_varint(payload, at, f"{where}: correction token")
+        gap, at = wire.read_varint(payload, at, f"{where}: correction position")
+        token, at = wire.read_varint(payload, at, f"{where}: correction token")
         position += gap + 1
-        container.check_int(position, f"{where}: corrected position", 0, n_tokens - 1)
+        wire.check_int(position, f"{where}: corrected position", 0, n_tokens - 1)
         corrections.append((position, token))
     if at >= payload.nbytes:
         raise FormatError(f"{where}: a memory-int-coded record has no coefficient code")
     return rank, bits, scale, tuple(corrections), bytes(payload[at:])
-
-
-def write_head(rank: int, bits: int, scale: float) -> bytes:
-    """The fields a coded record starts with (this kind's and memory-int-lm's): rank
-    varint, bits u8, scale fp16."""
-    return container.varint(rank) + bytes([bits]) + memory_int.SCALE.pack(scale)
-
-
-def read_head(payload: memoryview, vector_dim: int, kind_name: str, where: str):
-    """(rank, bits, scale, offset after them): the fields a coded record starts with (this
-    kind's and memory-int-lm's), every bound checked."""
-    rank, bits, at = memory_int.read_rank_and_bits(payload, vector_dim, BITS, kind_name, where)
-    if payload.nbytes < at + memory_int.SCALE.size:
-        raise FormatError(f"{where}: a {kind_name} record's fields end inside its scale")
-    (scale,) = memory_int.SCALE.unpack_from(payload, at)
-    memory_int.check_scale(scale, where)
-    return rank, bits, scale, at + memory_int.SCALE.size
 
 
 class CodedIntVectorKind(memory_int.IntVectorKind):
@@ -166,6 +128,7 @@ class CodedIntVectorKind(memory_int.IntVectorKind):
     code = 5
     chunk_type = CodedIntVectorChunk
     minor = 3
+    written = False  # superseded by memory-int-lm
 
     def parse(self, payload, n_tokens: int, vector_dim: int, where: str) -> tuple:
         return parse_payload(payload, n_tokens, vector_dim, where)
@@ -174,8 +137,6 @@ class CodedIntVectorKind(memory_int.IntVectorKind):
         return {**super().export_row(chunk, archive), "corrections": [list(pair) for pair in chunk.corrections]}
 
     def check_before_model(self, items, archive) -> None:
-        from llmzip.identity import recorded_identity
-
         super().check_before_model(items, archive)
         vocab = recorded_identity(archive.version, archive.header).vocab_size
         for index, chunk in items:
@@ -187,48 +148,8 @@ class CodedIntVectorKind(memory_int.IntVectorKind):
     def corrections(self, chunk: CodedIntVectorChunk):
         return Corrections(chunk.corrections)
 
+    def corrections_count(self, chunk: CodedIntVectorChunk) -> int:
+        return len(chunk.corrections)
+
 
 KIND = CodedIntVectorKind()
-
-
-class CodedIntVectorForm(memory_int.IntVectorForm):
-    """:class:`~llmzip.kinds.memory_int.IntVectorForm` stored as kind memory-int-coded: a
-    range-coded record, corrections the trainer may ask for, and optionally a grid made for
-    the code.
-
-    With ``grid`` > 0 every vector's scale is that one fixed step (fp16) instead of a
-    multiple of its own RMS, and ``sparsity`` adds ``sparsity * mean(|z|) / grid`` to each
-    chunk's loss: a pull towards the offset that the text's own gradient must outweigh, so
-    coordinates the chunk does not need end at coefficient 0, the symbol the adaptive code
-    makes cheapest. On the GPL-3 preamble's chunks at 4 bits, grid 6.0 and sparsity 1.0 left
-    ~300 of 640 coefficients at 0 and coded them in ~212 B instead of ~281 B
-    (BENCHMARKS.md, "Coded vectors")."""
-
-    kind = KIND
-    corrects = True
-
-    def __init__(self, rank: int, bits: int, offset, vector_dim: int, grid: float = 0.0, sparsity: float = 0.0):
-        if bits not in BITS:
-            raise ValueError(f"a coded vector's bits must be in {BITS[0]}..{BITS[-1]}, got {bits}")
-        if not (grid >= 0 and sparsity >= 0) or sparsity and not grid:
-            raise ValueError(f"grid and sparsity must be >= 0, sparsity only with a grid; got {grid}, {sparsity}")
-        super().__init__(rank, bits, offset, vector_dim)
-        self.grid = memory_int.fp16_scale(grid) if grid else 0.0
-        self.sparsity = sparsity
-
-    def _scale(self, z):
-        return z.new_full((len(z), 1), self.grid) if self.grid else super()._scale(z)  # (B, 1)
-
-    def penalty(self, z):
-        """(B,) added to the chunks' losses (see the class docstring), or 0."""
-        return self.sparsity * z.abs().mean(-1) / self.grid if self.sparsity else 0.0
-
-    def corrector(self, payload: bytes, corrections, n_tokens: int):
-        """What the decode that verifies the stored form (``payload``, a chunk of
-        ``n_tokens``) takes at ``corrections``' positions: their tokens, stored as they are;
-        its :meth:`~llmzip.kinds.memory.Corrections.finish` gives the payload to store."""
-        return Corrections(corrections)
-
-    def _record(self, scale: float, q, corrections=()) -> CodedIntVectorChunk:
-        return CodedIntVectorChunk(self.rank, self.bits, scale, tuple(corrections), encode_coefficients(q, self.bits),
-                                   n_tokens=1, length=1, check=0, min_margin=0.0)
