@@ -53,7 +53,8 @@ def run(args) -> None:
     import torch
 
     from llmzip.config import TrainConfig
-    from llmzip.kinds.memory_int import CLIP, IntVectorForm, offset_for
+    from llmzip.forms import IntVectorForm
+    from llmzip.kinds.memory_int import CLIP, offset_for
     from llmzip.model import load_model
     from llmzip.train import MemoryTrainer, fitted_start
 

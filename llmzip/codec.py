@@ -1,19 +1,18 @@
-"""Compressor and decompressor: chunking, training, fallback, container, checks.
+"""Compressor and decompressor: the pipeline from input bytes to an archive and back.
 
 ``LmzCompressor`` and ``LmzDecompressor`` hold a loaded model so that many inputs can be
 processed without reloading it (like python-zstandard's context objects).
 ``llmzip.compress`` / ``llmzip.decompress`` are one-shot conveniences over them.
 
-Compression: split the input (:mod:`llmzip.chunking`), train a memory vector for every
-eligible chunk in fixed groups (:mod:`llmzip.train`, resumable through
-:mod:`llmzip.journal`), keep a vector only if the canonical decoder reproduced the chunk
-from its stored form (fp16, or integer coefficients), and store every other chunk with zstd (:mod:`llmzip.container`).
+Compression, in order: split the input (:mod:`llmzip.chunking`); train a memory vector for
+every eligible chunk in fixed, journaled groups (:mod:`llmzip.groups`, :mod:`llmzip.train`);
+choose each chunk's kind, every choice restored by extract's own computation first
+(:mod:`llmzip.choose`); pack the container (:mod:`llmzip.container`).
 
 Decompression: parse and check the container, refuse a model whose identity differs from
-the archive's before decoding anything, decode each memory chunk with the same decoder,
-and check every chunk and the whole output against their xxh64 checksums. Nothing is
-returned unless every check passed.
-"""
+the archive's before decoding anything, let each kind restore its chunks, and check every
+chunk and the whole output against their xxh64 checksums. Nothing is returned unless
+every check passed."""
 
 from __future__ import annotations
 
@@ -25,14 +24,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llmzip import __version__, chunking, container, kinds
+from llmzip import __version__, chunking, container, groups, kinds
+from llmzip.choose import KindChooser
 from llmzip.config import (CODED_BITS, DEFAULT_CHUNK_TOKENS, DEFAULT_CODED_GRID, DEFAULT_VECTOR_FORM,
                            FALLBACK_CHUNK_TOKENS, FALLBACK_CODED_GRID, FALLBACK_VECTOR_FORM)
 from llmzip.decode import torch_dtype as _torch_dtype
 from llmzip.errors import ChecksumError, InputError, LimitError, ModelError, ModelMismatchError
 from llmzip.forms import IntVectorForm, LmCorrectedVectorForm
 from llmzip.identity import ModelIdentity, recorded_identity
-from llmzip.journal import Journal, JournalEntry
+from llmzip.journal import JournalEntry
 from llmzip.kinds.base import DEFAULT_DECODE_GROUP
 from llmzip.kinds.zstd import FallbackChunk
 from llmzip.model import DEFAULT_SPEC, LoadedModel, load_model, peek_hidden_size
@@ -55,7 +55,9 @@ class CompressReport:
     archive_size: int = 0
     chunks: int = 0
     ineligible_chunks: int = 0  # not valid UTF-8, or the tokenizer does not round-trip them
-    memory_chunks: int = 0
+    memory_chunks: int = 0  # chunks stored as memory vectors
+    standalone_chunks: int = 0  # of those, vectors that regenerate their chunk alone (no corrections)
+    standalone_bytes: int = 0  # input bytes those standalone vectors hold
     lm_chunks: int = 0
     fallback_chunks: int = 0
     not_utf8_bytes: int = 0
@@ -98,7 +100,7 @@ class LmzCompressor:
     archive smaller.
     ``group_runner``: what trains the groups, ``runner(compressor, chunks, [(number, group),
     ...], on_step)`` yielding ``(number, entries)`` in any order; default
-    :func:`train_groups_here` (this process); :class:`llmzip.distributed.WorkerPool` runs
+    :func:`llmzip.groups.train_groups_here` (this process); :class:`llmzip.distributed.WorkerPool` runs
     them on Ray workers. A group's result depends only on its chunks and the settings.
     """
 
@@ -143,7 +145,7 @@ class LmzCompressor:
         self.zstd_level = zstd_level
         self.metadata = {"creator": f"llmzip {__version__}", **(metadata or {})}
         self.decode_group = decode_group
-        self.group_runner = group_runner if group_runner is not None else train_groups_here
+        self.group_runner = group_runner if group_runner is not None else groups.train_groups_here
 
     def _vector_form(self):
         """How vectors are trained and stored: rank 0 a full fp16 vector (kind memory, the
@@ -219,7 +221,10 @@ class LmzCompressor:
         if report.not_utf8_bytes:
             log.warning("llmzip: input is not valid UTF-8; %d bytes stored with zstd", report.not_utf8_bytes)
 
-        trained = {} if self.codec == "lm" else self._train_eligible(data, chunks, journal_path, report, on_step, on_chunk)
+        trained = {}
+        if self.codec != "lm":
+            trained, report.resumed_chunks = groups.train_all(self, chunks, journal_path, self._journal_key(data),
+                                                             on_step, on_chunk)
         stored = []
         for index, chunk in enumerate(chunks):
             entry = trained.get(index)
@@ -229,26 +234,15 @@ class LmzCompressor:
                                                           self.loaded.identity.hidden_size))
             else:
                 stored.append(FallbackChunk(data=chunk.data))
-        stored = self._verify_as_extract(stored, chunks, on_verify)
-        plain = list(stored)
-        stored = self._lm_code(stored, chunks, on_verify)
-        archive = self._pack(stored, data)
-        # A chunk's own zstd frame overstates what it costs in the shared frame (repetitive
-        # text compresses across chunks), so the archive with those chunks back in the
-        # frame is packed too, and the smaller one kept.
+        chooser = KindChooser(self.loaded, self.vector_kind, self.codec, self.decode_group,
+                              self.train_config.verify_margin, self.zstd_level)
+        stored, archive = chooser.choose(stored, chunks, lambda chosen: self._pack(chosen, data), on_verify)
         lm = kinds.lm.KIND
-        if self.codec != "lm" and any(kinds.of(new) is lm and kinds.of(old) is kinds.zstd.KIND
-                                      for new, old in zip(stored, plain)):
-            alternative = [old if kinds.of(new) is lm and kinds.of(old) is kinds.zstd.KIND else new
-                           for new, old in zip(stored, plain)]
-            smaller = self._pack(alternative, data)
-            if len(smaller) < len(archive):
-                if any(kinds.of(chunk) is lm for chunk in alternative):  # regrouped: decode again
-                    alternative = self._verify_lm(alternative, chunks)
-                    smaller = self._pack(alternative, data)
-                stored, archive = alternative, smaller
         report.memory_chunks = sum(kinds.of(chunk) is self.vector_kind for chunk in stored)
         report.lm_chunks = sum(kinds.of(chunk) is lm for chunk in stored)
+        standalone = [chunk for chunk in stored if kinds.of(chunk).describe(chunk)["standalone"]]
+        report.standalone_chunks = len(standalone)
+        report.standalone_bytes = sum(chunk.length for chunk in standalone)
         report.fallback_chunks = len(stored) - report.memory_chunks - report.lm_chunks
         report.archive_size = len(archive)
         report.seconds = time.perf_counter() - started
@@ -270,166 +264,10 @@ class LmzCompressor:
         )
         return container.pack(header, stored, zstd_level=self.zstd_level)
 
-    def _train_eligible(self, data, chunks, journal_path, report, on_step, on_chunk) -> dict[int, JournalEntry]:
-        """Train eligible chunks in fixed groups of ``batch_size x group_batches``; journal each group.
-
-        Groups are fixed (group k = the k-th run of that many eligible chunks) because batch
-        mates change a vector in its last bits; fixed groups make a resumed run train every
-        chunk with the same mates as an uninterrupted one, hence identical archives. A group
-        of several batches keeps the batch full: a chunk that stops hands its slot to the
-        next one (continuous batching, :mod:`llmzip.train`), so only a group's last chunks
-        train in a thinning batch. The price is coarser resume and fewer units for workers.
-        """
-        eligible = [index for index, chunk in enumerate(chunks) if chunk.eligible]
-        size = self.train_config.batch_size * self.train_config.group_batches
-        groups = [eligible[start : start + size] for start in range(0, len(eligible), size)]
-        journal = Journal(Path(journal_path), self._journal_key(data)) if journal_path is not None and groups else None
-        results: dict[int, JournalEntry] = {}
-        done = 0
-        if on_chunk is not None:
-            on_chunk(0, len(eligible))  # the total is known before the first group finishes
-        try:
-            todo = []
-            for number, group in enumerate(groups):
-                entries = journal.groups.get(number) if journal is not None else None
-                if entries is not None and [e.index for e in entries] == group:
-                    report.resumed_chunks += len(group)
-                    results.update((entry.index, entry) for entry in entries)
-                    done += len(group)
-                else:
-                    todo.append((number, group))
-            if done and on_chunk is not None:
-                on_chunk(done, len(eligible))
-            # The runner may finish groups in any order (workers): each is journaled as it arrives.
-            for number, entries in self.group_runner(self, chunks, todo, on_step):
-                if journal is not None:
-                    journal.append(number, entries)
-                results.update((entry.index, entry) for entry in entries)
-                done += len(entries)
-                if on_chunk is not None:
-                    on_chunk(done, len(eligible))
-        finally:
-            if journal is not None:
-                journal.close()
-        return results
-
-    def _train_group(self, chunks, group: list[int], on_step) -> list[JournalEntry]:
-        """Train one group; keep a vector only if the decoder restored the exact bytes."""
-        token_lists = [chunks[index].token_ids for index in group]
-        entries = []
-        for index, ids, result in zip(group, token_lists, self.trainer.train(token_lists, on_step=on_step)):
-            # n_tokens <= length is what extract checks before decoding (MemoryKind.check_before_model).
-            keep = result.accepted and len(ids) <= len(chunks[index].data) and self._ids_restore(
-                ids, chunks[index].data
-            )
-            entries.append(
-                JournalEntry(
-                    index=index,
-                    vector=result.payload if keep else None,
-                    n_tokens=len(ids),
-                    min_margin=float(result.decode_min_margin),
-                )
-            )
-        return entries
-
-    def _verify_as_extract(self, stored: list, chunks, on_verify) -> list:
-        """Invariant 1 with extract's own computation: decode every stored vector exactly
-        as extract will (``MemoryKind.decode``: consecutive groups of ``decode_group`` in
-        archive order), keep a chunk only if that gives its tokens with at least the verify
-        margin, and record the margin measured here. A chunk that fails falls back to zstd;
-        that regroups the vectors after it, so the pass repeats until none fails (each
-        round stores one vector fewer, so it ends)."""
-        memory = self.vector_kind
-        while True:
-            positions = [i for i, chunk in enumerate(stored) if kinds.of(chunk) is memory]
-            total, done = sum(stored[i].n_tokens for i in positions), 0
-
-            def advance(tokens: int) -> None:
-                nonlocal done
-                done += tokens
-                on_verify(done, total)
-
-            results = memory.decode(self.loaded, [stored[i] for i in positions], self.decode_group,
-                                    on_done=advance if on_verify is not None else None)
-            failed = False
-            for i, result in zip(positions, results):
-                if result.token_ids == list(chunks[i].token_ids) and result.min_margin >= self.train_config.verify_margin:
-                    stored[i] = dataclasses.replace(stored[i], min_margin=result.min_margin)
-                else:
-                    log.info("llmzip: chunk %d fails extract's batched decode; stored with zstd", i)
-                    stored[i], failed = FallbackChunk(chunks[i].data), True
-            if not failed:
-                return stored
-
-    def _lm_code(self, stored: list, chunks, on_verify) -> list:
-        """LM-code the eligible chunks this codec offers to kind lm (``memory``: those
-        without a vector; ``lm`` and ``auto``: all), keep each coding (``lm``) or each that
-        is smaller than the chunk's current kind (a zstd chunk counted as its own zstd
-        frame; the caller then compares whole archives), then decode
-        every lm chunk exactly as extract will (``LmKind.decode`` in the archive's groups)
-        and store with zstd any whose tokens or bytes differ. In ``auto`` a vector replaced
-        by lm regroups the others, so memory verification runs again."""
-        import zstandard
-
-        lm, memory = kinds.lm.KIND, self.vector_kind
-        offer = [i for i, chunk in enumerate(chunks) if chunk.eligible and len(chunk.token_ids) <= len(chunk.data)
-                 and (self.codec != "memory" or kinds.of(stored[i]) is not memory)]
-        if not offer:
-            return stored
-        coded = dict(zip(offer, lm.encode(self.loaded, [chunks[i].token_ids for i in offer], self.decode_group)))
-
-        def smaller(i: int) -> bool:
-            if self.codec == "lm":  # every eligible chunk, as asked
-                return True
-            current = stored[i]
-            if kinds.of(current) is memory:
-                size = memory.stored_bytes(current)
-            else:
-                size = len(zstandard.ZstdCompressor(level=self.zstd_level).compress(current.data))
-            return len(coded[i]) < size
-
-        replaced_vector = False
-        for i in offer:
-            if smaller(i):
-                replaced_vector |= kinds.of(stored[i]) is memory
-                stored[i] = kinds.lm.LmChunk(coded[i], len(chunks[i].token_ids), len(chunks[i].data),
-                                             container.chunk_check(chunks[i].data))
-        if replaced_vector:
-            stored = self._verify_as_extract(stored, chunks, None)
-            for i in offer:  # a vector that failed now is a zstd chunk: lm may be smaller
-                if kinds.of(stored[i]) is kinds.zstd.KIND and smaller(i):
-                    stored[i] = kinds.lm.LmChunk(coded[i], len(chunks[i].token_ids), len(chunks[i].data),
-                                                 container.chunk_check(chunks[i].data))
-        return self._verify_lm(stored, chunks)
-
-    def _verify_lm(self, stored: list, chunks) -> list:
-        """Decode every lm chunk exactly as extract will; store with zstd any that does not
-        come back exactly (exact or refuse)."""
-        lm = kinds.lm.KIND
-        while True:  # dropping a chunk regroups the rest, so decode again
-            positions = [i for i, chunk in enumerate(stored) if kinds.of(chunk) is lm]
-            results = lm.decode(self.loaded, [stored[i] for i in positions], self.decode_group)
-            failed = [i for i, ids in zip(positions, results)
-                      if ids != list(chunks[i].token_ids) or not self._ids_restore(ids, chunks[i].data)]
-            for i in failed:
-                log.info("llmzip: chunk %d fails extract's lm decode; stored with zstd", i)
-                stored[i] = FallbackChunk(chunks[i].data)
-            if not failed:
-                return stored
-
-    def _ids_restore(self, ids, expected: bytes) -> bool:
-        """Invariant 1, end to end. ``result.accepted`` means decode() of the stored fp16
-        vector gave exactly ``ids``; here those ids go through the same detokenisation
-        extract uses, so a tokenizer that decodes differently than chunking assumed cannot
-        slip a wrong vector into an archive.
-        """
-        return chunking.text_bytes(chunking.detokenize(self.loaded.tokenizer, ids)) == expected
-
-
-def train_groups_here(compressor: LmzCompressor, chunks, todo, on_step):
-    """The default group runner: train each ``(number, group)`` in turn in this process."""
-    for number, group in todo:
-        yield number, compressor._train_group(chunks, group, on_step)
+    def train_group(self, chunks, group: list[int], on_step=None) -> list[JournalEntry]:
+        """Train one group of ``chunks`` here (:func:`llmzip.groups.train_group`); what
+        every group runner calls."""
+        return groups.train_group(self.trainer, self.loaded.tokenizer, chunks, group, on_step)
 
 
 class LmzDecompressor:
@@ -536,7 +374,7 @@ def export(data: bytes) -> bytes:
     Tensor ``vectors`` is (N, d), one row per chunk that has a vector, in input order:
     float16 when every row is a ``memory`` vector (stored so), float32 when any is a
     ``memory-int`` vector (rebuilt exactly; fp16 rows convert exactly). Metadata (JSON strings): ``llmzip.chunks`` (per row: chunk index, byte offset,
-    length, token count, recorded margin), ``llmzip.model`` (the model identity),
+    length, ``standalone`` (the vector alone regenerates the chunk: no corrections), token count, recorded margin), ``llmzip.model`` (the model identity),
     ``llmzip.settings``. format/CODEC.md says how to decode a row with plain transformers.
     No model is loaded.
     """
@@ -549,7 +387,8 @@ def export(data: bytes) -> bytes:
         row = kinds.of(chunk).export_row(chunk, archive)
         if row is not None:
             vectors.append(row.pop("vector"))
-            rows.append({"chunk": index, "offset": offset, "length": chunk.length, **row})
+            standalone = kinds.of(chunk).describe(chunk)["standalone"]
+            rows.append({"chunk": index, "offset": offset, "length": chunk.length, "standalone": standalone, **row})
         offset += chunk.length
     if not vectors:
         raise InputError("the archive has no memory vectors (every chunk is stored another way)")

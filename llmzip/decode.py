@@ -8,7 +8,7 @@ Prompt layout (:data:`TEMPLATE`): ``"bos+mem"``. The model sees its BOS embeddin
 the memory vector, then the tokens generated so far; the logits at the memory vector's
 position predict the first token. Keeping BOS gives the model the attention sink it was
 trained with, so the memory vector does not have to play that role as well: with the
-vector alone, training took 2-2.5x more steps (BENCHMARKS.md, "Engine speed").
+vector alone, training took 2-2.5x more steps (BENCHMARKS.md, "What we tried", attempt 7).
 
 Fixed numerics, in the order they matter:
 

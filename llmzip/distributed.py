@@ -49,7 +49,7 @@ def import_ray():
 
 
 class _Trainer:
-    """One Ray actor: a loaded model that trains groups (LmzCompressor._train_group)."""
+    """One Ray actor: a loaded model that trains groups (LmzCompressor.train_group)."""
 
     def __init__(self, model: str, device: str, threads: int):
         import torch
@@ -79,7 +79,7 @@ class _Trainer:
         key = repr(config)
         if key not in self.compressors:
             self.compressors[key] = LmzCompressor(loaded=self.loaded, train=config)
-        return self.compressors[key]._train_group(chunks, group, None)
+        return self.compressors[key].train_group(chunks, group, None)
 
 
 class WorkerPool:
@@ -141,7 +141,7 @@ class WorkerPool:
         self._thread.start()
 
     def __call__(self, compressor, chunks, todo, on_step=None):
-        """The group-runner protocol (llmzip.codec.train_groups_here): yield ``(number,
+        """The group-runner protocol (llmzip.groups.train_groups_here): yield ``(number,
         entries)`` for each ``(number, group)`` in ``todo``, in the order they finish."""
         if compressor.loaded.identity.to_dict() != self.identity:
             raise LmzError("the Ray workers hold another model than the compressor")

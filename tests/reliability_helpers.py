@@ -40,7 +40,8 @@ EXACT, CLEAN, CRASH, HANG, WRONG = "exact", "clean error", "crash", "hang", "wro
 OUTCOMES = (EXACT, CLEAN, CRASH, HANG, WRONG)
 
 # The fixture model learned these sentences (fixtures/make_tiny_model.py), so they become
-# memory vectors in a few dozen steps; anything else falls back to zstd.
+# memory vectors in a few dozen steps when a document opens with the fox or zebra sentence;
+# anything the model does not hold is stored another way (lm or zstd).
 CORPUS_SENTENCES = (
     "The quick brown fox jumps over the lazy dog.",
     "Pack my box with five dozen liquor jugs.",

@@ -145,7 +145,7 @@ def test_resume_from_a_journal_gives_the_identical_archive(tiny_model, decompres
 
     journal = tmp_path / "out.lmz.journal"
     interrupted = codec.LmzCompressor(**settings)
-    train_group = interrupted._train_group
+    train_group = interrupted.train_group
     calls = []
 
     def train_then_interrupt(*args):
@@ -154,7 +154,7 @@ def test_resume_from_a_journal_gives_the_identical_archive(tiny_model, decompres
             raise KeyboardInterrupt
         return train_group(*args)
 
-    interrupted._train_group = train_then_interrupt
+    interrupted.train_group = train_then_interrupt
     with pytest.raises(KeyboardInterrupt):
         interrupted.compress_with_report(data, journal_path=journal)
     assert journal.exists()

@@ -1,0 +1,141 @@
+"""Choosing each chunk's kind, every choice verified by the computation extract will run.
+
+After training, a chunk may have a vector; every eligible chunk may also be LM-coded, and
+any chunk can be stored with zstd. :class:`KindChooser` keeps, for each chunk, the form the
+codec asks for (``memory``: its vector where it has one; ``lm``: its LM code; ``auto``: the
+smallest), and stores nothing it has not restored exactly (docs/DESIGN.md, invariant 1):
+
+1. every stored vector is decoded exactly as extract decodes it (its kind's ``decode`` in
+   the archive's decode groups) and kept only if that gives its tokens with the verify
+   margin (:meth:`KindChooser.verify_vectors`);
+2. chunks offered to kind ``lm`` are coded, and each kept where the codec asks for it or
+   where it is smaller than the chunk's current form (:meth:`KindChooser.lm_code`);
+3. every lm chunk is decoded exactly as extract will (:meth:`KindChooser.verify_lm`).
+
+A chunk that fails a check falls back to zstd. Dropping a chunk from a kind regroups the
+chunks after it, so each check repeats until nothing fails (each round stores one chunk
+fewer in that kind, so it ends).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+
+from llmzip import container, kinds
+from llmzip.groups import ids_restore
+from llmzip.kinds.zstd import FallbackChunk
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class KindChooser:
+    """The settings a choice depends on; ``loaded`` is the model extract will load."""
+
+    loaded: object  # llmzip.model.LoadedModel
+    vector_kind: kinds.Kind  # the kind trained vectors are stored as
+    codec: str  # "memory", "lm" or "auto" (llmzip.codec.LmzCompressor)
+    decode_group: int
+    verify_margin: float
+    zstd_level: int
+
+    def verify_vectors(self, stored: list, chunks, on_verify=None) -> list:
+        """Keep a vector only if extract's batched decode gives its tokens with at least
+        the verify margin; record the margin measured here."""
+        memory = self.vector_kind
+        while True:
+            positions = [i for i, chunk in enumerate(stored) if kinds.of(chunk) is memory]
+            total, done = sum(stored[i].n_tokens for i in positions), 0
+
+            def advance(tokens: int) -> None:
+                nonlocal done
+                done += tokens
+                on_verify(done, total)
+
+            results = memory.decode(self.loaded, [stored[i] for i in positions], self.decode_group,
+                                    on_done=advance if on_verify is not None else None)
+            failed = False
+            for i, result in zip(positions, results):
+                if result.token_ids == list(chunks[i].token_ids) and result.min_margin >= self.verify_margin:
+                    stored[i] = dataclasses.replace(stored[i], min_margin=result.min_margin)
+                else:
+                    log.info("llmzip: chunk %d fails extract's batched decode; stored with zstd", i)
+                    stored[i], failed = FallbackChunk(chunks[i].data), True
+            if not failed:
+                return stored
+
+    def lm_code(self, stored: list, chunks) -> list:
+        """LM-code the eligible chunks this codec offers to kind lm (``memory``: those
+        without a vector; ``lm`` and ``auto``: all), keep each coding (``lm``) or each that
+        is smaller than the chunk's current kind (a zstd chunk counted as its own zstd
+        frame; the caller then compares whole archives), then verify every lm chunk. In
+        ``auto`` a vector replaced by lm regroups the others, so they are verified again."""
+        lm, memory = kinds.lm.KIND, self.vector_kind
+        offer = [i for i, chunk in enumerate(chunks) if chunk.eligible and len(chunk.token_ids) <= len(chunk.data)
+                 and (self.codec != "memory" or kinds.of(stored[i]) is not memory)]
+        if not offer:
+            return stored
+        coded = dict(zip(offer, lm.encode(self.loaded, [chunks[i].token_ids for i in offer], self.decode_group)))
+
+        def take_lm(i: int) -> None:
+            stored[i] = kinds.lm.LmChunk(coded[i], len(chunks[i].token_ids), len(chunks[i].data),
+                                         container.chunk_check(chunks[i].data))
+
+        replaced_vector = False
+        for i in offer:
+            if self.codec == "lm" or len(coded[i]) < self._own_size(stored[i]):
+                replaced_vector |= kinds.of(stored[i]) is memory
+                take_lm(i)
+        if replaced_vector:
+            stored = self.verify_vectors(stored, chunks)
+            for i in offer:  # a vector that failed now is a zstd chunk: lm may be smaller
+                if kinds.of(stored[i]) is kinds.zstd.KIND and len(coded[i]) < self._own_size(stored[i]):
+                    take_lm(i)
+        return self.verify_lm(stored, chunks)
+
+    def _own_size(self, chunk) -> int:
+        """What a chunk costs on its own: a vector's stored bytes, or its own zstd frame."""
+        import zstandard
+
+        if kinds.of(chunk) is self.vector_kind:
+            return self.vector_kind.stored_bytes(chunk)
+        return len(zstandard.ZstdCompressor(level=self.zstd_level).compress(chunk.data))
+
+    def verify_lm(self, stored: list, chunks) -> list:
+        """Decode every lm chunk exactly as extract will; store with zstd any that does not
+        come back exactly (exact or refuse)."""
+        lm = kinds.lm.KIND
+        while True:  # dropping a chunk regroups the rest, so decode again
+            positions = [i for i, chunk in enumerate(stored) if kinds.of(chunk) is lm]
+            results = lm.decode(self.loaded, [stored[i] for i in positions], self.decode_group)
+            failed = [i for i, ids in zip(positions, results)
+                      if ids != list(chunks[i].token_ids) or not ids_restore(self.loaded.tokenizer, ids, chunks[i].data)]
+            for i in failed:
+                log.info("llmzip: chunk %d fails extract's lm decode; stored with zstd", i)
+                stored[i] = FallbackChunk(chunks[i].data)
+            if not failed:
+                return stored
+
+    def choose(self, stored: list, chunks, pack, on_verify=None) -> tuple[list, bytes]:
+        """(the chunks as they will be stored, the archive ``pack(chunks)`` makes of them)
+        from ``stored`` (each chunk's vector where training kept one, else a zstd chunk)."""
+        stored = self.verify_vectors(stored, chunks, on_verify)
+        plain = list(stored)
+        stored = self.lm_code(stored, chunks)
+        archive = pack(stored)
+        # A chunk's own zstd frame overstates what it costs in the shared frame (repetitive
+        # text compresses across chunks), so the archive with those chunks back in the
+        # frame is packed too, and the smaller one kept.
+        lm = kinds.lm.KIND
+        moved = [kinds.of(new) is lm and kinds.of(old) is kinds.zstd.KIND for new, old in zip(stored, plain)]
+        if self.codec != "lm" and any(moved):
+            alternative = [old if back else new for new, old, back in zip(stored, plain, moved)]
+            smaller = pack(alternative)
+            if len(smaller) < len(archive):
+                if any(kinds.of(chunk) is lm for chunk in alternative):  # regrouped: decode again
+                    alternative = self.verify_lm(alternative, chunks)
+                    smaller = pack(alternative)
+                stored, archive = alternative, smaller
+        return stored, archive
