@@ -66,7 +66,7 @@ class TrainConfig:
     bits: Optional[int] = None  # bits per coefficient of a memory-int vector (2..16); None = the model's default
     grid: Optional[float] = None  # fixed quantiser step of coded vectors; 0 = per-vector RMS grid; None = the model's default
     sparsity: Optional[float] = None  # weight of the pull towards the offset (needs a grid); None = the model's default
-    corrections: int = 40  # positions a chunk may store as corrections (memory-int-lm, bits <= 8); 0 = none
+    corrections: int = 0  # positions a chunk may store as corrections (memory-int-lm, bits <= 8). 0 (the default): every stored vector regenerates its chunk alone, a memory token (docs/DESIGN.md, invariant 9); above 0 a hybrid whose vectors need their corrected tokens (BENCHMARKS.md, "Standalone memory vectors")
     correction_steps: int = 1  # a chunk may stop with one short position more per this many steps trained (BENCHMARKS.md, attempts 20 and 23)
     correction_weight: float = 0.1  # forms that store corrections: the loss weighs each chunk's `corrections` worst positions (highest cross-entropy) by this instead of 1, spending the vector on the positions it can hold; 1 = plain mean (BENCHMARKS.md, attempt 25)
 

@@ -153,8 +153,10 @@ def test_a_record_without_corrections_is_checked_before_the_decode():
 
 @pytest.fixture(scope="module")
 def archive_bytes(tiny_model):
-    """TEXT compressed at rank 16, 4 bits (the compressor's kind for coded widths)."""
-    compressor = codec.LmzCompressor(loaded=tiny_model, chunk_tokens=8, train=TrainConfig(rank=16, bits=4, **FAST))
+    """TEXT compressed at rank 16, 4 bits (the compressor's kind for coded widths), with
+    corrections: the hybrid form, whose corrected tokens this file's tests decode."""
+    train = TrainConfig(rank=16, bits=4, corrections=40, **FAST)
+    compressor = codec.LmzCompressor(loaded=tiny_model, chunk_tokens=8, train=train)
     return compressor.compress(TEXT)
 
 
@@ -260,7 +262,8 @@ def test_a_chunk_short_everywhere_does_not_make_compress_fail(tiny_model):
     """A training margin no chunk reaches and a correction allowed per step: chunks of at
     most 8 tokens stop with every position short. Compress must still write an archive
     (storing such a chunk another way, or with at most n_tokens - 1 corrections)."""
-    train = TrainConfig(rank=2, bits=2, max_steps=5, extra_steps=0, batch_size=8, margin=50.0, correction_steps=1)
+    train = TrainConfig(rank=2, bits=2, max_steps=5, extra_steps=0, batch_size=8, margin=50.0, corrections=40,
+                        correction_steps=1)
     data = codec.LmzCompressor(loaded=tiny_model, chunk_tokens=8, train=train).compress(b"Hello there, general Kenobi.\n")
     assert codec.LmzDecompressor(loaded=tiny_model).decompress(data) == b"Hello there, general Kenobi.\n"
 

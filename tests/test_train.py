@@ -165,14 +165,14 @@ def test_corrections_hold_a_chunk_beyond_capacity(tiny, correction_weight):
     fall short of the margin than it has earned (one per correction_steps); the stored
     vector then decodes exactly when forced at those positions, with the verify margin
     everywhere else. The fixture model knows the passage NEAR changes one word of."""
-    from llmzip.kinds.memory_int_coded import CodedIntVectorForm
+    from llmzip.forms import LmCorrectedVectorForm
 
     model, tokenizer = tiny
     ids = ids_of(tokenizer, NEAR)
     (plain,) = MemoryTrainer(model, fast(max_steps=60)).train([ids])
     assert not plain.accepted  # a full fp16 vector does not hold it in the budget
     config = fast(max_steps=60, corrections=8, correction_steps=10, correction_weight=correction_weight)
-    (result,) = MemoryTrainer(model, config, form=CodedIntVectorForm(64, 8, None, 64)).train([ids])
+    (result,) = MemoryTrainer(model, config, form=LmCorrectedVectorForm(64, 8, None, 64)).train([ids])
     assert result.accepted and result.converged and result.corrections
     assert len(result.corrections) <= result.steps // 10 and result.steps < 60
     assert [token for _, token in result.corrections] == [ids[p] for p, _ in result.corrections]
@@ -216,13 +216,13 @@ def test_the_optimiser_follows_the_form_unless_named(tiny):
     """optimizer=None: Rprop for a form that stores corrections, when some are allowed (its
     chunks stop early, where Rprop leads), Adam where every position must clear the
     margin; a named optimiser is kept either way."""
-    from llmzip.kinds.memory_int_coded import CodedIntVectorForm
+    from llmzip.forms import LmCorrectedVectorForm
 
     model, _ = tiny
-    coded = CodedIntVectorForm(64, 8, None, 64)
+    coded = LmCorrectedVectorForm(64, 8, None, 64)
     assert MemoryTrainer(model, fast()).config.optimizer == "adam"
-    assert MemoryTrainer(model, fast(), form=coded).config.optimizer == "rprop"
-    assert MemoryTrainer(model, fast(corrections=0), form=coded).config.optimizer == "adam"
+    assert MemoryTrainer(model, fast(corrections=8), form=coded).config.optimizer == "rprop"
+    assert MemoryTrainer(model, fast(), form=coded).config.optimizer == "adam"  # corrections 0, the default
     assert MemoryTrainer(model, fast(optimizer="adam"), form=coded).config.optimizer == "adam"
     assert MemoryTrainer(model, fast(optimizer="rprop")).config.optimizer == "rprop"
 

@@ -1,0 +1,76 @@
+"""Memory tokens that are memory tokens (docs/DESIGN.md, invariant 9): at the defaults every
+vector an archive stores regenerates its chunk *alone*. Checked the way a user would: export
+the vectors, then decode each with plain transformers (BOS embedding + vector, greedy), with
+no llmzip code in the loop."""
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from llmzip import codec
+from llmzip.train import TrainConfig
+
+# Passages the fixture model holds in one vector (tests/test_train.py); with chunk_tokens=8
+# the longer ones split into several chunks, some of which it holds.
+TEXT = ("The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs. "
+        "How vexingly quick daft zebras jump!").encode()
+FAST = dict(lr=1.0, train_dtype="float32", max_steps=200, batch_size=8)
+
+
+def regenerate_alone(model_dir, vectors, rows) -> list[bytes]:
+    """Each row's chunk as plain transformers decodes it from the row's vector alone."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="sdpa").eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    embed = model.get_input_embeddings()
+    texts = []
+    with torch.no_grad():
+        bos = embed(torch.tensor([[model.config.bos_token_id]]))  # (1, 1, d)
+        for vector, row in zip(vectors, rows):
+            prompt = torch.cat([bos, vector.float()[None, None]], dim=1)  # (1, 2, d)
+            out = model(inputs_embeds=prompt, use_cache=True)
+            ids = []
+            for _ in range(row["n_tokens"]):
+                ids.append(int(out.logits[0, -1].argmax()))
+                out = model(input_ids=torch.tensor([[ids[-1]]]), cache=out.cache, use_cache=True)
+            texts.append(tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False).encode())
+    return texts
+
+
+def exported(archive: bytes, tmp_path):
+    """(vectors (N, d), their rows) of ``llmzip export``'s safetensors, read as a user would."""
+    path = tmp_path / "vectors.safetensors"
+    path.write_bytes(codec.export(archive))
+    with safe_open(str(path), framework="pt") as opened:
+        return opened.get_tensor("vectors"), json.loads(opened.metadata()["llmzip.chunks"])
+
+
+@pytest.mark.parametrize("form", [{}, {"rank": 64, "bits": 8}], ids=["model default (fp16)", "coded 8-bit"])
+def test_every_exported_vector_regenerates_its_chunk_alone(tiny_model, tiny_model_dir, tmp_path, form):
+    compressor = codec.LmzCompressor(loaded=tiny_model, chunk_tokens=8, train=TrainConfig(**FAST, **form))
+    archive, report = compressor.compress_with_report(TEXT)
+    assert report.memory_chunks >= 1, "the fixture model holds some of these chunks"
+    assert report.standalone_chunks == report.memory_chunks
+    assert codec.LmzDecompressor(loaded=tiny_model).decompress(archive) == TEXT
+
+    vectors, rows = exported(archive, tmp_path)
+    assert len(rows) == report.memory_chunks == vectors.shape[0]
+    assert all(row["standalone"] for row in rows)
+    for row, text in zip(rows, regenerate_alone(tiny_model_dir, vectors, rows)):
+        assert text == TEXT[row["offset"] : row["offset"] + row["length"]]
+
+
+def test_corrections_make_hybrids_that_say_so(tiny_model, tmp_path):
+    """With corrections a vector may lean on corrected tokens: it is counted as a vector,
+    and as standalone only where it has none."""
+    train = TrainConfig(**{**FAST, "max_steps": 30}, rank=64, bits=4, corrections=8, correction_steps=1)
+    compressor = codec.LmzCompressor(loaded=tiny_model, chunk_tokens=8, train=train)
+    archive, report = compressor.compress_with_report(TEXT)
+    _, rows = exported(archive, tmp_path)
+    hybrids = [row for row in rows if row["corrected_positions"]]
+    assert hybrids, "30 steps leave some chunk short of the margin at a few positions"
+    assert [row["standalone"] for row in rows] == [not row["corrected_positions"] for row in rows]
+    assert report.standalone_chunks == report.memory_chunks - len(hybrids)
