@@ -6,6 +6,7 @@ are ordinary files; -v says more; --threads applies for one command and no longe
 """
 
 import io
+import json
 import os
 import re
 import stat
@@ -14,8 +15,10 @@ import sys
 import pytest
 import torch
 
-from llmzip import cli, codec
+from llmzip import codec
 from llmzip.cli import main
+from llmzip.cli.group import Terminated
+from llmzip.errors import InputError
 
 TINY = ["--chunk-tokens", "16", "--max-steps", "40"]
 LEARNED = b"The quick brown fox jumps over the lazy dog."  # the fixture model stores it as one vector
@@ -192,7 +195,7 @@ def test_verbose_compress_and_extract_list_every_chunk(run, model_args, tmp_path
     code, out, err = run("compress", source, *model_args, *TINY, "-v")
     assert code == 0 and out == ""
     lines = err.splitlines()
-    assert re.fullmatch(r"llmzip: .*doc\.txt -> .*doc\.txt\.lmz: 1 chunk \(1 vector, 0 zstd\), 44 B -> [\d,]+ B, [\d.]+ s",
+    assert re.fullmatch(r"llmzip: .*doc\.txt -> .*doc\.txt\.lmz: 1 chunk \(1 vector\), 44 B -> [\d,]+ B, [\d.]+ s",
                         lines[0]), lines[0]
     assert re.fullmatch(r"  model .*tiny-gemma3 on cpu, \d+ threads?, loaded in [\d.]+ s", lines[1]), lines[1]
     assert re.fullmatch(r"  chunk     0  memory\s+44 B  \d+ tokens  margin \d+\.\d{3}  stored 128 B", lines[2]), lines[2]
@@ -248,7 +251,7 @@ def test_interrupted_stdout_compress_resumes_from_the_cache_journal(run, run_bin
     assert run("compress", source, "-o", tmp_path / "reference.lmz", *settings, "-q")[0] == 0
     reference = (tmp_path / "reference.lmz").read_bytes()
 
-    train_group = codec.LmzCompressor._train_group
+    train_group = codec.LmzCompressor.train_group
     calls = []
 
     def train_then_interrupt(self, *args, **kwargs):
@@ -257,12 +260,12 @@ def test_interrupted_stdout_compress_resumes_from_the_cache_journal(run, run_bin
             raise KeyboardInterrupt
         return train_group(self, *args, **kwargs)
 
-    monkeypatch.setattr(codec.LmzCompressor, "_train_group", train_then_interrupt)
+    monkeypatch.setattr(codec.LmzCompressor, "train_group", train_then_interrupt)
     code, out, err = run_binary("compress", source, "-c", *settings)
     assert (code, out, err) == (130, b"", "llmzip: interrupted\n")
     assert len(list(cache.iterdir())) == 1  # the first group, journaled
 
-    monkeypatch.setattr(codec.LmzCompressor, "_train_group", train_group)
+    monkeypatch.setattr(codec.LmzCompressor, "train_group", train_group)
     code, out, err = run_binary("compress", source, "-c", *settings)
     assert code == 0, err
     assert out == reference and "1 resumed from journal" in err
@@ -309,7 +312,7 @@ def test_threads_apply_during_the_command_and_are_restored(run, model_args, tmp_
         seen.append(torch.get_num_threads())
         if command == "bench":
             raise KeyboardInterrupt  # an interrupt must restore them too
-        raise cli.InputError("stopped here")  # and so must an error
+        raise InputError("stopped here")  # and so must an error
 
     target = {"compress": (codec.LmzCompressor, "compress_with_report"), "extract": (codec.LmzDecompressor, "decompress"),
               "verify": (codec.LmzDecompressor, "verify"), "bench": (llmzip.bench, "run")}[command]
@@ -335,7 +338,7 @@ def test_threads_help_names_the_default_and_when_to_use_one(run):
 
 @pytest.mark.parametrize("exception, status, message", [
     (KeyboardInterrupt, 130, "llmzip: interrupted\n"),
-    (cli._Terminated, 143, "llmzip: terminated\n"),
+    (Terminated, 143, "llmzip: terminated\n"),
 ])
 def test_an_interrupt_is_one_line(run, model_args, tmp_path, monkeypatch, exception, status, message):
     (tmp_path / "doc.txt").write_bytes(LEARNED)
@@ -352,12 +355,13 @@ def test_counts_are_singular_and_plural(run, model_args, tmp_path):
     source = tmp_path / "doc.txt"
     source.write_bytes(LEARNED)
     _, _, err = run("compress", source, *model_args, *TINY)
-    assert ": 1 chunk (1 vector, 0 zstd), " in err
+    assert ": 1 chunk (1 vector), " in err
     code, out, _ = run("verify", tmp_path / "doc.txt.lmz", *model_args)
     assert code == 0 and "OK (1 chunk: 1 memory, min decode margin" in out
     source.write_bytes(b"\xff\xfe not UTF-8, so zstd. " + LEARNED)
     _, _, err = run("compress", source, *model_args, *TINY, "-f")
-    assert re.search(r": \d+ chunks \(\d+ vectors?, \d+ zstd\), ", err) and ": 1 chunks" not in err, err
+    chunks, vectors = map(int, re.search(r": (\d+) chunks? \((\d+) vectors?, \d+ zstd\), ", err).groups())
+    assert f": {chunks} chunk{'' if chunks == 1 else 's'} (" in err and f"({vectors} vector{'' if vectors == 1 else 's'}," in err
 
 
 # 12. extract prints a summary line like compress (stderr, not with -q).
@@ -380,6 +384,7 @@ def test_extract_prints_a_summary_line(run, model_args, tmp_path):
 
 def test_help_defaults_are_the_codes(run):
     from llmzip.container import MAX_TOKENS_PER_CHUNK
+    from llmzip.kinds.lm import LM_CHUNK_TOKENS
     from llmzip.train import TrainConfig
 
     defaults = TrainConfig()
@@ -390,6 +395,178 @@ def test_help_defaults_are_the_codes(run):
     assert f"[default: {defaults.margin}]" in out and f"[default: {defaults.batch_size}]" in out
     assert f"1<=x<={MAX_TOKENS_PER_CHUNK}" in out
     assert f"{codec.DEFAULT_CHUNK_TOKENS['default']} for the default model" in out
+    assert f"{LM_CHUNK_TOKENS} with --codec lm" in out and f"({LM_CHUNK_TOKENS}-token chunks)" in out
+    assert f"--codec [{'|'.join(codec.CODECS)}]" in out and "[default: memory]" in out
     code, out, _ = run("bench", "--help")
     out = " ".join(out.split())
     assert f"[default: {defaults.lr}]" in out and "[default: rprop for coded vectors with --corrections above 0; adam" in out
+
+
+def test_the_clis_torch_free_copies_agree_with_the_codec():
+    """The CLI names the default model and the codecs without importing torch; the codec
+    and model modules, which do import it, must say the same."""
+    import inspect
+
+    from llmzip.cli import options
+    from llmzip.model import DEFAULT_SPEC
+
+    assert options.CODECS == codec.CODECS and options.DEFAULT_MODEL == DEFAULT_SPEC
+    assert inspect.signature(codec.LmzCompressor).parameters["codec"].default == options.DEFAULT_CODEC
+
+
+# Issue 32: what a gzip user expects.
+
+BINARY = bytes(range(128, 256)) * 1100  # no UTF-8 at all: three chunks of up to 64 KiB, all zstd, no training
+
+
+def test_a_missing_file_among_two_exits_1_and_the_other_is_done(run, model_args, tmp_path):
+    (tmp_path / "real.bin").write_bytes(BINARY)
+    code, out, err = run("compress", tmp_path / "nosuch.txt", tmp_path / "real.bin", *model_args, *TINY)
+    assert code == 1 and out == ""
+    assert err.splitlines()[0] == f"llmzip: error: {tmp_path / 'nosuch.txt'}: no such file"
+    assert (tmp_path / "real.bin.lmz").exists()
+
+
+def test_the_compress_summary_counts_the_chunks_the_archive_holds(run, model_args, tmp_path):
+    """Three chunks of input stored with zstd are one record in the archive: compress,
+    info and extract -v all say 1 chunk."""
+    source, archive = tmp_path / "data.bin", tmp_path / "data.bin.lmz"
+    source.write_bytes(BINARY)
+    code, _, err = run("compress", source, *model_args, *TINY)
+    assert code == 0 and ": 1 chunk (0 vectors, 1 zstd), " in err, err
+    code, out, _ = run("info", "--json", archive)
+    assert code == 0 and json.loads(out)[0]["chunks"] == {"memory": 0, "zstd": 1}
+    source.unlink()
+    code, _, err = run("extract", archive, *model_args, "-v")
+    assert code == 0 and ": 1 chunk, " in err and len(err.splitlines()) == 2, err
+
+
+def test_an_lmz_file_is_not_compressed_again_without_force(run, model_args, tmp_path, no_model):
+    (tmp_path / "x.lmz").write_bytes(BINARY)
+    code, out, err = run("compress", tmp_path / "x.lmz", *model_args)
+    assert code == 1 and out == ""
+    assert one_error_line(err, f"{tmp_path / 'x.lmz'}: already has .lmz suffix"), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.lmz"]
+
+
+def test_an_lmz_file_among_others_is_left_alone_and_f_compresses_it(run, model_args, tmp_path):
+    (tmp_path / "x.lmz").write_bytes(BINARY)
+    (tmp_path / "y.bin").write_bytes(BINARY)
+    code, _, err = run("compress", tmp_path / "x.lmz", tmp_path / "y.bin", *model_args, *TINY)
+    assert code == 1 and "already has .lmz suffix" in err.splitlines()[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.lmz", "y.bin", "y.bin.lmz"]
+    code, _, err = run("compress", tmp_path / "x.lmz", "-f", *model_args, *TINY, "-q")
+    assert code == 0 and (tmp_path / "x.lmz.lmz").exists(), err
+
+
+GOLDEN = os.path.join(os.path.dirname(__file__), "..", "fixtures", "golden")
+
+
+@pytest.mark.parametrize("name, dtype", [("v2-memory.lmz", "float16"), ("v2-memory_int.lmz", "float32")])
+def test_export_to_stdout_with_a_summary_line(run_binary, tmp_path, monkeypatch, name, dtype):
+    from safetensors.numpy import load
+
+    monkeypatch.chdir(tmp_path)
+    archive = os.path.join(GOLDEN, name)
+    code, out, err = run_binary("export", archive, "-o", "-")
+    assert code == 0 and not os.path.exists("-")
+    vectors = load(out)["vectors"]
+    assert vectors.dtype.name == dtype
+    assert err == f"llmzip: {archive} -> (stdout): 3 vectors (3 x {vectors.shape[1]} {dtype}), {len(out):,} B\n"
+    assert run_binary("export", archive, "-o", "v.safetensors", "-q")[::2] == (0, "")
+    assert os.path.exists("v.safetensors")
+
+
+def test_export_refuses_a_terminal_and_its_help_names_both_dtypes(run, monkeypatch, no_model):
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    code, out, err = run("export", os.path.join(GOLDEN, "v2-memory.lmz"), "-o", "-")
+    assert code == 1 and out == "" and one_error_line(err, "refusing to write safetensors bytes to a terminal"), err
+    monkeypatch.undo()
+    code, out, _ = run("export", "--help")
+    out = " ".join(out.split())
+    assert code == 0 and "float16 when every row is a `memory` vector" in out and "float32 when any is a memory-int" in out
+
+
+@pytest.mark.xfail(strict=True, reason="needs llmzip/codec.py's export() to spell the settings out (settings_by_name)")
+def test_exported_settings_use_readable_names(run_binary):
+    code, out, err = run_binary("export", os.path.join(GOLDEN, "v2-memory.lmz"), "-o", "-")
+    assert code == 0, err
+    header = json.loads(out[8: 8 + int.from_bytes(out[:8], "little")])  # safetensors: u64 size, JSON header
+    assert "chunk_tokens" in json.loads(header["__metadata__"]["llmzip.settings"])
+
+
+@pytest.mark.parametrize("args, command_line", [
+    (["-d", "a.lmz"], ["extract", "a.lmz"]),
+    (["--decompress", "a.lmz"], ["extract", "a.lmz"]),
+    (["-dc", "a.lmz"], ["extract", "-c", "a.lmz"]),
+    (["-kdf", "a.lmz"], ["extract", "-kf", "a.lmz"]),
+    (["-t", "a.lmz", "b.lmz"], ["verify", "a.lmz", "b.lmz"]),
+    (["-l", "--json", "a.lmz"], ["info", "--json", "a.lmz"]),
+    (["-dl", "a.lmz"], ["info", "a.lmz"]),  # as in gzip, -l wins
+    (["compress", "-d", "a.lmz"], ["extract", "a.lmz"]),
+    (["-k", "a.txt"], ["compress", "-k", "a.txt"]),
+    (["-"], ["compress", "-"]),
+    (["-odir.lmz", "a.txt"], ["compress", "-odir.lmz", "a.txt"]),  # -o with its value, not -o -d -i -r ...
+    (["-d", "--", "-t"], ["extract", "--", "-t"]),  # after --, a file named -t
+    (["compress", "a.txt"], ["compress", "a.txt"]),
+    (["extract", "-t"], ["extract", "-t"]),  # a command named first keeps its arguments
+    (["--help"], ["--help"]),
+    (["-V"], ["-V"]),
+    ([], []),
+])
+def test_gzip_spellings_name_a_command(args, command_line):
+    from llmzip.cli.group import gzip_style
+
+    assert gzip_style(args) == command_line
+
+
+def test_gzip_habits_compress_list_test_and_decompress(run, run_binary, model_args, tmp_path):
+    source, archive = tmp_path / "data.bin", tmp_path / "data.bin.lmz"
+    source.write_bytes(BINARY)
+    code, _, err = run("-k", "-n", source, *model_args, *TINY, "-q")  # llmzip -kn FILE compresses
+    assert code == 0 and source.exists() and archive.exists(), err
+    code, out, _ = run("-l", "--json", archive)
+    assert code == 0 and list(json.loads(out)[0]["metadata"]) == ["creator"]  # -n: no name is ever stored
+    assert b"data.bin" not in archive.read_bytes()
+    assert run("list", archive)[1].startswith(f"{archive}\n  format version")
+    for test in ("-t", "test"):
+        code, out, _ = run(test, archive, *model_args)
+        assert code == 0 and out.startswith(f"{archive}: OK (1 chunk: 1 zstd)"), (test, out)
+    code, out, _ = run_binary("-dc", archive, *model_args)
+    assert code == 0 and out == BINARY
+    source.unlink()
+    code, _, err = run("decompress", "-k", archive, *model_args, "-q")
+    assert code == 0 and source.read_bytes() == BINARY and archive.exists(), err
+    source.unlink()
+    code, _, err = run("compress", "-d", archive, *model_args, "-q")
+    assert code == 0 and source.read_bytes() == BINARY, err
+
+
+def test_recursive_compress_then_extract(run, model_args, tmp_path):
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    inputs = [tree / "a.bin", tree / "sub" / "b.bin"]
+    for path in inputs:
+        path.write_bytes(BINARY)
+    (tree / "sub" / "old.lmz").write_bytes(b"an archive already: not compressed again")
+    (tree / "link.bin").symlink_to(tree / "a.bin")  # links are not followed, as in gzip -r
+    code, _, err = run("-r", tree, *model_args, *TINY)
+    assert code == 0 and sum(" -> " in line for line in err.splitlines()) == 2, err
+    assert sorted(str(p.relative_to(tree)) for p in tree.rglob("*.lmz")) == ["a.bin.lmz", "sub/b.bin.lmz", "sub/old.lmz"]
+    (tree / "sub" / "old.lmz").unlink()
+    for path in inputs:
+        path.unlink()
+    code, _, err = run("-dr", tree, *model_args)
+    assert code == 0 and len(err.splitlines()) == 2, err
+    assert all(path.read_bytes() == BINARY for path in inputs)
+
+
+def test_shell_completion(run, monkeypatch):
+    monkeypatch.setenv("_LLMZIP_COMPLETE", "bash_source")
+    code, out, _ = run()
+    assert code == 0 and "_llmzip_completion" in out
+    monkeypatch.setenv("_LLMZIP_COMPLETE", "bash_complete")
+    monkeypatch.setenv("COMP_WORDS", "llmzip comp")
+    monkeypatch.setenv("COMP_CWORD", "1")
+    code, out, _ = run()
+    assert code == 0 and "compress" in out

@@ -49,13 +49,16 @@ def test_bad_archive_through_the_real_entry_point():
     assert line.startswith(f"llmzip: error: {bad}: header (offset 18)")
 
 
-def test_info_does_not_import_torch():
+@pytest.mark.parametrize("args", [["info", "fixtures/golden/mixed.lmz"], ["-l", "-"], ["--help"], ["compress", "--help"],
+                                  ["-d", "--help"]])
+def test_info_and_help_do_not_import_torch(args):
     code = (
         "import sys; from llmzip.cli import cli; "
-        "cli.main(['info', 'fixtures/golden/mixed.lmz'], standalone_mode=False); "
+        f"cli.main({args!r}, standalone_mode=False); "
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
-    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True)
+    archive = (FIXTURES / "golden" / "mixed.lmz").read_bytes()
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True, input=archive)
 
 
 def test_human_output_names_everything_the_issue_asks_for():
@@ -109,3 +112,14 @@ def test_hostile_strings_cannot_reach_the_terminal(tmp_path):
 
 def test_no_file_is_a_usage_error():
     assert info().exit_code == 2
+
+
+def test_dash_reads_the_archive_from_stdin():
+    path = FIXTURES / "golden" / "mixed.lmz"
+    from_file = json.loads(info("--json", path).stdout)
+    result = CliRunner().invoke(cli, ["info", "--json", "-"], input=path.read_bytes())
+    assert result.exit_code == 0
+    assert json.loads(result.stdout) == [{**from_file[0], "file": "-"}]
+    result = CliRunner().invoke(cli, ["info", "-"], input=path.read_bytes())
+    assert result.exit_code == 0 and result.stdout.startswith("stdin\n  format version  1.0\n")
+
