@@ -8,23 +8,30 @@ smallest), and stores nothing it has not restored exactly (docs/DESIGN.md, invar
 1. every stored vector is decoded exactly as extract decodes it (its kind's ``decode`` in
    the archive's decode groups) and kept only if that gives its tokens with the verify
    margin (:meth:`KindChooser.verify_vectors`);
-2. chunks offered to kind ``lm`` are coded, and each kept where the codec asks for it or
-   where it is smaller than the chunk's current form (:meth:`KindChooser.lm_code`);
+2. chunks offered to kind ``lm`` are coded, and each kept where it is smaller than the
+   chunk's current form (:meth:`KindChooser.lm_code`);
 3. every lm chunk is decoded exactly as extract will (:meth:`KindChooser.verify_lm`).
 
 A chunk that fails a check falls back to zstd. Dropping a chunk from a kind regroups the
 chunks after it, so each check repeats until nothing fails (each round stores one chunk
 fewer in that kind, so it ends).
+
+Then the codec compares whole archives (docs/DESIGN.md, invariant 10): its choices, the
+whole input stored or in one zstd frame (:func:`whole_input`), each with its zstd chunks
+also tried as stored ones, and keeps the smallest (:func:`smallest_archive`). Input that
+is mostly not text (:func:`looks_binary`) goes straight to those whole-input forms.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from dataclasses import dataclass
 
 from llmzip import container, kinds
 from llmzip.groups import ids_restore
+from llmzip.kinds.stored import StoredChunk
 from llmzip.kinds.zstd import FallbackChunk
 
 log = logging.getLogger(__name__)
@@ -68,9 +75,9 @@ class KindChooser:
 
     def lm_code(self, stored: list, chunks) -> list:
         """LM-code the eligible chunks this codec offers to kind lm (``memory``: those
-        without a vector; ``lm`` and ``auto``: all), keep each coding (``lm``) or each that
-        is smaller than the chunk's current kind (a zstd chunk counted as its own zstd
-        frame; the caller then compares whole archives), then verify every lm chunk. In
+        without a vector; ``lm`` and ``auto``: all), keep each coding that is smaller than
+        the chunk's current kind (a zstd chunk counted as its own zstd frame; the caller
+        then compares whole archives), then verify every lm chunk. In
         ``auto`` a vector replaced by lm regroups the others, so they are verified again."""
         lm, memory = kinds.lm.KIND, self.vector_kind
         offer = [i for i, chunk in enumerate(chunks) if chunk.eligible and len(chunk.token_ids) <= len(chunk.data)
@@ -85,7 +92,7 @@ class KindChooser:
 
         replaced_vector = False
         for i in offer:
-            if self.codec == "lm" or len(coded[i]) < self._own_size(stored[i]):
+            if len(coded[i]) < self._own_size(stored[i]):
                 replaced_vector |= kinds.of(stored[i]) is memory
                 take_lm(i)
         if replaced_vector:
@@ -130,7 +137,7 @@ class KindChooser:
         # frame is packed too, and the smaller one kept.
         lm = kinds.lm.KIND
         moved = [kinds.of(new) is lm and kinds.of(old) is kinds.zstd.KIND for new, old in zip(stored, plain)]
-        if self.codec != "lm" and any(moved):
+        if any(moved):
             alternative = [old if back else new for new, old, back in zip(stored, plain, moved)]
             smaller = pack(alternative)
             if len(smaller) < len(archive):
@@ -139,3 +146,42 @@ class KindChooser:
                     smaller = pack(alternative)
                 stored, archive = alternative, smaller
         return stored, archive
+
+
+# Share of an input's bytes, NULs or not part of valid UTF-8, above which it is binary.
+BINARY_SHARE = 0.3
+
+
+def looks_binary(data: bytes) -> bool:
+    """Whether ``data`` is mostly not text: more than :data:`BINARY_SHARE` of its bytes are
+    NULs or outside valid UTF-8 sequences. Such input is stored whole (stored or zstd),
+    without training or LM coding: its few valid pieces would cost minutes of training
+    for vectors zstd beats (an ELF file: 29 s for 1,012 B against zstd's 831)."""
+    if not data:
+        return False
+    text = data.decode("utf-8", "surrogateescape")  # each invalid byte becomes one of U+DC80..U+DCFF
+    invalid = len(re.findall("[\udc80-\udcff]", text))
+    return invalid + data.count(0) > BINARY_SHARE * len(data)
+
+
+def whole_input(data: bytes) -> list[list]:
+    """The two model-free forms of the whole input: as stored records and as zstd records
+    (one frame), each record at most the chunk length limit (none for an empty input)."""
+    pieces = [data[i : i + container.MAX_CHUNK_LENGTH] for i in range(0, len(data), container.MAX_CHUNK_LENGTH)]
+    return [[StoredChunk(piece) for piece in pieces], [FallbackChunk(piece) for piece in pieces]]
+
+
+def smallest_archive(candidates: list) -> tuple[list, bytes]:
+    """The smallest of ``candidates`` ((chunks, archive, pack) triples, the first of
+    equals), each also tried with its zstd chunks stored instead (``pack(chunks)`` makes
+    that archive): bytes zstd does not shrink cost only their record as stored chunks."""
+    best = None
+    for stored, archive, pack in candidates:
+        tries = [(stored, archive)]
+        if any(type(chunk) is FallbackChunk for chunk in stored) and not all(type(c) is FallbackChunk for c in stored):
+            raw = [StoredChunk(chunk.data) if type(chunk) is FallbackChunk else chunk for chunk in stored]
+            tries.append((raw, pack(raw)))
+        for pair in tries:
+            if best is None or len(pair[1]) < len(best[1]):
+                best = pair
+    return best

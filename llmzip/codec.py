@@ -19,13 +19,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmzip import __version__, chunking, container, groups, kinds
-from llmzip.choose import KindChooser
+from llmzip.choose import KindChooser, looks_binary, smallest_archive, whole_input
 from llmzip.config import (CODED_BITS, DEFAULT_CHUNK_TOKENS, DEFAULT_CODED_GRID, DEFAULT_VECTOR_FORM,
                            FALLBACK_CHUNK_TOKENS, FALLBACK_CODED_GRID, FALLBACK_VECTOR_FORM)
 from llmzip.decode import torch_dtype as _torch_dtype
@@ -34,6 +35,7 @@ from llmzip.forms import IntVectorForm, LmCorrectedVectorForm
 from llmzip.identity import ModelIdentity, recorded_identity
 from llmzip.journal import JournalEntry
 from llmzip.kinds.base import DEFAULT_DECODE_GROUP
+from llmzip.kinds.memory_int import qmax
 from llmzip.kinds.zstd import FallbackChunk
 from llmzip.model import DEFAULT_SPEC, LoadedModel, load_model, peek_hidden_size
 from llmzip.train import MemoryTrainer, TrainConfig, configured_start
@@ -53,14 +55,15 @@ class CompressReport:
 
     input_size: int = 0
     archive_size: int = 0
-    chunks: int = 0
+    chunks: int = 0  # chunk records in the archive (consecutive zstd chunks share one, as info counts them)
     ineligible_chunks: int = 0  # not valid UTF-8, or the tokenizer does not round-trip them
     memory_chunks: int = 0  # chunks stored as memory vectors
     standalone_chunks: int = 0  # of those, vectors that regenerate their chunk alone (no corrections)
     standalone_bytes: int = 0  # input bytes those standalone vectors hold
     lm_chunks: int = 0
-    fallback_chunks: int = 0
+    fallback_chunks: int = 0  # zstd and stored records
     not_utf8_bytes: int = 0
+    binary: bool = False  # mostly not text (choose.looks_binary): stored whole, nothing trained or LM-coded
     resumed_chunks: int = 0
     seconds: float = 0.0
     ineligible: dict[str, int] = field(default_factory=dict)  # reason -> bytes
@@ -93,11 +96,21 @@ class LmzCompressor:
     ``decode_group``: memory chunks decoded together, at compress-time verification and
     at extract (recorded in the archive; default :data:`llmzip.kinds.base.DEFAULT_DECODE_GROUP`).
     ``loaded``: an already loaded :class:`llmzip.model.LoadedModel` (skips ``model``).
-    ``codec``: ``"memory"`` (train memory vectors; the default), ``"lm"`` (LM-code every
-    eligible chunk, no training; default chunk budget :data:`llmzip.kinds.lm.LM_CHUNK_TOKENS`)
-    or ``"auto"`` (both; each chunk in its smallest exact kind). With ``memory`` and
-    ``auto`` a chunk without a vector is stored with whichever of zstd and lm makes the
-    archive smaller.
+    ``codec``: ``"memory"`` (train memory vectors, the product for embeddings; the
+    default), ``"lm"`` (LM-code each eligible chunk where that is smaller than zstd, no
+    training; default chunk budget :data:`llmzip.kinds.lm.LM_CHUNK_TOKENS`) or ``"auto"``
+    (for size: the smallest of its own choice, each chunk in its smallest exact kind, of
+    what ``memory`` and what ``lm`` would write). A chunk without a vector is stored with
+    whichever of zstd and lm makes the archive smaller. Never bigger than it must be
+    (docs/DESIGN.md, invariant 10): ``lm`` and ``auto`` archives, and ``memory`` archives
+    that keep no vector, are at most the whole input stored or in one zstd frame, in a
+    model-free archive (:func:`llmzip.choose.whole_input`). Input that is mostly not text
+    (:func:`llmzip.choose.looks_binary`) is stored so without training or LM coding, and
+    no vector is trained for an input smaller than any vector of the form
+    (:meth:`smallest_vector_record`).
+    ``train_small_inputs``: train vectors even for an input smaller than the smallest vector
+    of the form (:meth:`smallest_vector_record`), which by default gets none (tests with the
+    fixture model's short sentences; research).
     ``group_runner``: what trains the groups, ``runner(compressor, chunks, [(number, group),
     ...], on_step)`` yielding ``(number, entries)`` in any order; default
     :func:`llmzip.groups.train_groups_here` (this process); :class:`llmzip.distributed.WorkerPool` runs
@@ -117,6 +130,7 @@ class LmzCompressor:
         loaded: LoadedModel | None = None,
         codec: str = "memory",
         group_runner=None,
+        train_small_inputs: bool = False,
     ):
         if codec not in CODECS:
             raise InputError(f"codec must be one of {', '.join(CODECS)}, got {codec!r}")
@@ -126,6 +140,7 @@ class LmzCompressor:
         if chunk_tokens is not None and not 1 <= chunk_tokens <= container.MAX_TOKENS_PER_CHUNK:
             raise InputError(f"chunk_tokens must be in 1..{container.MAX_TOKENS_PER_CHUNK}, got {chunk_tokens}")
         self.loaded = loaded if loaded is not None else load_model(model, device=device)
+        self.lm_chunk_tokens = chunk_tokens or kinds.lm.LM_CHUNK_TOKENS  # auto's lm candidate: what --codec lm cuts
         self.chunk_tokens = chunk_tokens or (kinds.lm.LM_CHUNK_TOKENS if codec == "lm" else DEFAULT_CHUNK_TOKENS.get(
             self.loaded.identity.source_kind, FALLBACK_CHUNK_TOKENS
         ))
@@ -144,8 +159,10 @@ class LmzCompressor:
         self.vector_kind = self.trainer.form.kind  # memory, memory-int or memory-int-lm
         self.zstd_level = zstd_level
         self.metadata = {"creator": f"llmzip {__version__}", **(metadata or {})}
+        self.given_metadata = dict(metadata or {})  # all a model-free archive records: no creator
         self.decode_group = decode_group
         self.group_runner = group_runner if group_runner is not None else groups.train_groups_here
+        self.train_small_inputs = train_small_inputs
 
     def _vector_form(self):
         """How vectors are trained and stored: rank 0 a full fp16 vector (kind memory, the
@@ -162,11 +179,31 @@ class LmzCompressor:
         except ValueError as exc:
             raise InputError(str(exc)) from None
 
-    def settings(self) -> dict:
+    def smallest_vector_record(self) -> int:
+        """A lower bound of the bytes one vector of this form takes in an archive, from the
+        form alone (no training): the record's framing (kind, two varints, xxh32: 7 B),
+        n_tokens (1 B) and min_margin (4 B), then ``memory``: d fp16 values; ``memory-int``:
+        rank, bits, scale and the packed coefficients; ``memory-int-lm``: rank, bits, scale
+        and a code no shorter than the most probable coefficients' (format/CODEC.md, "Coded
+        integer vectors": under counts that start at 1 and grow by 1, no k values of K code
+        in fewer than log2 C(k+K-1, K-1) bits, which k equal values take), less one 32-bit
+        word of slack for the coder's rounding. An input smaller than this gets no vector."""
+        config, d, kind = self.train_config, self.loaded.identity.hidden_size, self.vector_kind
+        fixed = 7 + 1 + 4
+        if kind is kinds.memory.KIND:
+            return fixed + 2 * d
+        head = len(container.varint(config.rank)) + 1 + 2
+        if kind is kinds.memory_int.KIND:
+            return fixed + head + -(-config.rank * config.bits // 8)
+        values = 2 * qmax(config.bits) + 1
+        code_bits = math.log2(math.comb(config.rank + values - 1, values - 1))
+        return fixed + head + max(1, int(code_bits // 8) - 4)
+
+    def settings(self, chunk_tokens: int | None = None) -> dict:
         """What the archive header records of the settings (format/CODEC.md, "Settings"):
-        the chunk budget, the margin every stored vector was verified with, and the decode
-        group it was verified in."""
-        names = {"chunk_tokens": self.chunk_tokens, "verify_margin": self.train_config.verify_margin,
+        the chunk budget (this compressor's, or ``chunk_tokens``), the margin every stored
+        vector was verified with, and the decode group it was verified in."""
+        names = {"chunk_tokens": chunk_tokens or self.chunk_tokens, "verify_margin": self.train_config.verify_margin,
                  "decode_group": self.decode_group}
         return {container.SETTINGS_KEYS[name]: value for name, value in names.items()}
 
@@ -212,44 +249,96 @@ class LmzCompressor:
         data = _as_bytes(data)
         if len(data) > container.MAX_INPUT_SIZE:
             raise LimitError(f"input is {len(data):,} bytes; the format's limit is {container.MAX_INPUT_SIZE:,}")
-        tokenizer = self.loaded.tokenizer
-        chunks = chunking.split(data, tokenizer, max_tokens=self.chunk_tokens)
-        report = CompressReport(input_size=len(data), chunks=len(chunks))
-        report.ineligible = {reason.value: n for reason, n in chunking.ineligible_bytes(chunks).items()}
-        report.ineligible_chunks = sum(not chunk.eligible for chunk in chunks)
-        report.not_utf8_bytes = report.ineligible.get(chunking.Ineligible.NOT_UTF8.value, 0)
-        if report.not_utf8_bytes:
-            log.warning("llmzip: input is not valid UTF-8; %d bytes stored with zstd", report.not_utf8_bytes)
+        report = CompressReport(input_size=len(data), binary=looks_binary(data))
+        candidates = []  # (chunks as stored, archive, pack): the smallest archive is kept, the first of equals
+        if report.binary:
+            log.info("llmzip: input is mostly not text; stored whole without training or LM coding")
+        if not report.binary and self.codec != "lm":
+            candidates += self._memory_candidates(data, report, journal_path, on_step, on_chunk, on_verify)
+        if not report.binary and self.codec != "memory":
+            lm_chunks = self._split(data, self.lm_chunk_tokens, report if self.codec == "lm" else None)
+            def pack_lm(chosen):
+                return self._pack(chosen, data, self.lm_chunk_tokens)
 
-        trained = {}
-        if self.codec != "lm":
-            trained, report.resumed_chunks = groups.train_all(self, chunks, journal_path, self._journal_key(data),
-                                                             on_step, on_chunk)
-        stored = []
-        for index, chunk in enumerate(chunks):
-            entry = trained.get(index)
-            if entry is not None and entry.vector is not None:
-                stored.append(self.vector_kind.make_chunk(entry.vector, entry.n_tokens, len(chunk.data),
-                                                          container.chunk_check(chunk.data), entry.min_margin,
-                                                          self.loaded.identity.hidden_size))
-            else:
-                stored.append(FallbackChunk(data=chunk.data))
-        chooser = KindChooser(self.loaded, self.vector_kind, self.codec, self.decode_group,
-                              self.train_config.verify_margin, self.zstd_level)
-        stored, archive = chooser.choose(stored, chunks, lambda chosen: self._pack(chosen, data), on_verify)
+            initial = [FallbackChunk(chunk.data) for chunk in lm_chunks]
+            candidates.append((*self._chooser("lm").choose(initial, lm_chunks, pack_lm), pack_lm))
+        # A memory archive's vectors are its product: it keeps them. Everything else may be
+        # beaten by the whole input stored or in one zstd frame, without a model.
+        def pack(chosen):
+            return self._pack(chosen, data)
+
+        if self.codec != "memory" or not any(kinds.of(chunk) is self.vector_kind
+                                             for stored, *_ in candidates[:1] for chunk in stored):
+            candidates += [(stored, pack(stored), pack) for stored in whole_input(data)]
+        stored, archive = smallest_archive(candidates)
+        counts = container.read_header(archive).chunk_counts
         lm = kinds.lm.KIND
-        report.memory_chunks = sum(kinds.of(chunk) is self.vector_kind for chunk in stored)
-        report.lm_chunks = sum(kinds.of(chunk) is lm for chunk in stored)
+        report.chunks = sum(counts.values())
+        report.memory_chunks = counts.get(self.vector_kind.name, 0)
+        report.lm_chunks = counts.get(lm.name, 0)
         standalone = [chunk for chunk in stored if kinds.of(chunk).describe(chunk)["standalone"]]
         report.standalone_chunks = len(standalone)
         report.standalone_bytes = sum(chunk.length for chunk in standalone)
-        report.fallback_chunks = len(stored) - report.memory_chunks - report.lm_chunks
+        report.fallback_chunks = report.chunks - report.memory_chunks - report.lm_chunks
         report.archive_size = len(archive)
         report.seconds = time.perf_counter() - started
         return archive, report
 
-    def _pack(self, stored: list, data: bytes) -> bytes:
-        settings = self.settings()
+    def _split(self, data: bytes, chunk_tokens: int, report: CompressReport | None) -> list:
+        """``data`` cut into chunks of at most ``chunk_tokens`` tokens; what is not eligible
+        is counted in ``report`` (when given) and logged."""
+        chunks = chunking.split(data, self.loaded.tokenizer, max_tokens=chunk_tokens)
+        if report is not None:
+            report.ineligible = {reason.value: n for reason, n in chunking.ineligible_bytes(chunks).items()}
+            report.ineligible_chunks = sum(not chunk.eligible for chunk in chunks)
+            report.not_utf8_bytes = report.ineligible.get(chunking.Ineligible.NOT_UTF8.value, 0)
+            if report.not_utf8_bytes:
+                log.warning("llmzip: input is not valid UTF-8; %d bytes stored with zstd", report.not_utf8_bytes)
+        return chunks
+
+    def _chooser(self, codec: str) -> KindChooser:
+        return KindChooser(self.loaded, self.vector_kind, codec, self.decode_group,
+                           self.train_config.verify_margin, self.zstd_level)
+
+    def _memory_candidates(self, data: bytes, report: CompressReport, journal_path, on_step, on_chunk,
+                           on_verify) -> list:
+        """Train (unless the input is smaller than any vector) and choose each chunk's kind
+        at this compressor's chunk budget: the codec's own choice, and in ``auto`` also
+        ``memory``'s (so auto is never bigger than memory)."""
+        chunks = self._split(data, self.chunk_tokens, report)
+        trained = {}
+        if self.train_small_inputs or len(data) >= self.smallest_vector_record():
+            trained, report.resumed_chunks = groups.train_all(self, chunks, journal_path, self._journal_key(data),
+                                                             on_step, on_chunk)
+        else:
+            log.info("llmzip: %d B of input is less than any %s vector; nothing trained", len(data),
+                     self.vector_kind.name)
+        initial = []
+        for index, chunk in enumerate(chunks):
+            entry = trained.get(index)
+            if entry is not None and entry.vector is not None:
+                initial.append(self.vector_kind.make_chunk(entry.vector, entry.n_tokens, len(chunk.data),
+                                                           container.chunk_check(chunk.data), entry.min_margin,
+                                                           self.loaded.identity.hidden_size))
+            else:
+                initial.append(FallbackChunk(data=chunk.data))
+
+        def pack(chosen):
+            return self._pack(chosen, data)
+
+        candidates = [(*self._chooser(self.codec).choose(list(initial), chunks, pack, on_verify), pack)]
+        if self.codec == "auto" and any(kinds.of(chunk) is self.vector_kind for chunk in initial):
+            candidates.append((*self._chooser("memory").choose(list(initial), chunks, pack), pack))
+        return candidates
+
+    def _pack(self, stored: list, data: bytes, chunk_tokens: int | None = None) -> bytes:
+        """The archive of ``stored``; with no chunk that needs a model, a model-free one
+        (format 2.5: no model, settings, creator or input xxh64; only given metadata)."""
+        if not any(kinds.of(chunk).needs_model for chunk in stored):
+            header = container.Header(model={}, settings={}, vector_dim=None, input_size=len(data),
+                                      input_xxh64=None, metadata=self.given_metadata)
+            return container.pack(header, stored, zstd_level=self.zstd_level)
+        settings = self.settings(chunk_tokens)
         if any(kinds.of(chunk) is kinds.lm.KIND for chunk in stored):
             settings.update(kinds.lm.SETTINGS)
         if self.offset is not None and any(isinstance(kinds.of(chunk), kinds.memory_int.IntVectorKind) for chunk in stored):
@@ -419,6 +508,7 @@ def _as_bytes(data) -> bytes:
 
 def _join_checked(archive: container.Archive, pieces: list[bytes]) -> bytes:
     output = b"".join(pieces)
+    # a model-free archive's xxh64 was computed from these very chunks by the container
     if len(output) != archive.header.input_size or container.checksum(output) != archive.header.input_xxh64:
         raise ChecksumError("restored input does not match the archive's whole-input xxh64")
     return output

@@ -1,7 +1,7 @@
 """The .lmz container: pack and unpack archives, read them without a model.
 
 ``format/SPEC.md`` defines the bytes; this module is one reader and writer of them. It
-writes format 2.0 and reads 1.x (llmzip 0.1.0) and 2.x. It imports no torch, so
+writes format 2.0-2.5 (the smallest version that holds what it writes) and reads 1.x (llmzip 0.1.0) and 2.x. It imports no torch, so
 ``llmzip.read_header`` and ``llmzip info`` work without a model and start in well under a
 second. What a chunk record's kind-specific fields mean is each kind's business
 (:mod:`llmzip.kinds`); this module frames records and looks kinds up in the registry.
@@ -19,6 +19,7 @@ an archive that ``unpack`` rejects.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import reprlib
@@ -63,8 +64,10 @@ from llmzip.wire import (  # noqa: F401 - re-exported: the container's API names
 )
 
 MAGIC = b"\x89LMZ\r\n\x1a\n"
-READS = {1: 0, 2: 4}  # major -> the newest minor whose chunk kinds this reader knows
-MUST_UNDERSTAND_FLAGS = 0  # must-understand flag bits defined so far: none
+READS = {1: 0, 2: 5}  # major -> the newest minor whose chunk kinds this reader knows
+# Must-understand flag bits (offset 10) and the version that defines each (SPEC.md, "Flags").
+MODEL_FREE = 0x0001  # 2.5: the header records no model (no d, m or x): no chunk needs one
+MUST_UNDERSTAND_FLAGS = {MODEL_FREE: (2, 5)}
 
 # Fixed-layout parts, all little-endian (SPEC.md, "Layout").
 PREFIX = struct.Struct("<8sBBHHI")  # magic, major, minor, must-understand, ignorable, header size
@@ -85,6 +88,10 @@ _HEADER_KEYS = {
         ("input_xxh64", "x", True), ("chunk_count", "c", True), ("metadata", "w", False)],
 }
 
+# What a model-free header (flag MODEL_FREE) leaves out: the model and the input's xxh64.
+_MODEL_FIELDS = ("model", "vector_dim", "input_xxh64")
+
+
 def settings_by_name(settings: dict, version: tuple[int, int]) -> dict:
     """A header's settings map with format 2's one-letter keys spelled out."""
     if version[0] < 2:
@@ -97,12 +104,23 @@ def settings_by_name(settings: dict, version: tuple[int, int]) -> dict:
 class Header:
     """Archive-wide fields, stored as the msgpack header (SPEC.md, "Header")."""
 
-    model: dict  # the model layer's identity map: str -> str | int | bytes | None
+    model: dict  # the model layer's identity map: str -> str | int | bytes | None; {} in a model-free archive
     settings: dict  # codec settings: str -> str | int | float | bool | None
-    vector_dim: int  # d: the model's hidden size, which memory kinds' vectors are read with
+    # d: the model's hidden size, which memory kinds' vectors are read with. None: a
+    # model-free archive (format 2.5, flag MODEL_FREE): no chunk needs a model, and the
+    # header records none.
+    vector_dim: int | None
     input_size: int  # bytes of the whole input
-    input_xxh64: int  # checksum() of the whole input
+    # checksum() of the whole input. A model-free archive does not record it (its chunks
+    # are all in the archive, each checked, and the trailer covers every byte): the reader
+    # computes it from the chunks, or leaves None where it cannot (a kind from a later version).
+    input_xxh64: int | None
     metadata: dict  # free-form str -> str (creator, ...)
+
+    @property
+    def model_free(self) -> bool:
+        """Whether the archive records no model (every chunk restores without one)."""
+        return self.vector_dim is None
 
 
 @dataclass(frozen=True)
@@ -162,7 +180,7 @@ class ArchiveInfo:
             "format_version": f"{self.version[0]}.{self.version[1]}",
             "archive_size": self.archive_size,
             "input_size": self.header.input_size,
-            "input_xxh64": f"{self.header.input_xxh64:016x}",
+            "input_xxh64": None if self.header.input_xxh64 is None else f"{self.header.input_xxh64:016x}",
             "ratio": self.ratio,
             "vector_dim": self.header.vector_dim,
             "chunks": dict(self.chunk_counts),
@@ -188,18 +206,30 @@ class _Parsed:
 
 
 def pack(header: Header, chunks: Sequence, *, zstd_level: int = 19) -> bytes:
-    """Build a format 2.0 archive: ``header`` and ``chunks`` (kind chunk objects) in input order.
+    """Build a format 2 archive: ``header`` and ``chunks`` (kind chunk objects) in input order.
 
     Consecutive zstd chunks become one record (up to the chunk length limit) and all zstd
-    chunks share one frame at ``zstd_level`` (SPEC.md says why). Raises ``FormatError`` or
+    chunks share one frame at ``zstd_level`` (SPEC.md says why). A header whose
+    ``vector_dim`` is None makes a model-free archive (2.5, flag ``MODEL_FREE``: no ``d``,
+    ``m`` or ``x``), which only chunks that need no model may use. Raises ``FormatError`` or
     ``LimitError`` for anything the reader would reject: a writer must never produce an
     archive it cannot read back.
     """
     chunks = _merge_fallback(chunks)
-    header_bytes = _encode_header(header, len(chunks))
-    # 2.0 unless a chunk's kind came later (2.1: lm, 2.2: memory-int, 2.3: memory-int-coded, 2.4: memory-int-lm), so older readers still read the rest
+    flags = MODEL_FREE if header.model_free else 0
+    if header.model_free:
+        if header.model:
+            raise FormatError("header: a model-free archive (vector_dim None) records no model identity")
+        needs = next((kinds.of(chunk).name for chunk in chunks if _needs_model(chunk)), None)
+        if needs is not None:
+            raise FormatError(f"header: a model-free archive (vector_dim None) cannot hold a {needs} chunk")
+    # The smallest version that holds what is written: 2.0 unless a chunk's kind came later
+    # (2.1: lm, 2.2: memory-int, 2.3: memory-int-coded, 2.4: memory-int-lm, 2.5: stored) or a
+    # flag did (2.5: model-free), so older readers still read the rest
     types = {kind.chunk_type: kind.minor for kind in kinds.KINDS}
-    version = (VERSION[0], max([VERSION[1], *(types.get(type(chunk), 0) for chunk in chunks)]))
+    version = (VERSION[0], max([VERSION[1], *(types.get(type(chunk), 0) for chunk in chunks),
+                                *(MUST_UNDERSTAND_FLAGS[bit][1] for bit in MUST_UNDERSTAND_FLAGS if flags & bit)]))
+    header_bytes = _encode_header(header, len(chunks), version, flags)
     context = kinds.WireContext(version, header.vector_dim)
     records, fallback = [], []
     for index, chunk in enumerate(chunks):
@@ -222,7 +252,7 @@ def pack(header: Header, chunks: Sequence, *, zstd_level: int = 19) -> bytes:
         records.append(bytes([kind.code]) + varint(len(fields)) + varint(chunk.length) + CHECK_V2.pack(check) + fields)
     _check_lengths_sum(chunks, header.input_size)
     frame = _compress(b"".join(fallback), zstd_level) if fallback else b""
-    prefix = PREFIX.pack(MAGIC, *version, 0, 0, len(header_bytes))
+    prefix = PREFIX.pack(MAGIC, *version, flags, 0, len(header_bytes))
     body = b"".join([prefix, header_bytes, *records, frame])
     size = len(body) + TRAILER.size
     if size > MAX_ARCHIVE_SIZE:
@@ -230,16 +260,23 @@ def pack(header: Header, chunks: Sequence, *, zstd_level: int = 19) -> bytes:
     return body + TRAILER.pack(checksum(body))
 
 
+def _needs_model(chunk) -> bool:
+    try:
+        return kinds.of(chunk).needs_model
+    except TypeError:
+        return False  # not a chunk at all: pack's loop says so, naming it
+
+
 def _merge_fallback(chunks: Sequence) -> list:
-    """Consecutive chunks of a fallback-frame kind as one chunk, each at most
-    ``MAX_CHUNK_LENGTH`` bytes: one record instead of one per chunk."""
+    """Consecutive chunks of a kind that holds plain bytes (zstd, stored) as one chunk, each
+    at most ``MAX_CHUNK_LENGTH`` bytes: one record instead of one per chunk."""
     merged = []
     for chunk in chunks:
         previous = merged[-1] if merged else None
         if (
             previous is not None
             and type(previous) is type(chunk)
-            and kinds.of(chunk).in_fallback_frame
+            and kinds.of(chunk) in (kinds.zstd.KIND, kinds.stored.KIND)
             and isinstance(chunk.data, bytes)
             and isinstance(previous.data, bytes)
             and previous.length + chunk.length <= MAX_CHUNK_LENGTH
@@ -250,15 +287,16 @@ def _merge_fallback(chunks: Sequence) -> list:
     return merged
 
 
-def _encode_header(header: Header, chunk_count: int) -> bytes:
+def _encode_header(header: Header, chunk_count: int, version: tuple[int, int], flags: int) -> bytes:
     """The header as canonical msgpack (keys sorted), checked by the reader's own rules."""
     values = {**vars(header), "chunk_count": chunk_count}
+    absent = _MODEL_FIELDS if flags & MODEL_FREE else ()
     fields = {
         key: values[name]
         for name, key, required in _HEADER_KEYS[VERSION[0]]
-        if required or values[name]  # optional maps are left out when empty
+        if name not in absent and (required or values[name])  # optional maps are left out when empty
     }
-    _decode_header(fields, VERSION)
+    _decode_header(fields, version, flags)
     canonical = {
         key: dict(sorted(value.items())) if isinstance(value, dict) else value
         for key, value in sorted(fields.items())
@@ -370,7 +408,7 @@ class _Record:
 def _parse(data) -> _Parsed:
     """Every container-level check, in the order of SPEC.md's "Reading, step by step"."""
     view = memoryview(data).cast("B")
-    version, header_end = _check_prefix(view)
+    version, flags, header_end = _check_prefix(view)
     body_end = view.nbytes - TRAILER.size
     (stored,) = TRAILER.unpack_from(view, body_end)
     computed = checksum(view[:body_end])
@@ -379,18 +417,28 @@ def _parse(data) -> _Parsed:
             f"trailer checksum (offset {body_end}) is {stored:016x}, but the bytes before it "
             f"hash to {computed:016x}: the archive is corrupted or truncated"
         )
-    header, chunk_count = _decode_header(_unpack_msgpack(view[PREFIX.size : header_end]), version)
+    header, chunk_count = _decode_header(_unpack_msgpack(view[PREFIX.size : header_end]), version, flags)
     records, frame_offset = _read_records(view, header_end, body_end, chunk_count, version)
     _check_lengths_sum(records, header.input_size)
+    if header.model_free:
+        for record in records:
+            kind = kinds.by_code(record.code)
+            if kind is not None and kind.needs_model:
+                raise FormatError(f"{record.where}: a {kind.name} record needs a model, but the archive "
+                                  f"records none (must-understand flag 0x{MODEL_FREE:04x})")
     in_frame = {kind.code for kind in kinds.KINDS if kind.in_fallback_frame}
     fallback_size = sum(record.length for record in records if record.code in in_frame)
     fallback = _decompress(view[frame_offset:body_end], frame_offset, fallback_size)
     chunks = _decode_chunks(records, fallback, header.vector_dim, version)
+    if header.model_free and not any(isinstance(chunk, _OpaqueChunk) for chunk in chunks):
+        # every chunk's bytes are here, each checked: the whole input's xxh64 follows
+        header = dataclasses.replace(header, input_xxh64=checksum(b"".join(chunk.data for chunk in chunks)))
     return _Parsed(version, header, chunks, view.nbytes, body_end - frame_offset)
 
 
-def _check_prefix(view: memoryview) -> tuple[tuple[int, int], int]:
-    """Size, magic, version, flags and header size; returns (version, header end).
+def _check_prefix(view: memoryview) -> tuple[tuple[int, int], int, int]:
+    """Size, magic, version, flags and header size; returns (version, must-understand
+    flags, header end).
 
     These come before the trailer because a later major version or must-understand flag
     may lay out the rest of the file, trailer included, differently.
@@ -409,14 +457,15 @@ def _check_prefix(view: memoryview) -> tuple[tuple[int, int], int]:
     if major not in READS:
         known = " and ".join(f"{m}.x" for m in sorted(READS))
         raise UnsupportedVersionError(f"format version {major}.{minor} (offset 8) is not supported; this reader reads {known}")
-    unknown_flags = must_understand & ~MUST_UNDERSTAND_FLAGS
+    known = sum(bit for bit, since in MUST_UNDERSTAND_FLAGS.items() if (major, minor) >= since and major == since[0])
+    unknown_flags = must_understand & ~known
     if unknown_flags:
         raise UnsupportedVersionError(f"unknown must-understand flags 0x{unknown_flags:04x} (offset 10)")
     if header_size > MAX_HEADER_SIZE:
         raise LimitError(f"header size {header_size} (offset 14) is over the limit {MAX_HEADER_SIZE}")
     if PREFIX.size + header_size > size - TRAILER.size:
         raise FormatError(f"truncated: header size {header_size} (offset 14) runs past the end of the file")
-    return (major, minor), PREFIX.size + header_size
+    return (major, minor), must_understand, PREFIX.size + header_size
 
 
 def _read_records(view: memoryview, offset: int, end: int, count: int, version: tuple[int, int]):
@@ -544,19 +593,27 @@ def _unique_keys(pairs: list) -> dict:
     return result
 
 
-def _decode_header(fields, version: tuple[int, int]) -> tuple[Header, int]:
+def _decode_header(fields, version: tuple[int, int], flags: int = 0) -> tuple[Header, int]:
     """Check the header's decoded msgpack map; return it as a Header plus chunk_count.
 
     Unknown keys are allowed (a later minor version may add optional ones) but are
-    bounded like the rest: values are scalars, or maps or arrays of scalars.
+    bounded like the rest: values are scalars, or maps or arrays of scalars. With flag
+    ``MODEL_FREE`` the model's fields and the input's xxh64 MUST be absent.
     """
     if not isinstance(fields, dict):
         raise FormatError(f"header: expected a msgpack map, got {type_name(fields)}")
     _check_value(fields, "header", 1, allow_bin=version[0] >= 2)
     keys = {name: key for name, key, _ in _HEADER_KEYS[version[0]]}
-    missing = [key for _, key, required in _HEADER_KEYS[version[0]] if required and key not in fields]
+    model_free = bool(flags & MODEL_FREE)
+    absent = _MODEL_FIELDS if model_free else ()
+    missing = [key for name, key, required in _HEADER_KEYS[version[0]]
+               if required and name not in absent and key not in fields]
     if missing:
         raise FormatError(f"header: missing field(s) {', '.join(missing)}")
+    present = [keys[name] for name in absent if keys[name] in fields]
+    if present:
+        raise FormatError(f"header: field(s) {', '.join(present)} in a model-free archive (must-understand "
+                          f"flag 0x{MODEL_FREE:04x}), which records no model")
 
     def where(name: str) -> str:
         return f"header[{keys[name]!r}]"
@@ -574,9 +631,9 @@ def _decode_header(fields, version: tuple[int, int]) -> tuple[Header, int]:
     header = Header(
         model=scalar_map("model", model_types),
         settings=scalar_map("settings", (str, int, float, type(None))),
-        vector_dim=check_int(fields[keys["vector_dim"]], where("vector_dim"), 1, MAX_VECTOR_DIM),
+        vector_dim=None if model_free else check_int(fields[keys["vector_dim"]], where("vector_dim"), 1, MAX_VECTOR_DIM),
         input_size=check_int(fields[keys["input_size"]], where("input_size"), 0, MAX_INPUT_SIZE),
-        input_xxh64=check_int(fields[keys["input_xxh64"]], where("input_xxh64"), 0, _U64_MAX),
+        input_xxh64=None if model_free else check_int(fields[keys["input_xxh64"]], where("input_xxh64"), 0, _U64_MAX),
         metadata=scalar_map("metadata", (str,)),
     )
     return header, check_int(fields[keys["chunk_count"]], where("chunk_count"), 0, MAX_CHUNKS)

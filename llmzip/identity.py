@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Any
 
 from llmzip.errors import FormatError, ModelError, ModelMismatchError
@@ -70,14 +71,17 @@ class ModelIdentity:
 
     def to_header(self) -> dict[str, Any]:
         """The compact map a format 2 header stores: one-letter keys, fingerprints and
-        sha256 as raw bytes, hidden size left out (the header's vector_dim is it), and the
-        source id and sha256 left out for the default model (its package pins both)."""
+        sha256 as raw bytes, hidden size left out (the header's vector_dim is it), the
+        source id and sha256 left out for the default model (its package pins both), and a
+        local model's or GGUF file's path cut to its last part (:func:`stored_source_id`)."""
         header = {}
         for name, key in _COMPACT_KEYS.items():
             value = getattr(self, name)
             implied = name in ("source_id", "source_sha256") and self.source_kind == "default"
             if value is None or implied:  # the default package pins both
                 continue
+            if name == "source_id":
+                value = stored_source_id(self.source_kind, value)
             header[key] = bytes.fromhex(value) if name in _BINARY_FIELDS else value
         return header
 
@@ -131,10 +135,24 @@ class ModelIdentity:
         return f"({self.source_kind} {self.source_id}{revision})"
 
 
+def stored_source_id(source_kind: str, source_id: str) -> str:
+    """What an archive records of where a model came from: a ``local`` directory's or a
+    ``gguf`` file's name, never its path (which says who compressed it, and where; extract
+    needs ``--model`` anyway, and the fingerprints decide whether it is the same model);
+    a hub id or package spec as it is."""
+    if source_kind in ("local", "gguf"):
+        # the last part under either separator: a path from Windows names no directory either
+        return PurePosixPath(source_id.replace("\\", "/").rstrip("/")).name or "model"
+    return source_id
+
+
 def recorded_identity(version: tuple[int, int], header) -> ModelIdentity:
     """The identity an archive's header records (a ``container.Header``), in either
     format's form. Format 2 defines the hidden size as the header's vector_dim; a format 1
-    header states both, and they must agree."""
+    header states both, and they must agree. A model-free archive (format 2.5) records
+    none: a ``ModelError``."""
+    if getattr(header, "vector_dim", 0) is None:
+        raise ModelError("the archive records no model: none of its chunks needs one")
     if version[0] >= 2:
         return ModelIdentity.from_header(header.model, header.vector_dim)
     identity = ModelIdentity.from_dict(header.model)

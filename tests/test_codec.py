@@ -24,7 +24,8 @@ FAST = TrainConfig(max_steps=40, extra_steps=10, batch_size=8)
 
 @pytest.fixture(scope="module")
 def compressor(tiny_model):
-    return codec.LmzCompressor(loaded=tiny_model, chunk_tokens=16, train=FAST)
+    # short sentences, each smaller than the fixture model's fp16 vector (140 B), still trained
+    return codec.LmzCompressor(loaded=tiny_model, chunk_tokens=16, train=FAST, train_small_inputs=True)
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +138,7 @@ def test_a_vector_flipped_after_packing_fails_the_checksum(compressor, decompres
 
 def test_resume_from_a_journal_gives_the_identical_archive(tiny_model, decompressor, tmp_path):
     data = CORPUS_SENTENCE + b" Pack my box with five dozen liquor jugs. How vexingly quick daft zebras jump!"
-    settings = dict(loaded=tiny_model, chunk_tokens=16,
+    settings = dict(loaded=tiny_model, chunk_tokens=16, train_small_inputs=True,
                     train=TrainConfig(max_steps=40, extra_steps=10, batch_size=1, group_batches=1))
     uninterrupted, report = codec.LmzCompressor(**settings).compress_with_report(data)
     eligible = report.chunks - report.ineligible_chunks
@@ -166,7 +167,7 @@ def test_resume_from_a_journal_gives_the_identical_archive(tiny_model, decompres
 
 
 def test_a_journal_for_other_input_is_not_trusted(tiny_model, tmp_path):
-    settings = dict(loaded=tiny_model, chunk_tokens=16, train=FAST)
+    settings = dict(loaded=tiny_model, chunk_tokens=16, train=FAST, train_small_inputs=True)
     journal = tmp_path / "out.lmz.journal"
     codec.LmzCompressor(**settings).compress_with_report(b"Sphinx of black quartz, judge my vow.", journal_path=journal)
     archive, report = codec.LmzCompressor(**settings).compress_with_report(CORPUS_SENTENCE, journal_path=journal)
@@ -180,7 +181,8 @@ def test_a_journal_for_other_input_is_not_trusted(tiny_model, tmp_path):
 def test_recorded_margins_are_the_ones_extract_measures(tiny_model, decompressor):
     """Compress verifies with extract's own grouped computation and records its margins."""
     data = CORPUS_SENTENCE + b" Pack my box with five dozen liquor jugs. How vexingly quick daft zebras jump!"
-    compressor = codec.LmzCompressor(loaded=tiny_model, chunk_tokens=8, train=FAST, decode_group=2)
+    compressor = codec.LmzCompressor(loaded=tiny_model, chunk_tokens=8, train=FAST, decode_group=2,
+                                     train_small_inputs=True)
     archive = compressor.compress(data)
     assert container.read_header(archive).to_dict()["settings"]["decode_group"] == 2
     checks = [c for c in decompressor.verify(archive) if c.kind == "memory"]
@@ -193,7 +195,8 @@ def test_a_vector_that_fails_the_grouped_decode_falls_back(tiny_model, decompres
     """A vector that decoded alone during training but not in its decode group is not
     stored: compress replaces it with zstd and re-verifies the regrouped rest."""
     data = CORPUS_SENTENCE + b" Pack my box with five dozen liquor jugs."
-    compressor = codec.LmzCompressor(loaded=tiny_model, chunk_tokens=8, train=FAST, decode_group=2)
+    compressor = codec.LmzCompressor(loaded=tiny_model, chunk_tokens=8, train=FAST, decode_group=2,
+                                     train_small_inputs=True)
     honest = compressor.compress_with_report(data)[1]
     assert honest.memory_chunks >= 2
     memory_kind = kinds.memory.KIND

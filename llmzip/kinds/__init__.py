@@ -23,11 +23,12 @@ it with a kind defined inside the test suite.
 
 from __future__ import annotations
 
-from llmzip.kinds import lm, memory, memory_int, memory_int_lm, zstd
+from llmzip.kinds import lm, memory, memory_int, memory_int_lm, stored, zstd
 from llmzip.kinds.base import Kind, WireContext
 from llmzip.kinds.legacy import memory_int_coded
 
-KINDS: list[Kind] = [memory.KIND, zstd.KIND, lm.KIND, memory_int.KIND, memory_int_coded.KIND, memory_int_lm.KIND]
+KINDS: list[Kind] = [memory.KIND, zstd.KIND, lm.KIND, memory_int.KIND, memory_int_coded.KIND, memory_int_lm.KIND,
+                    stored.KIND]
 
 
 def by_code(code: int) -> Kind | None:
