@@ -35,6 +35,17 @@ def test_tiny_model_archives_from_0_2_0_extract_exactly(tiny_model, name, versio
     assert decompressor.decompress(archive) == (COMPAT / "tiny-model.txt").read_bytes()
 
 
+def test_model_free_archive_of_2_5_extracts_exactly_without_a_model():
+    """Format 2.5 (issue 32): binary input stored whole, the header naming no model, so
+    extract loads none (this decompressor has no model to load)."""
+    archive = (COMPAT / "model-free-2.5.lmz").read_bytes()
+    unpacked = container.unpack(archive)
+    assert unpacked.version == (2, 5) and unpacked.header.model_free
+    decompressor = codec.LmzDecompressor(model="no such model")
+    assert [c.kind for c in decompressor.verify(archive)] == ["stored"]
+    assert decompressor.decompress(archive) == (COMPAT / "model-free-2.5.bin").read_bytes()
+
+
 def test_0_1_0_archive_is_checked_with_the_0_1_0_fingerprints(tiny_model):
     """The archive records fingerprint algorithm 1 (128-bit, serialisation-dependent); the
     loaded model's algorithm-1 fingerprints are computed to compare with it."""

@@ -2,6 +2,7 @@
 golden and hostile fixtures, the writer's refusals, and property tests that no input bytes
 make the reader raise anything but an LmzError."""
 
+import dataclasses
 import re
 import runpy
 import struct
@@ -25,7 +26,7 @@ from llmzip.container import (
     read_header,
     unpack,
 )
-from llmzip.errors import LmzError
+from llmzip.errors import FormatError, LmzError
 from llmzip.kinds.memory import MemoryChunk
 from llmzip.kinds.zstd import FallbackChunk
 
@@ -352,3 +353,27 @@ def test_property_mutations_raise_only_lmz_errors(seed, mutations, reseal):
             read(data)
         except LmzError as exc:
             assert "\n" not in str(exc)
+
+
+# ---------------------------------------------------------------- format 2.5: stored, model-free (issue 32)
+
+
+def test_a_model_free_archive_is_33_bytes_empty_and_records_no_model():
+    from llmzip.kinds.stored import StoredChunk
+
+    header = Header(model={}, settings={}, vector_dim=None, input_size=0, input_xxh64=None, metadata={})
+    empty = pack(header, [])
+    assert len(empty) == 33 and empty[8:12] == b"\x02\x05\x01\x00"  # 2.5, must-understand MODEL_FREE
+    assert unpack(empty).header.input_xxh64 == checksum(b"")  # computed by the reader
+    data = b"abc\x00\xff" * 3
+    archive = pack(dataclasses.replace(header, input_size=2 * len(data)), [StoredChunk(data), StoredChunk(data)])
+    unpacked = unpack(archive)
+    assert [chunk.data for chunk in unpacked.chunks] == [2 * data]  # consecutive stored chunks: one record
+    assert len(archive) == 26 + 7 + 7 + 2 * len(data)
+
+
+def test_a_model_free_header_cannot_hold_a_chunk_that_needs_the_model():
+    header, chunks = make_archive(SAMPLE)
+    free = dataclasses.replace(header, model={}, vector_dim=None, input_xxh64=None)
+    with pytest.raises(FormatError, match="model-free"):
+        pack(free, chunks)
