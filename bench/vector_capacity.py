@@ -1,13 +1,18 @@
 """Bytes per stored vector against text held: the map behind the default vector form.
 
-For each stored form (``rank`` coefficients of ``bits`` bits, kind memory-int; rank 0
-is the full fp16 vector of kind memory) and each set of chunks, train every chunk with the
-default engine and record whether its *stored* form decodes exactly (the trainer verifies
-exactly what would be written), its steps, seconds, decode margin and stored bytes.
+For each stored form and each set of chunks, train every chunk with the default engine and
+record whether its *stored* form decodes exactly, alone (the trainer verifies exactly what
+would be written), its steps, seconds, decode margin and stored bytes. Forms: ``RANK:BITS``
+(``rank`` coefficients of ``bits`` bits at fixed width, kind memory-int; rank 0 is the full
+fp16 vector of kind memory) or ``coded:BITS:GRID:SPARSITY`` (the codec's range-coded form,
+kind memory-int-lm, built by ``LmzCompressor`` exactly as compress builds it, without
+corrections: a standalone vector; grid 0 = each vector's own RMS grid).
 
     python bench/vector_capacity.py --set c100:0-19 --forms 0:16,640:8,640:4,128:8 \
         --json bench/results/vector_capacity_c100.json
     python bench/vector_capacity.py --set t64:0-19 --forms 640:4 --max-steps 600 --json ...
+    python bench/vector_capacity.py --set t64:0-11 --forms coded:4:6.0:1.25,coded:4:0:0 --max-steps 800 \
+        --json bench/results/standalone_t64.json
 
 Sets: ``c100:ROWS`` the paper's 100-character chunks; ``tN:ROWS`` the first N tokens of
 the paper's 1000-character chunks. Results are appended to the JSON file (one object per
@@ -17,6 +22,7 @@ One torch thread by default (step counts do not depend on machine load; wall tim
 """
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -52,6 +58,7 @@ def chunks_of(set_spec: str, tokenizer) -> tuple[str, list[int], list[list[int]]
 def run(args) -> None:
     import torch
 
+    from llmzip.codec import LmzCompressor
     from llmzip.config import TrainConfig
     from llmzip.forms import IntVectorForm
     from llmzip.kinds.memory_int import CLIP, offset_for
@@ -65,10 +72,17 @@ def run(args) -> None:
     for set_spec in args.set:
         name, rows, ids, sizes = chunks_of(set_spec, loaded.tokenizer)
         for form_spec in args.forms.split(","):
-            rank, bits = (int(x) for x in form_spec.split(":"))
-            form = IntVectorForm(rank, bits, offset_for(fingerprint), d) if rank else None
             config = TrainConfig(max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr)
-            trainer = MemoryTrainer(loaded.model, config, start=fitted_start(fingerprint), form=form)
+            coded = form_spec.startswith("coded:")
+            if coded:  # the codec's own form and trainer, standalone
+                bits, grid, sparsity = (float(x) for x in form_spec.split(":")[1:])
+                rank, bits = d, int(bits)
+                config = dataclasses.replace(config, rank=rank, bits=bits, grid=grid, sparsity=sparsity, corrections=0)
+                trainer = LmzCompressor(loaded=loaded, train=config).trainer
+            else:
+                rank, bits = (int(x) for x in form_spec.split(":"))
+                form = IntVectorForm(rank, bits, offset_for(fingerprint), d) if rank else None
+                trainer = MemoryTrainer(loaded.model, config, start=fitted_start(fingerprint), form=form)
             began = time.perf_counter()
 
             def report(index, result):
@@ -80,7 +94,8 @@ def run(args) -> None:
             record = {
                 "set": name, "rows": rows, "rank": rank, "bits": bits, "lr": args.lr, "max_steps": args.max_steps,
                 "batch_size": args.batch_size, "threads": args.threads, "seconds": time.perf_counter() - began,
-                "train_dtype": trainer.train_dtype, "clip": CLIP.get(bits) if rank else None,
+                "train_dtype": trainer.train_dtype, "clip": CLIP.get(bits) if rank and not coded else None,
+                "form": form_spec, "optimizer": trainer.config.optimizer,
                 "chunks": [{"row": row, "tokens": len(chunk), "bytes": size, "accepted": r.accepted, "steps": r.steps,
                             "margin": r.decode_min_margin, "stored_bytes": len(r.payload),
                             "accuracy": r.token_accuracy}
@@ -97,13 +112,17 @@ def summary_row(record: dict) -> str:
     """One markdown table row: set, form, stored bytes, exact, steps, margins, text held."""
     chunks = record["chunks"]
     ok = [c for c in chunks if c["accepted"]]
+    mean = lambda values: sum(values) / len(values) if values else float("nan")  # noqa: E731
     form = "fp16 (d=640)" if record["rank"] == 0 else f"k={record['rank']} int{record['bits']}"
-    if record.get("clip"):
+    stored = chunks[0]["stored_bytes"]
+    if record.get("form", "").startswith("coded:"):  # range coded: bytes differ by vector
+        _, _, grid, sparsity = record["form"].split(":")
+        form = f"coded int{record['bits']}, " + (f"grid {grid}, sparsity {sparsity}" if float(grid) else "own RMS grid")
+        stored = round(mean([c["stored_bytes"] for c in (ok or chunks)]))
+    elif record.get("clip"):
         form += f", clip {record['clip']}x RMS"
     elif record["rank"] and record["bits"] <= 4:
         form += ", max-scaled"
-    stored = chunks[0]["stored_bytes"]
-    mean = lambda values: sum(values) / len(values) if values else float("nan")  # noqa: E731
     held = sum(c["bytes"] for c in ok)
     return (f"| {record['set']} | {form} | {stored} | {8 * stored} | {len(ok)}/{len(chunks)} | "
             f"{mean([c['steps'] for c in ok]):.0f} | {min((c['margin'] for c in ok), default=float('nan')):.2f} | "
@@ -148,7 +167,8 @@ def plot(paths: list[str], output: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--set", action="append", default=[], help="c100:ROWS or tN:ROWS (repeatable)")
-    parser.add_argument("--forms", default="0:16", help="comma-separated rank:bits (rank 0 = full fp16)")
+    parser.add_argument("--forms", default="0:16",
+                        help="comma-separated rank:bits (rank 0 = full fp16) or coded:bits:grid:sparsity")
     parser.add_argument("--max-steps", type=int, default=600)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1.0)

@@ -27,8 +27,8 @@ from pathlib import Path
 
 from llmzip import __version__, chunking, container, groups, kinds
 from llmzip.choose import KindChooser, looks_binary, smallest_archive, whole_input
-from llmzip.config import (CODED_BITS, DEFAULT_CHUNK_TOKENS, DEFAULT_CODED_GRID, DEFAULT_VECTOR_FORM,
-                           FALLBACK_CHUNK_TOKENS, FALLBACK_CODED_GRID, FALLBACK_VECTOR_FORM)
+from llmzip.config import (CODED_BITS, DEFAULT_CHUNK_TOKENS, DEFAULT_VECTOR_FORM,
+                           FALLBACK_CHUNK_TOKENS, FALLBACK_VECTOR_FORM)
 from llmzip.decode import torch_dtype as _torch_dtype
 from llmzip.errors import ChecksumError, InputError, LimitError, ModelError, ModelMismatchError
 from llmzip.forms import IntVectorForm, LmCorrectedVectorForm
@@ -90,7 +90,7 @@ class LmzCompressor:
     ``chunk_tokens``: token budget per chunk; default per model (:data:`DEFAULT_CHUNK_TOKENS`).
     ``train``: a :class:`llmzip.config.TrainConfig` (margin, steps, batch size, lr, dtype, and the
     stored form: ``rank``/``bits``, None = the model's default in :data:`DEFAULT_VECTOR_FORM`;
-    ``grid``/``sparsity`` of coded vectors, None = :data:`DEFAULT_CODED_GRID`'s; ``corrections``).
+    ``grid``/``sparsity`` of coded vectors; ``corrections``: 0, every vector a memory token).
     ``zstd_level``: level for the fallback chunks (default 19).
     ``metadata``: extra ``str -> str`` pairs stored in the archive header.
     ``decode_group``: memory chunks decoded together, at compress-time verification and
@@ -146,8 +146,7 @@ class LmzCompressor:
         ))
         config = train if train is not None else TrainConfig()
         source = self.loaded.identity.source_kind
-        defaults = dict(zip(("rank", "bits", "grid", "sparsity"), (*DEFAULT_VECTOR_FORM.get(source, FALLBACK_VECTOR_FORM),
-                                                                   *DEFAULT_CODED_GRID.get(source, FALLBACK_CODED_GRID))))
+        defaults = dict(zip(("rank", "bits"), DEFAULT_VECTOR_FORM.get(source, FALLBACK_VECTOR_FORM)))
         self.train_config = dataclasses.replace(config, **{name: value for name, value in defaults.items()
                                                            if getattr(config, name) is None})
         if self.train_config.rank > self.loaded.identity.hidden_size:

@@ -24,12 +24,6 @@ FALLBACK_CHUNK_TOKENS = 32
 # memory). See BENCHMARKS.md, "Bytes per vector vs text held".
 DEFAULT_VECTOR_FORM = {"default": (640, 4)}
 FALLBACK_VECTOR_FORM = (0, 16)
-# Grid of coded vectors (memory-int-lm) by model source, (grid, sparsity): one fixed quantiser
-# step for every vector and the weight of a pull towards the offset that leaves unneeded
-# coordinates at 0, the cheapest coded symbol (llmzip.forms.CodedVectorForm); (0, 0) scales each
-# vector's grid to its own RMS. See BENCHMARKS.md, "Coded vectors".
-DEFAULT_CODED_GRID = {"default": (6.0, 1.25)}
-FALLBACK_CODED_GRID = (0.0, 0.0)
 
 
 
@@ -64,8 +58,8 @@ class TrainConfig:
     start_noise: float = 0.1  # with a fitted start: plus this x the chunk's seeded random vector
     rank: Optional[int] = None  # coefficients per stored vector: 0 = full fp16 vector; None = the model's default
     bits: Optional[int] = None  # bits per coefficient of a memory-int vector (2..16); None = the model's default
-    grid: Optional[float] = None  # fixed quantiser step of coded vectors; 0 = per-vector RMS grid; None = the model's default
-    sparsity: Optional[float] = None  # weight of the pull towards the offset (needs a grid); None = the model's default
+    grid: float = 0.0  # coded vectors (memory-int-lm): one fixed quantiser step for every vector; 0 (the default) = each vector's grid a multiple of its own RMS. A fixed grid (6.0) with a sparsity pull (1.25) leaves ~480 of 640 integers at 0 and ~100-B vectors, but held none of 12 64-token chunks alone (BENCHMARKS.md, "Standalone memory vectors"): it pays only in hybrids (corrections > 0)
+    sparsity: float = 0.0  # weight of a pull towards the offset that leaves unneeded coordinates at 0, the cheapest coded symbol (needs a grid)
     corrections: int = 0  # positions a chunk may store as corrections (memory-int-lm, bits <= 8). 0 (the default): every stored vector regenerates its chunk alone, a memory token (docs/DESIGN.md, invariant 9); above 0 a hybrid whose vectors need their corrected tokens (BENCHMARKS.md, "Standalone memory vectors")
     correction_steps: int = 1  # a chunk may stop with one short position more per this many steps trained (BENCHMARKS.md, attempts 20 and 23)
     correction_weight: float = 0.1  # forms that store corrections: the loss weighs each chunk's `corrections` worst positions (highest cross-entropy) by this instead of 1, spending the vector on the positions it can hold; 1 = plain mean (BENCHMARKS.md, attempt 25)
@@ -82,7 +76,7 @@ class TrainConfig:
             raise ValueError(f"train_dtype must be one of {list(TRAIN_DTYPES)}, got {self.train_dtype!r}")
         if self.rank is not None and self.rank < 0 or self.bits is not None and self.bits not in VECTOR_BITS:
             raise ValueError(f"rank must be >= 0 and bits one of {list(VECTOR_BITS)}, got {self.rank}, {self.bits}")
-        if any(value is not None and not value >= 0 for value in (self.grid, self.sparsity)):
+        if not (self.grid >= 0 and self.sparsity >= 0):
             raise ValueError(f"grid and sparsity must be >= 0, got {self.grid}, {self.sparsity}")
         if self.margin <= 0 or self.verify_margin < 0:
             raise ValueError("margin must be positive and verify_margin non-negative")
