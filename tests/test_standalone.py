@@ -13,9 +13,10 @@ from llmzip import codec
 from llmzip.train import TrainConfig
 
 # Passages the fixture model holds in one vector (tests/test_train.py); with chunk_tokens=8
-# the longer ones split into several chunks, some of which it holds.
+# the longer ones split into several chunks, some of which it holds. Longer than the
+# fixture's smallest vector record (140 B), so compress trains vectors for it.
 TEXT = ("The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs. "
-        "How vexingly quick daft zebras jump!").encode()
+        "How vexingly quick daft zebras jump! El veloz murciélago hindú comía feliz cardillo y kiwi.").encode()
 FAST = dict(lr=1.0, train_dtype="float32", max_steps=200, batch_size=8)
 
 
