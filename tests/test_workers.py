@@ -20,11 +20,10 @@ from llmzip.train import TrainConfig  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SETTINGS = TrainConfig(max_steps=40, extra_steps=10, batch_size=1, group_batches=1)  # a group per chunk
-INPUTS = [
-    b"The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs.\n",
-    b"How vexingly quick daft zebras jump! Sphinx of black quartz, judge my vow.\n",
-    b"Machine learning models are trained on data; the weights are then frozen and reused.\n",
-]
+FOX = b"The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs.\n"
+ZEBRAS = b"How vexingly quick daft zebras jump! Sphinx of black quartz, judge my vow.\n"
+# Each longer than the fixture's smallest vector record (140 B), so compress trains vectors.
+INPUTS = [FOX + ZEBRAS, ZEBRAS + FOX, b"Machine learning models are trained on data; the weights are then frozen and reused.\n" + FOX]
 
 
 @pytest.fixture(scope="module")
