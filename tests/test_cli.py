@@ -5,6 +5,7 @@ import io
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -17,6 +18,10 @@ from safetensors.numpy import load_file
 from llmzip.cli import main
 
 TINY = ["--chunk-tokens", "16", "--max-steps", "40"]
+# Long enough (160 B) for compress to train vectors (an input smaller than the fixture
+# model's smallest vector record, 140 B, gets none); its first chunk is stored as a vector.
+TEXT = (b"The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs. "
+        b"How vexingly quick daft zebras jump! Sphinx of black quartz, judge my vow.")
 
 
 @pytest.fixture
@@ -125,11 +130,11 @@ def test_training_options_reach_the_trainer(run, model_args, tmp_path, monkeypat
 
 def test_verify_reports_each_archive(run, model_args, tmp_path, tiny_model_dir):
     source = tmp_path / "doc.txt"
-    source.write_bytes(b"The quick brown fox jumps over the lazy dog.")
+    source.write_bytes(TEXT)
     assert run("compress", source, *model_args, *TINY)[0] == 0
     code, out, _ = run("verify", tmp_path / "doc.txt.lmz", *model_args, "-v")
     assert code == 0
-    assert "OK (1 chunk: 1 memory, min decode margin" in out and "chunk     0  memory" in out
+    assert re.search(r"OK \(\d+ chunks: \d+ memory.*, min decode margin", out) and "chunk     0  memory" in out, out
     bad = tiny_model_dir.parent / "bad" / "bitflip_trailer.lmz"
     code, out, err = run("verify", tmp_path / "doc.txt.lmz", bad, *model_args)
     assert code == 1
@@ -138,7 +143,7 @@ def test_verify_reports_each_archive(run, model_args, tmp_path, tiny_model_dir):
 
 def test_extract_with_the_wrong_model_names_both_fingerprints_and_writes_nothing(run, model_args, tmp_path, tiny_model_dir):
     source = tmp_path / "doc.txt"
-    source.write_bytes(b"The quick brown fox jumps over the lazy dog.")
+    source.write_bytes(TEXT)  # memory chunks: extract needs the archive's model
     assert run("compress", source, *model_args, *TINY)[0] == 0
     archive_model = json.loads(run("info", tmp_path / "doc.txt.lmz", "--json")[1])[0]["model"]
 
@@ -158,8 +163,8 @@ def test_extract_with_the_wrong_model_names_both_fingerprints_and_writes_nothing
 def test_export_writes_vectors_and_metadata(run, model_args, tmp_path):
     source = tmp_path / "doc.txt"
     source.write_bytes(
-        b"\xff\xfe\nPack my box with five dozen liquor jugs. How vexingly quick daft zebras jump!\n"
-        b"The quick brown fox jumps over the lazy dog."
+        b"\xff\xfe\nSphinx of black quartz, judge my vow.\nPack my box with five dozen liquor jugs. How vexingly quick "
+        b"daft zebras jump!\nThe quick brown fox jumps over the lazy dog."
     )
     assert run("compress", source, *model_args, *TINY)[0] == 0
     code, _, err = run("export", tmp_path / "doc.txt.lmz", "-o", tmp_path / "v.safetensors")
@@ -170,9 +175,16 @@ def test_export_writes_vectors_and_metadata(run, model_args, tmp_path):
     with safe_open(tmp_path / "v.safetensors", framework="numpy") as handle:
         rows = json.loads(handle.metadata()["llmzip.chunks"])
     assert vectors.shape == (len(rows), 64) and vectors.dtype.name == "float16"
-    data = source.read_bytes()
-    assert rows and all(row["offset"] > 0 for row in rows)  # the binary prefix went to zstd
-    assert b"The quick brown fox jumps over the lazy dog." in [data[r["offset"]: r["offset"] + r["length"]] for r in rows]
+    assert rows and all(row["offset"] > 0 for row in rows)  # the binary prefix is no vector
+    from llmzip import container, kinds
+    from llmzip.kinds.memory import MemoryKind
+
+    offset, vectors_at = 0, []  # (chunk, offset, length) of each memory chunk, as the archive holds them
+    for index, chunk in enumerate(container.unpack((tmp_path / "doc.txt.lmz").read_bytes()).chunks):
+        if isinstance(kinds.of(chunk), MemoryKind):
+            vectors_at.append((index, offset, chunk.length))
+        offset += chunk.length
+    assert [(row["chunk"], row["offset"], row["length"]) for row in rows] == vectors_at
 
 
 def test_sigkill_then_rerun_resumes_to_the_identical_archive(tiny_model_dir, tmp_path):

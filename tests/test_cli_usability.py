@@ -22,6 +22,9 @@ from llmzip.errors import InputError
 
 TINY = ["--chunk-tokens", "16", "--max-steps", "40"]
 LEARNED = b"The quick brown fox jumps over the lazy dog."  # the fixture model stores it as one vector
+# Long enough (160 B) for compress to train vectors: an input smaller than the smallest
+# vector record (140 B with the fixture model) gets none. Its first chunk is LEARNED, a vector.
+TEXT = LEARNED + b" Pack my box with five dozen liquor jugs. How vexingly quick daft zebras jump! Sphinx of black quartz, judge my vow."
 BAD = os.path.join(os.path.dirname(__file__), "..", "fixtures", "bad", "bitflip_trailer.lmz")
 
 
@@ -141,7 +144,7 @@ def umask(request):
 
 def test_outputs_take_the_inputs_mode_and_mtime_else_the_umask(run, run_binary, model_args, tmp_path, umask):
     source = tmp_path / "doc.txt"
-    source.write_bytes(LEARNED)
+    source.write_bytes(TEXT)
     source.chmod(0o640)
     os.utime(source, (1_000_000_000, 1_000_000_000))
     assert run("compress", source, *model_args, *TINY, "-q")[0] == 0
@@ -181,7 +184,7 @@ def test_every_per_file_error_names_the_file_once(run, tmp_path, monkeypatch, no
 
 
 def test_a_decoding_error_names_the_archive(run, model_args, tmp_path):
-    _, archive = compressed(run, model_args, tmp_path)
+    _, archive = compressed(run, model_args, tmp_path, data=TEXT)  # memory chunks: extract needs the model
     code, _, err = run("extract", archive, "-o", tmp_path / "out.txt", "--model", tmp_path / "no-such-model")
     assert code == 1 and one_error_line(err, f"llmzip: error: {archive}: ") and err.count(str(archive)) == 1, err
 
@@ -191,15 +194,17 @@ def test_a_decoding_error_names_the_archive(run, model_args, tmp_path):
 
 def test_verbose_compress_and_extract_list_every_chunk(run, model_args, tmp_path):
     source = tmp_path / "doc.txt"
-    source.write_bytes(LEARNED)
+    source.write_bytes(TEXT)
     code, out, err = run("compress", source, *model_args, *TINY, "-v")
     assert code == 0 and out == ""
     lines = err.splitlines()
-    assert re.fullmatch(r"llmzip: .*doc\.txt -> .*doc\.txt\.lmz: 1 chunk \(1 vector\), 44 B -> [\d,]+ B, [\d.]+ s",
-                        lines[0]), lines[0]
+    summary = re.fullmatch(r"llmzip: .*doc\.txt -> .*doc\.txt\.lmz: (\d+) chunks \(\d+ vectors?(, \d+ [a-z-]+)*\), "
+                           r"160 B -> [\d,]+ B, [\d.]+ s", lines[0])
+    assert summary, lines[0]
     assert re.fullmatch(r"  model .*tiny-gemma3 on cpu, \d+ threads?, loaded in [\d.]+ s", lines[1]), lines[1]
     assert re.fullmatch(r"  chunk     0  memory\s+44 B  \d+ tokens  margin \d+\.\d{3}  stored 128 B", lines[2]), lines[2]
-    assert len(lines) == 3
+    assert all(re.fullmatch(r"  chunk +\d+  [a-z-]+ +\d+ B.*", line) for line in lines[3:]), lines
+    assert len(lines) == 2 + int(summary[1])  # one line per chunk the summary counts
 
     source.unlink()
     code, out, err = run("extract", tmp_path / "doc.txt.lmz", *model_args, "-v")
@@ -244,7 +249,7 @@ def test_a_directory_as_input_is_one_line_and_exit_1(run, tmp_path, monkeypatch,
 
 def test_interrupted_stdout_compress_resumes_from_the_cache_journal(run, run_binary, model_args, tmp_path, cache,
                                                                     monkeypatch):
-    data = b"Pack my box with five dozen liquor jugs. " + LEARNED
+    data = TEXT
     source = tmp_path / "doc.txt"
     source.write_bytes(data)
     settings = [*model_args, *TINY, "--batch-size", "1", "--group-batches", "1"]
@@ -353,15 +358,16 @@ def test_an_interrupt_is_one_line(run, model_args, tmp_path, monkeypatch, except
 
 def test_counts_are_singular_and_plural(run, model_args, tmp_path):
     source = tmp_path / "doc.txt"
-    source.write_bytes(LEARNED)
+    source.write_bytes(LEARNED)  # too small for a vector: one chunk in its smallest exact form
     _, _, err = run("compress", source, *model_args, *TINY)
-    assert ": 1 chunk (1 vector), " in err
+    assert re.search(r": 1 chunk \(0 vectors, 1 [a-z]+\), ", err), err
     code, out, _ = run("verify", tmp_path / "doc.txt.lmz", *model_args)
-    assert code == 0 and "OK (1 chunk: 1 memory, min decode margin" in out
-    source.write_bytes(b"\xff\xfe not UTF-8, so zstd. " + LEARNED)
+    assert code == 0 and re.search(r"OK \(1 chunk: 1 [a-z]+\)", out), out
+    source.write_bytes(b"\xff\xfe not UTF-8, so zstd. " + TEXT)
     _, _, err = run("compress", source, *model_args, *TINY, "-f")
-    chunks, vectors = map(int, re.search(r": (\d+) chunks? \((\d+) vectors?, \d+ zstd\), ", err).groups())
-    assert f": {chunks} chunk{'' if chunks == 1 else 's'} (" in err and f"({vectors} vector{'' if vectors == 1 else 's'}," in err
+    chunks, vectors = map(int, re.search(r": (\d+) chunks? \((\d+) vectors?[,)]", err).groups())
+    assert f": {chunks} chunk{'' if chunks == 1 else 's'} (" in err and f"({vectors} vector{'' if vectors == 1 else 's'}" in err
+    assert chunks > 1, err
 
 
 # 12. extract prints a summary line like compress (stderr, not with -q).
@@ -526,7 +532,7 @@ def test_gzip_habits_compress_list_test_and_decompress(run, run_binary, model_ar
     code, _, err = run("-k", "-n", source, *model_args, *TINY, "-q")  # llmzip -kn FILE compresses
     assert code == 0 and source.exists() and archive.exists(), err
     code, out, _ = run("-l", "--json", archive)
-    assert code == 0 and list(json.loads(out)[0]["metadata"]) == ["creator"]  # -n: no name is ever stored
+    assert code == 0 and set(json.loads(out)[0]["metadata"]) <= {"creator"}  # -n: no name is ever stored
     assert b"data.bin" not in archive.read_bytes()
     assert run("list", archive)[1].startswith(f"{archive}\n  format version")
     for test in ("-t", "test"):
