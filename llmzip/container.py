@@ -162,6 +162,8 @@ class ArchiveInfo:
     input_bytes: dict  # kind name -> input bytes those chunks restore
     stored_bytes: dict  # kind name -> archive bytes of their payload (zstd: the shared frame)
     min_margin: float | None  # smallest recorded margin of any chunk that has one
+    standalone_chunks: int = 0  # memory vectors that regenerate their chunk alone (no corrections)
+    standalone_bytes: int = 0  # input bytes those vectors hold
 
     @property
     def overhead_bytes(self) -> int:
@@ -187,6 +189,7 @@ class ArchiveInfo:
             "input_bytes": dict(self.input_bytes),
             "stored_bytes": {**self.stored_bytes, "overhead": self.overhead_bytes},
             "min_margin": self.min_margin,
+            "standalone": {"chunks": self.standalone_chunks, "input_bytes": self.standalone_bytes},
             "model": model,
             "settings": settings_by_name(self.header.settings, self.version),
             "metadata": dict(self.header.metadata),
@@ -348,7 +351,7 @@ def read_header(path_or_bytes) -> ArchiveInfo:
     parsed = _parse(path_or_bytes)
     counts = {kind.name: 0 for kind in kinds.KINDS if kind.minor == 0}  # later kinds: when present
     input_bytes, stored = dict(counts), dict(counts)
-    margins = []
+    margins, standalone = [], []
     for chunk in parsed.chunks:
         kind = None if isinstance(chunk, _OpaqueChunk) else kinds.of(chunk)
         name = chunk.kind_name if kind is None else kind.name
@@ -358,6 +361,8 @@ def read_header(path_or_bytes) -> ArchiveInfo:
             stored[name] = stored.get(name, 0) + kind.stored_bytes(chunk)
             if kind.margin(chunk) is not None:
                 margins.append(kind.margin(chunk))
+            if kind.describe(chunk)["standalone"]:
+                standalone.append(chunk.length)
     stored[kinds.zstd.KIND.name] += parsed.fallback_bytes
     return ArchiveInfo(
         version=parsed.version,
@@ -367,6 +372,8 @@ def read_header(path_or_bytes) -> ArchiveInfo:
         input_bytes=input_bytes,
         stored_bytes=stored,
         min_margin=min(margins, default=None),
+        standalone_chunks=len(standalone),
+        standalone_bytes=sum(standalone),
     )
 
 

@@ -9,12 +9,12 @@ import click
 
 from llmzip.cli import files as io
 from llmzip.cli.group import cli
-from llmzip.cli.messages import (Progress, about, arrow, chunk_lines, chunk_summary, each, error, plural,
+from llmzip.cli.messages import (Progress, about, arrow, chunk_lines, chunk_summary, each, error, holds_vector, plural,
                                  setup_logging, show, show_progress)
-from llmzip.cli.options import (CODECS, DEFAULT_CODEC, DEFAULT_MODEL, files_argument, model_option, optimizer_option,
+from llmzip.cli.options import (files_argument, model_option, optimizer_option,
                                 options, output_options, torch_options, train_config, train_option, training_options,
                                 use_torch, verbosity)
-from llmzip.config import DEFAULT_CHUNK_TOKENS, DEFAULT_VECTOR_FORM
+from llmzip.config import CODECS, DEFAULT_CHUNK_TOKENS, DEFAULT_CODEC, DEFAULT_MODEL, DEFAULT_VECTOR_FORM
 from llmzip.errors import LmzError
 from llmzip.kinds.lm import LM_CHUNK_TOKENS
 from llmzip.wire import MAX_CORRECTIONS, MAX_TOKENS_PER_CHUNK, VECTOR_BITS
@@ -30,8 +30,14 @@ vector_options = options(  # how each vector is trained and stored: TrainConfig 
                  default=f"per model, {_RANK} for the default model"),
     train_option("bits", click.IntRange(VECTOR_BITS[0], VECTOR_BITS[-1]), "Bits per memory-int coefficient",
                  default=f"per model, {_BITS} for the default model"),
-    train_option("corrections", click.IntRange(0, MAX_CORRECTIONS), "Positions a coded vector (up to 8 bits) may "
-                 "store the right token for instead of missing its chunk; 0: none"),
+    train_option("grid", click.FloatRange(0), "Coded vectors (up to 8 bits): one fixed quantiser step for every "
+                 "vector; 0: each vector's grid scaled to its own RMS, the form that holds chunks alone"),
+    train_option("sparsity", click.FloatRange(0), "With --grid: weight of a pull towards the start vector that leaves "
+                 "coordinates at 0 (smaller vectors, fewer chunks held alone; --corrections 40 --grid 6 --sparsity 1.25 "
+                 "is the compact hybrid of BENCHMARKS.md)"),
+    train_option("corrections", click.IntRange(0, MAX_CORRECTIONS), "Hybrid vectors: positions a coded vector (up "
+                 "to 8 bits) may store the right token for instead of missing its chunk. Such a vector alone does not "
+                 "regenerate its chunk; 0: every vector a memory token"),
     train_option("correction-steps", click.IntRange(1), "A chunk may stop with one correction more per N steps "
                  "trained: larger N, more steps and slightly smaller vectors (--corrections 32 --correction-steps 10: "
                  "~9x the steps for ~3% fewer bytes)"),
@@ -159,10 +165,15 @@ def _compress_one(compressor, file, target, like, data, force, loaded_in, device
     if journal is not None:
         journal.unlink(missing_ok=True)
     if not quiet:
+        info = read_header(archive)  # the archive's chunks, as info counts them
+        alone = []
+        if any(holds_vector(kind) and count for kind, count in info.chunk_counts.items()):  # memory tokens, and their share
+            share = f", {100 * info.standalone_bytes / report.input_size:.0f} % of the input" if report.input_size else ""
+            alone = [f"{info.standalone_chunks} standalone{share}"]
         resumed = [f"{report.resumed_chunks} resumed from journal"] if report.resumed_chunks else []
         click.echo(
             f"llmzip: {arrow(file, target)}: "
-            f"{chunk_summary(read_header(archive).chunk_counts, *resumed)}, "  # the archive's chunks, as info counts them
+            f"{chunk_summary(info.chunk_counts, *alone, *resumed)}, "
             f"{report.input_size:,} B -> {report.archive_size:,} B, {report.seconds:.1f} s",
             err=True,
         )

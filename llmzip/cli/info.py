@@ -8,7 +8,7 @@ import click
 
 from llmzip.cli import files as io
 from llmzip.cli.group import cli
-from llmzip.cli.messages import about, arrow, each, file_name, holds_vector, plural, ratio, show
+from llmzip.cli.messages import about, arrow, each, file_name, holds_vector, plural, ratio, show, standalone_line
 from llmzip.cli.options import files_argument, force_option, quiet_option
 
 
@@ -66,6 +66,9 @@ def _describe(path, archive) -> str:
         + f", overhead {archive.overhead_bytes:,} B",
         f"  chunks          {sum(counts.values())}: {chunks}",
         *(["  bits per vector " + ", ".join(f"{kind} {8 * archive.stored_bytes[kind] / counts[kind]:,.0f}" for kind in vectors)]
+          if vectors else []),
+        *(["  standalone      " + standalone_line(archive.standalone_chunks, sum(counts[kind] for kind in vectors),
+                                                      archive.standalone_bytes, archive.header.input_size)]
           if vectors else []),
         f"  min margin      {min_margin}",
         f"  vector dim      {archive.header.vector_dim}",

@@ -59,6 +59,13 @@ def chunk_summary(counts: dict, *more: str) -> str:
     return f"{plural(sum(counts.values()), 'chunk')} ({', '.join([plural(vectors, 'vector'), *others, *more])})"
 
 
+def standalone_line(standalone: int, vectors: int, held: int, input_size: int) -> str:
+    """"2 of 3 vectors regenerate their chunk alone, 512 B (24 %) of the input": how many
+    memory vectors are memory tokens (the others lean on corrected tokens: hybrids)."""
+    share = f" ({100 * held / input_size:.0f} %)" if input_size else ""
+    return f"{standalone:,} of {plural(vectors, 'vector')} regenerate their chunk alone, {held:,} B{share} of the input"
+
+
 def chunk_lines(archive: bytes) -> list[str]:
     """One line per chunk of an archive, for -v: index, kind, bytes, and for memory
     vectors the token count and the margin recorded at compress time."""
@@ -74,7 +81,9 @@ def chunk_lines(archive: bytes) -> list[str]:
         if row["stored_bytes"]:
             detail += f"  stored {row['stored_bytes']:,} B"
         if row["corrections"]:
-            detail += f"  {plural(row['corrections'], 'correction')}"
+            detail += f"  {plural(row['corrections'], 'correction')} (hybrid: not a vector alone)"
+        elif row["standalone"]:
+            detail += "  standalone"
         lines.append(f"  chunk {index:>5}  {row['kind']:<16} {row['length']:>7} B{detail}")
     return lines
 
