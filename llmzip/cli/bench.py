@@ -10,8 +10,9 @@ import click
 from llmzip.cli import files as io
 from llmzip.cli.group import cli
 from llmzip.cli.messages import Progress, margin, setup_logging, show_progress
-from llmzip.cli.options import (DEFAULT_MODEL, force_option, model_option, optimizer_option, torch_options, train_config,
+from llmzip.cli.options import (force_option, model_option, optimizer_option, torch_options, train_config,
                                 train_option, training_options, use_torch, verbosity)
+from llmzip.config import DEFAULT_MODEL
 
 
 @cli.command()

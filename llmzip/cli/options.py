@@ -9,15 +9,8 @@ import contextlib
 
 import click
 
-from llmzip.config import OPTIMIZERS, TrainConfig
+from llmzip.config import DEFAULT_MODEL, OPTIMIZERS, TrainConfig
 from llmzip.errors import LmzError
-
-# The default model's spec and compress's --codec choices and default. They are
-# llmzip.model.DEFAULT_SPEC and llmzip.codec.CODECS and LmzCompressor's default, whose modules
-# import torch; tests/test_cli_usability.py checks that these agree with them.
-DEFAULT_MODEL = "default"
-CODECS = ("memory", "lm", "auto")
-DEFAULT_CODEC = "memory"
 
 TRAIN = TrainConfig()  # the defaults the help texts show
 
