@@ -31,11 +31,10 @@ def cli(*args) -> int:
 @pytest.fixture(scope="module")
 def sample_archive(tmp_path_factory, default_model):  # default_model: convert/cache once
     directory = tmp_path_factory.mktemp("e2e")
-    # A step bound keeps CI time predictable; the chunk needs a few hundred steps. No
-    # corrections: the README's export example regenerates the chunk with transformers
-    # alone, and the default kind codes corrected tokens under the model (README).
-    assert cli("compress", SAMPLE, "-o", directory / "doc.lmz", "--no-progress", "--max-steps", "800",
-               "--corrections", "0") == 0
+    # A step bound keeps CI time predictable; the chunk needs a few hundred steps. At the
+    # defaults every vector regenerates its chunk alone, which the README's export example
+    # then does with plain transformers.
+    assert cli("compress", SAMPLE, "-o", directory / "doc.lmz", "--no-progress", "--max-steps", "800") == 0
     return directory / "doc.lmz"
 
 
@@ -44,6 +43,7 @@ def test_sample_compresses_to_memory_vectors_and_extracts_exactly(sample_archive
     assert cli("info", sample_archive, "--json") == 0
     info = json.loads(capsys.readouterr().out)[0]
     assert info["chunks"].get("memory-int-lm", 0) >= 1, info["chunks"]  # the default model's default form
+    assert info["standalone"]["chunks"] == info["chunks"]["memory-int-lm"]  # memory tokens, every one
     assert cli("verify", sample_archive, "-v") == 0
     assert "OK" in capsys.readouterr().out
     restored = sample_archive.with_name("restored.txt")
