@@ -565,3 +565,12 @@ def test_shell_completion(run, monkeypatch):
     monkeypatch.setenv("COMP_CWORD", "1")
     code, out, _ = run()
     assert code == 0 and "compress" in out
+
+
+def test_margin_help_says_what_each_margin_is(run):
+    """Issue 32, item 7: --margin is the training margin; the help names the verify margin
+    a stored vector must keep and the margin the archive records."""
+    code, out, _ = run("compress", "--help")
+    help_text = " ".join(out.split())
+    assert code == 0
+    assert "Training margin" in help_text and "still wins by 0.25" in help_text and "records the smallest gap" in help_text

@@ -57,12 +57,12 @@ vector_options = options(  # how each vector is trained and stored: TrainConfig 
 @click.option("--chunk-tokens", type=click.IntRange(1, MAX_TOKENS_PER_CHUNK),
               help=f"Token budget per chunk [default: per model, {DEFAULT_CHUNK_TOKENS[DEFAULT_MODEL]} for the default "
                    f"model; {LM_CHUNK_TOKENS} with --codec lm].")
-@training_options("chunk", steps_text=" before it falls back to zstd")
+@training_options("chunk", steps_text=" before it is stored another way (lm, zstd)")
 @vector_options
 @click.option("--codec", "codec_name", type=click.Choice(CODECS), default=DEFAULT_CODEC, show_default=True,
-              help=f"memory: train memory vectors; lm: LM-code every chunk, no training ({LM_CHUNK_TOKENS}-token "
-                   "chunks); auto: each chunk in its smallest exact kind. memory/auto: chunks without a vector go to "
-                   "zstd or lm, the smaller.")
+              help=f"For embeddings, memory: a vector per chunk that regenerates it alone, other chunks in their "
+                   f"smallest exact form. For size, lm: LM-code each chunk where smaller than zstd, no training "
+                   f"({LM_CHUNK_TOKENS}-token chunks); auto: the smallest of its own choice, memory's and lm's.")
 @click.option("--workers", type=click.IntRange(1), help="Train on N Ray workers, each with its own model (one GPU each with --device cuda); "
               "a local Ray instance, or the cluster $RAY_ADDRESS names. Needs pip install \"llmzip[ray]\". --threads defaults to 1.")
 @verbosity

@@ -155,7 +155,10 @@ def training_options(unit: str, *, steps_text: str = ""):
     """The options compress and bench share; ``unit`` is what one vector holds ("chunk", "row")."""
     return options(
         train_option("max-steps", click.IntRange(1), f"Optimiser steps per {unit}{steps_text}"),
-        train_option("margin", click.FloatRange(0, min_open=True), "Logit margin every position must win by"),
+        train_option("margin", click.FloatRange(0, min_open=True), "Training margin: a vector stops training once "
+                     f"every position's token beats the runner-up by this many logits. It is kept only if the "
+                     f"extract decode of its stored form still wins by {TRAIN.verify_margin} everywhere; the archive "
+                     f"records the smallest gap that decode measured (info: min margin)"),
         train_option("batch-size", click.IntRange(1), f"{unit.capitalize()}s trained together"),
     )
 
