@@ -254,14 +254,14 @@ class LmzCompressor:
         if not report.binary and self.codec != "memory":
             lm_chunks = split_counted(self.loaded.tokenizer, data, self.lm_chunk_tokens, report if self.codec == "lm" else None)
             def pack_lm(chosen):
-                return self._pack(chosen, data, self.lm_chunk_tokens)
+                return self.pack_archive(chosen, data, self.lm_chunk_tokens)
 
             initial = [FallbackChunk(chunk.data) for chunk in lm_chunks]
             candidates.append((*self._chooser("lm").choose(initial, lm_chunks, pack_lm), pack_lm))
         # A memory archive's vectors are its product: it keeps them. Everything else may be
         # beaten by the whole input stored or in one zstd frame, without a model.
         def pack(chosen):
-            return self._pack(chosen, data)
+            return self.pack_archive(chosen, data)
 
         if self.codec != "memory" or not any(kinds.of(chunk) is self.vector_kind
                                              for stored, *_ in candidates[:1] for chunk in stored):
@@ -299,16 +299,18 @@ class LmzCompressor:
                 initial.append(FallbackChunk(data=chunk.data))
 
         def pack(chosen):
-            return self._pack(chosen, data)
+            return self.pack_archive(chosen, data)
 
         candidates = [(*self._chooser(self.codec).choose(list(initial), chunks, pack, on_verify), pack)]
         if self.codec == "auto" and any(kinds.of(chunk) is self.vector_kind for chunk in initial):
             candidates.append((*self._chooser("memory").choose(list(initial), chunks, pack), pack))
         return candidates
 
-    def _pack(self, stored: list, data: bytes, chunk_tokens: int | None = None) -> bytes:
-        """The archive of ``stored``; with no chunk that needs a model, a model-free one
-        (format 2.5: no model, settings, creator or input xxh64; only given metadata)."""
+    def pack_archive(self, stored: list, data: bytes, chunk_tokens: int | None = None) -> bytes:
+        """The archive of ``stored`` (chunks already chosen and verified, in input order, for
+        the input ``data``) with this compressor's header; with no chunk that needs a model, a
+        model-free one (format 2.5: no model, settings, creator or input xxh64; only given
+        metadata). Compress packs every candidate with it; tests build archives of one kind."""
         if not any(kinds.of(chunk).needs_model for chunk in stored):
             header = container.Header(model={}, settings={}, vector_dim=None, input_size=len(data),
                                       input_xxh64=None, metadata=self.given_metadata)

@@ -69,11 +69,11 @@ def test_round_trip_through_the_codec(tiny_model, compressor_codec):
                                      train=TrainConfig(max_steps=30))
     archive, report = compressor.compress_with_report(data)
     assert codec.LmzDecompressor(loaded=tiny_model).decompress(archive) == data
-    if compressor_codec == "lm":
-        assert report.lm_chunks >= 1  # (a chunk zstd stores smaller stays zstd)
-        assert container.unpack(archive).version == (2, 1)  # lm chunks need format 2.1
-    if report.lm_chunks == 0:
-        assert container.unpack(archive).version == (2, 0)
+    parsed = container.unpack(archive)
+    # the smallest version that holds what the archive has (lm chunks: 2.1), a model-free one 2.5
+    needs_model = any(kinds.of(chunk).needs_model for chunk in parsed.chunks)
+    minor = max(kinds.of(chunk).minor for chunk in parsed.chunks) if needs_model else 5
+    assert parsed.version == (2, minor)
     info = container.read_header(archive)
     assert info is not None
 
@@ -173,8 +173,12 @@ def test_drift_above_the_tolerance_can_desynchronise(tiny_model, monkeypatch):
 
 
 def _archive(tiny_model):
+    """An archive of TEXTS, every chunk LM-coded. Compress would store these few hundred bytes
+    raw (the random fixture model codes them no smaller than zstd, and a model-free archive
+    needs no header), so the lm chunks are packed directly, as compress packs its choice."""
     compressor = codec.LmzCompressor(loaded=tiny_model, codec="lm", chunk_tokens=24)
-    return compressor.compress(b"".join(TEXTS))
+    _, chunks, _ = _coded(tiny_model, TEXTS)
+    return compressor.pack_archive(chunks, b"".join(TEXTS), 24)
 
 
 def test_corrupted_coded_bytes_fail_cleanly(tiny_model):
@@ -225,14 +229,18 @@ def test_settings_other_than_this_llmzip_s_are_refused(tiny_model):
         lm.KIND.check_before_model(items, parsed)
 
 
-def test_cli_codec_lm_round_trips(run, tmp_path, tiny_model_dir):
+def test_cli_codec_lm_round_trips(run, tmp_path, tiny_model, tiny_model_dir):
     source = tmp_path / "doc.txt"
     source.write_bytes(b"".join(TEXTS))
     code, _, err = run("compress", source, "--codec", "lm", "--model", tiny_model_dir, "--no-progress")
-    assert code == 0 and " lm, " in err
-    code, out, _ = run("info", f"{source}.lmz")
-    assert code == 0 and "2.1" in out and " lm (" in out
+    assert code == 0 and " chunk" in err  # stored raw: smaller than any lm archive of the fixture model
     code, out, _ = run("extract", f"{source}.lmz", "-o", tmp_path / "back.txt", "--model", tiny_model_dir)
     assert code == 0 and (tmp_path / "back.txt").read_bytes() == source.read_bytes()
+    lm_archive = tmp_path / "lm.lmz"  # extract of lm chunks, through the CLI
+    lm_archive.write_bytes(_archive(tiny_model))
+    code, out, _ = run("info", lm_archive)
+    assert code == 0 and "2.1" in out and " lm (" in out
+    code, out, _ = run("extract", lm_archive, "-o", tmp_path / "back2.txt", "--model", tiny_model_dir)
+    assert code == 0 and (tmp_path / "back2.txt").read_bytes() == source.read_bytes()
     code, _, err = run("compress", source, "--codec", "gzip", "-f")
     assert code == 2

@@ -200,7 +200,8 @@ def archives(tiny_model, kind_4_writer):
     """Archives of TEXT at each bit width, with the rank each one is made with."""
     made = {}
     for rank, bits in [(64, 2), (16, 4), (32, 8), (64, 16)]:
-        compressor = codec.LmzCompressor(loaded=tiny_model, chunk_tokens=8, train=TrainConfig(rank=rank, bits=bits, **FAST))
+        compressor = codec.LmzCompressor(loaded=tiny_model, chunk_tokens=8, train=TrainConfig(rank=rank, bits=bits, **FAST),
+                                         train_small_inputs=True)  # TEXT is shorter than some forms' smallest vector
         made[bits] = (rank, compressor.compress(TEXT))
     return made
 
@@ -213,7 +214,8 @@ def int_chunks(archive):
 def test_archive_round_trip(archives, tiny_model, bits):
     rank, data = archives[bits]
     archive = container.unpack(data)
-    assert archive.version == (2, 2)
+    assert archive.version == (2, max(kinds.of(chunk).minor for chunk in archive.chunks))  # 2.2, 2.5 with raw chunks
+    assert archive.version >= (2, 2)
     stored = int_chunks(archive)
     assert stored and all((chunk.rank, chunk.bits) == (rank, bits) for chunk in stored)
     assert memory_int.OFFSET_KEY not in archive.header.settings  # the fixture model has no shipped start

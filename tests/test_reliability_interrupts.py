@@ -32,7 +32,9 @@ PRECIOUS = b"an earlier output that -f may only replace with a complete one"
 # One sentence the model learned (a memory vector) and unseen text that trains to its
 # full step budget, chunk by chunk (batch size 1): a run lasts a couple of seconds and
 # journals several groups on the way.
-TEXT = b"The quick brown fox jumps over the lazy dog. Unseen lanterns drift over glass rivers at noon."
+# Longer than the fixture's smallest vector record (140 B), so compress trains (and journals) vectors.
+TEXT = (b"The quick brown fox jumps over the lazy dog. Unseen lanterns drift over glass rivers at noon. "
+        b"Pack my box with five dozen liquor jugs. How vexingly quick daft zebras jump!")
 COMPRESS = ["--model", TINY_MODEL_DIR, "--chunk-tokens", "16", "--max-steps", "60", "--batch-size", "1", "--group-batches", "1", "-f"]
 
 
