@@ -399,7 +399,7 @@ def test_help_defaults_are_the_codes(run):
     code, out, _ = run("compress", "--help")
     out = " ".join(out.split())  # undo click's line wrapping
     assert code == 0
-    assert f"optimiser steps per chunk before it falls back to zstd [default: {defaults.max_steps}]" in out.lower()
+    assert f"optimiser steps per chunk before it is stored another way (lm, zstd) [default: {defaults.max_steps}]" in out.lower()
     assert f"[default: {defaults.margin}]" in out and f"[default: {defaults.batch_size}]" in out
     assert f"1<=x<={MAX_TOKENS_PER_CHUNK}" in out
     assert f"{codec.DEFAULT_CHUNK_TOKENS['default']} for the default model" in out
