@@ -171,17 +171,16 @@ def whole_input(data: bytes) -> list[list]:
     return [[StoredChunk(piece) for piece in pieces], [FallbackChunk(piece) for piece in pieces]]
 
 
-def smallest_archive(candidates: list) -> tuple[list, bytes]:
-    """The smallest of ``candidates`` ((chunks, archive, pack) triples, the first of
-    equals), each also tried with its zstd chunks stored instead (``pack(chunks)`` makes
+def smallest_archive(candidates: list) -> bytes:
+    """The smallest archive of ``candidates`` ((chunks, archive, pack) triples, the first
+    of equals), each also tried with its zstd chunks stored instead (``pack(chunks)`` makes
     that archive): bytes zstd does not shrink cost only their record as stored chunks."""
     best = None
     for stored, archive, pack in candidates:
-        tries = [(stored, archive)]
+        tries = [archive]
         if any(type(chunk) is FallbackChunk for chunk in stored) and not all(type(c) is FallbackChunk for c in stored):
-            raw = [StoredChunk(chunk.data) if type(chunk) is FallbackChunk else chunk for chunk in stored]
-            tries.append((raw, pack(raw)))
-        for pair in tries:
-            if best is None or len(pair[1]) < len(best[1]):
-                best = pair
+            tries.append(pack([StoredChunk(chunk.data) if type(chunk) is FallbackChunk else chunk for chunk in stored]))
+        for tried in tries:
+            if best is None or len(tried) < len(best):
+                best = tried
     return best

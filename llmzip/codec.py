@@ -67,12 +67,13 @@ class CompressReport:
     resumed_chunks: int = 0
     seconds: float = 0.0
     ineligible: dict[str, int] = field(default_factory=dict)  # reason -> bytes
+    kind_counts: dict[str, int] = field(default_factory=dict)  # kind name -> chunks, as `llmzip info` counts them
 
     def count(self, archive: bytes, vector_kind) -> None:
         """The chunk counts of the archive as written (as ``llmzip info`` counts them:
         neighbouring zstd chunks are one record), and its size."""
         info = container.read_header(archive)
-        counts = info.chunk_counts
+        counts = self.kind_counts = dict(info.chunk_counts)
         self.chunks = sum(counts.values())
         self.memory_chunks = counts.get(vector_kind.name, 0)
         self.lm_chunks = counts.get(kinds.lm.KIND.name, 0)
@@ -266,7 +267,7 @@ class LmzCompressor:
         if self.codec != "memory" or not any(kinds.of(chunk) is self.vector_kind
                                              for stored, *_ in candidates[:1] for chunk in stored):
             candidates += [(stored, pack(stored), pack) for stored in whole_input(data)]
-        _, archive = smallest_archive(candidates)
+        archive = smallest_archive(candidates)
         report.count(archive, self.vector_kind)
         report.seconds = time.perf_counter() - started
         return archive, report

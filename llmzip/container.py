@@ -28,7 +28,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import msgpack
-import xxhash
 import zstandard
 
 from llmzip import kinds
@@ -358,10 +357,11 @@ def read_header(path_or_bytes) -> ArchiveInfo:
         counts[name] = counts.get(name, 0) + 1
         input_bytes[name] = input_bytes.get(name, 0) + chunk.length
         if kind is not None:
-            stored[name] = stored.get(name, 0) + kind.stored_bytes(chunk)
-            if kind.margin(chunk) is not None:
-                margins.append(kind.margin(chunk))
-            if kind.describe(chunk)["standalone"]:
+            row = kind.describe(chunk)  # what info says of one chunk, asked once
+            stored[name] = stored.get(name, 0) + row["stored_bytes"]
+            if row["margin"] is not None:
+                margins.append(row["margin"])
+            if row["standalone"]:
                 standalone.append(chunk.length)
     stored[kinds.zstd.KIND.name] += parsed.fallback_bytes
     return ArchiveInfo(

@@ -9,7 +9,7 @@ import click
 
 from llmzip.cli import files as io
 from llmzip.cli.group import cli
-from llmzip.cli.messages import (Progress, about, arrow, chunk_lines, chunk_summary, each, error, holds_vector, plural,
+from llmzip.cli.messages import (Progress, about, arrow, chunk_lines, chunk_summary, each, error, plural,
                                  setup_logging, show, show_progress)
 from llmzip.cli.options import (files_argument, model_option, optimizer_option,
                                 options, output_options, torch_options, train_config, train_option, training_options,
@@ -153,8 +153,6 @@ def _compress_many(compressor, jobs, force, loaded_in, device, *, concurrent, **
 
 
 def _compress_one(compressor, file, target, like, data, force, loaded_in, device, *, quiet, verbose, progress):
-    from llmzip.container import read_header
-
     journal = _journal_path(target, data, compressor)
     with about(file), Progress(enabled=progress) as bar:
         archive, report = compressor.compress_with_report(
@@ -165,15 +163,14 @@ def _compress_one(compressor, file, target, like, data, force, loaded_in, device
     if journal is not None:
         journal.unlink(missing_ok=True)
     if not quiet:
-        info = read_header(archive)  # the archive's chunks, as info counts them
         alone = []
-        if any(holds_vector(kind) and count for kind, count in info.chunk_counts.items()):  # memory tokens, and their share
-            share = f", {100 * info.standalone_bytes / report.input_size:.0f} % of the input" if report.input_size else ""
-            alone = [f"{info.standalone_chunks} standalone{share}"]
+        if report.memory_chunks:  # how many vectors are memory tokens, and their share of the input
+            share = f", {100 * report.standalone_bytes / report.input_size:.0f} % of the input" if report.input_size else ""
+            alone = [f"{report.standalone_chunks} standalone{share}"]
         resumed = [f"{report.resumed_chunks} resumed from journal"] if report.resumed_chunks else []
         click.echo(
             f"llmzip: {arrow(file, target)}: "
-            f"{chunk_summary(info.chunk_counts, *alone, *resumed)}, "
+            f"{chunk_summary(report.kind_counts, *alone, *resumed)}, "  # the archive's chunks, as info counts them
             f"{report.input_size:,} B -> {report.archive_size:,} B, {report.seconds:.1f} s",
             err=True,
         )
