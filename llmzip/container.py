@@ -1,7 +1,7 @@
 """The .lmz container: pack and unpack archives, read them without a model.
 
 ``format/SPEC.md`` defines the bytes; this module is one reader and writer of them. It
-writes format 2.0-2.5 (the smallest version that holds what it writes) and reads 1.x (llmzip 0.1.0) and 2.x. It imports no torch, so
+writes format 2.0-2.6 (the smallest version that holds what it writes) and reads 1.x (llmzip 0.1.0) and 2.x. It imports no torch, so
 ``llmzip.read_header`` and ``llmzip info`` work without a model and start in well under a
 second. What a chunk record's kind-specific fields mean is each kind's business
 (:mod:`llmzip.kinds`); this module frames records and looks kinds up in the registry.
@@ -63,10 +63,15 @@ from llmzip.wire import (  # noqa: F401 - re-exported: the container's API names
 )
 
 MAGIC = b"\x89LMZ\r\n\x1a\n"
-READS = {1: 0, 2: 5}  # major -> the newest minor whose chunk kinds this reader knows
+READS = {1: 0, 2: 6}  # major -> the newest minor whose chunk kinds and flags this reader knows
 # Must-understand flag bits (offset 10) and the version that defines each (SPEC.md, "Flags").
 MODEL_FREE = 0x0001  # 2.5: the header records no model (no d, m or x): no chunk needs one
-MUST_UNDERSTAND_FLAGS = {MODEL_FREE: (2, 5)}
+# 2.6, always with MODEL_FREE: no records; after the header one kind byte (stored or zstd)
+# and the whole input in that kind's form. The records' framing (c, n, a record's kind,
+# sizes and xxh32: 14-22 B) is what kept 2.5's smallest archives over min(input, zstd) + 32 B.
+WHOLE_INPUT = 0x0002
+MUST_UNDERSTAND_FLAGS = {MODEL_FREE: (2, 5), WHOLE_INPUT: (2, 6)}
+WHOLE_VERSION = MUST_UNDERSTAND_FLAGS[WHOLE_INPUT]  # what a whole-input archive is written as
 
 # Fixed-layout parts, all little-endian (SPEC.md, "Layout").
 PREFIX = struct.Struct("<8sBBHHI")  # magic, major, minor, must-understand, ignorable, header size
@@ -87,8 +92,15 @@ _HEADER_KEYS = {
         ("input_xxh64", "x", True), ("chunk_count", "c", True), ("metadata", "w", False)],
 }
 
-# What a model-free header (flag MODEL_FREE) leaves out: the model and the input's xxh64.
+# What a model-free header (flag MODEL_FREE) leaves out: the model and the input's xxh64;
+# what a whole-input one (flag WHOLE_INPUT) also leaves out: what its payload says.
 _MODEL_FIELDS = ("model", "vector_dim", "input_xxh64")
+_WHOLE_FIELDS = (*_MODEL_FIELDS, "input_size", "chunk_count")
+
+
+def _absent_fields(flags: int) -> tuple:
+    """The header fields an archive with these must-understand ``flags`` MUST NOT hold."""
+    return _WHOLE_FIELDS if flags & WHOLE_INPUT else _MODEL_FIELDS if flags & MODEL_FREE else ()
 
 
 def settings_by_name(settings: dict, version: tuple[int, int]) -> dict:
@@ -213,9 +225,10 @@ def pack(header: Header, chunks: Sequence, *, zstd_level: int = 19) -> bytes:
     Consecutive zstd chunks become one record (up to the chunk length limit) and all zstd
     chunks share one frame at ``zstd_level`` (SPEC.md says why). A header whose
     ``vector_dim`` is None makes a model-free archive (2.5, flag ``MODEL_FREE``: no ``d``,
-    ``m`` or ``x``), which only chunks that need no model may use. Raises ``FormatError`` or
-    ``LimitError`` for anything the reader would reject: a writer must never produce an
-    archive it cannot read back.
+    ``m`` or ``x``), which only chunks that need no model may use; when those chunks are
+    all stored or all zstd (or none), the whole-input form (2.6, flag ``WHOLE_INPUT``),
+    always the smaller. Raises ``FormatError`` or ``LimitError`` for anything the reader
+    would reject: a writer must never produce an archive it cannot read back.
     """
     chunks = _merge_fallback(chunks)
     flags = MODEL_FREE if header.model_free else 0
@@ -225,6 +238,8 @@ def pack(header: Header, chunks: Sequence, *, zstd_level: int = 19) -> bytes:
         needs = next((kinds.of(chunk).name for chunk in chunks if _needs_model(chunk)), None)
         if needs is not None:
             raise FormatError(f"header: a model-free archive (vector_dim None) cannot hold a {needs} chunk")
+        if len({type(chunk) for chunk in chunks}) <= 1 and all(_whole_kind(chunk) for chunk in chunks):
+            return _pack_whole(header, chunks, zstd_level)
     # The smallest version that holds what is written: 2.0 unless a chunk's kind came later
     # (2.1: lm, 2.2: memory-int, 2.3: memory-int-coded, 2.4: memory-int-lm, 2.5: stored) or a
     # flag did (2.5: model-free), so older readers still read the rest
@@ -262,6 +277,32 @@ def pack(header: Header, chunks: Sequence, *, zstd_level: int = 19) -> bytes:
     return body + TRAILER.pack(checksum(body))
 
 
+def _pack_whole(header: Header, chunks: list, zstd_level: int) -> bytes:
+    """A whole-input archive (2.6, flags ``MODEL_FREE | WHOLE_INPUT``; SPEC.md, "Whole-input
+    archives"): prefix, a header without ``c`` or ``n`` (``80`` when it holds nothing), one
+    kind byte, then the input as it is (stored; an empty input) or in one zstd frame that
+    carries zstd's content checksum, and the trailer."""
+    kind = kinds.of(chunks[0]) if chunks else kinds.stored.KIND
+    context = kinds.WireContext(WHOLE_VERSION, None)
+    for index, chunk in enumerate(chunks):
+        check_int(chunk.length, f"chunk {index}: length", 1, MAX_INPUT_SIZE)
+        kind.encode_fields(chunk, context)  # its bytes are bytes
+    _check_lengths_sum(chunks, header.input_size)
+    data = b"".join(chunk.data for chunk in chunks)
+    payload = _compress(data, zstd_level, content_checksum=True) if kind is kinds.zstd.KIND else data
+    flags = MODEL_FREE | WHOLE_INPUT
+    header_bytes = _encode_header(header, len(chunks), WHOLE_VERSION, flags)
+    body = PREFIX.pack(MAGIC, *WHOLE_VERSION, flags, 0, len(header_bytes)) + header_bytes + bytes([kind.code]) + payload
+    if len(body) + TRAILER.size > MAX_ARCHIVE_SIZE:
+        raise LimitError(f"archive would be {len(body) + TRAILER.size} bytes, over the limit {MAX_ARCHIVE_SIZE}")
+    return body + TRAILER.pack(checksum(body))
+
+
+def _whole_kind(chunk) -> bool:
+    """Whether ``chunk`` is of a kind a whole-input archive holds (stored or zstd)."""
+    return isinstance(chunk, (kinds.stored.StoredChunk, kinds.zstd.FallbackChunk))
+
+
 def _needs_model(chunk) -> bool:
     try:
         return kinds.of(chunk).needs_model
@@ -292,7 +333,7 @@ def _merge_fallback(chunks: Sequence) -> list:
 def _encode_header(header: Header, chunk_count: int, version: tuple[int, int], flags: int) -> bytes:
     """The header as canonical msgpack (keys sorted), checked by the reader's own rules."""
     values = {**vars(header), "chunk_count": chunk_count}
-    absent = _MODEL_FIELDS if flags & MODEL_FREE else ()
+    absent = _absent_fields(flags)
     fields = {
         key: values[name]
         for name, key, required in _HEADER_KEYS[VERSION[0]]
@@ -309,11 +350,12 @@ def _encode_header(header: Header, chunk_count: int, version: tuple[int, int], f
     return encoded
 
 
-def _compress(data: bytes, level: int) -> bytes:
-    """One zstd frame that declares its content size; no frame checksum (the chunks'
-    checks and the trailer already cover these bytes) and no dictionary."""
+def _compress(data: bytes, level: int, *, content_checksum: bool = False) -> bytes:
+    """One zstd frame that declares its content size, without a dictionary. The fallback
+    frame carries no content checksum (the chunks' xxh32 checks cover its content); a
+    whole-input frame does, as the only check of the bytes it restores."""
     compressor = zstandard.ZstdCompressor(
-        level=level, write_content_size=True, write_checksum=False, write_dict_id=False
+        level=level, write_content_size=True, write_checksum=content_checksum, write_dict_id=False
     )
     return compressor.compress(data)
 
@@ -425,6 +467,8 @@ def _parse(data) -> _Parsed:
             f"hash to {computed:016x}: the archive is corrupted or truncated"
         )
     header, chunk_count = _decode_header(_unpack_msgpack(view[PREFIX.size : header_end]), version, flags)
+    if flags & WHOLE_INPUT:
+        return _parse_whole(view, version, header, header_end, body_end)
     records, frame_offset = _read_records(view, header_end, body_end, chunk_count, version)
     _check_lengths_sum(records, header.input_size)
     if header.model_free:
@@ -441,6 +485,27 @@ def _parse(data) -> _Parsed:
         # every chunk's bytes are here, each checked: the whole input's xxh64 follows
         header = dataclasses.replace(header, input_xxh64=checksum(b"".join(chunk.data for chunk in chunks)))
     return _Parsed(version, header, chunks, view.nbytes, body_end - frame_offset)
+
+
+def _parse_whole(view: memoryview, version: tuple[int, int], header: Header, offset: int, end: int) -> _Parsed:
+    """A whole-input archive's body (flag WHOLE_INPUT): one kind byte, then the input as it
+    is (kind stored) or in one zstd frame with a content checksum (kind zstd)."""
+    if offset >= end:
+        raise FormatError(f"truncated: no kind byte after the header (offset {offset}) of a whole-input archive")
+    code, payload = view[offset], view[offset + 1 : end]
+    where = f"whole input (offset {offset + 1})"
+    if code == kinds.stored.KIND.code:
+        check_int(payload.nbytes, f"{where}: stored bytes", 0, MAX_INPUT_SIZE)
+        data, frame_size = bytes(payload), 0
+        chunks = [kinds.stored.StoredChunk(data)] if data else []
+    elif code == kinds.zstd.KIND.code:
+        params = _frame_parameters(payload, where, expected=None)
+        data, frame_size = _decompress_frame(payload, where, params.content_size), payload.nbytes
+        chunks = [kinds.zstd.FallbackChunk(data)]
+    else:
+        raise FormatError(f"{where}: kind {code} cannot hold a whole input (only stored, 7, and zstd, 2)")
+    header = dataclasses.replace(header, input_size=len(data), input_xxh64=checksum(data))
+    return _Parsed(version, header, chunks, view.nbytes, frame_size)
 
 
 def _check_prefix(view: memoryview) -> tuple[tuple[int, int], int, int]:
@@ -543,25 +608,48 @@ def _decompress(frame: memoryview, offset: int, expected: int) -> bytes:
         if frame.nbytes:
             raise FormatError(f"{where}: {frame.nbytes} bytes present, but no chunk is of kind zstd")
         return b""
+    _frame_parameters(frame, where, expected)
+    return _decompress_frame(frame, where, expected)
+
+
+def _frame_parameters(frame: memoryview, where: str, expected: int | None):
+    """A zstd frame's header, checked: the zstd magic (no skippable frame), parseable, its
+    declared content size (``expected`` bytes: the fallback frame; None: a whole input's,
+    1 byte to the input limit, with a content checksum), no dictionary, a window within the
+    limit."""
     if bytes(frame[: len(ZSTD_FRAME_MAGIC)]) != ZSTD_FRAME_MAGIC:
         raise FormatError(f"{where}: does not start with the zstd magic number {ZSTD_FRAME_MAGIC.hex()}")
     try:
         params = zstandard.get_frame_parameters(frame)
     except zstandard.ZstdError as exc:
         raise FormatError(f"{where}: bad zstd frame header ({exc})") from None
-    if params.content_size != expected:
-        unknown = params.content_size == zstandard.CONTENTSIZE_UNKNOWN
+    unknown = params.content_size == zstandard.CONTENTSIZE_UNKNOWN
+    if expected is not None and params.content_size != expected:
         declared = "no content size" if unknown else f"{params.content_size} bytes"
         raise FormatError(f"{where}: declares {declared}, but the zstd chunks hold {expected} bytes")
+    if expected is None:
+        if unknown:
+            raise FormatError(f"{where}: the zstd frame declares no content size")
+        check_int(params.content_size, f"{where}: declared content size", 1, MAX_INPUT_SIZE)
+        if not params.has_checksum:
+            raise FormatError(f"{where}: the zstd frame carries no content checksum; a whole-input frame must")
     if params.dict_id:
         raise FormatError(f"{where}: needs zstd dictionary {params.dict_id}; the format uses none")
     if params.window_size > MAX_WINDOW_SIZE:
         raise LimitError(f"{where}: window size {params.window_size} is over the limit {MAX_WINDOW_SIZE}")
+    return params
+
+
+def _decompress_frame(frame: memoryview, where: str, expected: int) -> bytes:
+    """Decompress one checked frame whose declared content size is ``expected``: never more
+    is produced, nothing may follow it, and a content checksum it carries must match."""
     decompressor = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW_SIZE)
     try:
         data = decompressor.decompress(frame, max_output_size=expected, allow_extra_data=False)
     except zstandard.ZstdError as exc:
-        raise FormatError(f"{where}: {exc}") from None
+        # libzstd checks a frame's content checksum itself ("Restored data doesn't match checksum")
+        error = ChecksumError if "checksum" in str(exc) else FormatError
+        raise error(f"{where}: {exc}") from None
     if len(data) != expected:
         raise FormatError(f"{where}: decompressed to {len(data)} bytes, expected {expected}")
     return data
@@ -612,15 +700,19 @@ def _decode_header(fields, version: tuple[int, int], flags: int = 0) -> tuple[He
     _check_value(fields, "header", 1, allow_bin=version[0] >= 2)
     keys = {name: key for name, key, _ in _HEADER_KEYS[version[0]]}
     model_free = bool(flags & MODEL_FREE)
-    absent = _MODEL_FIELDS if model_free else ()
+    absent = _absent_fields(flags)
+    if flags & WHOLE_INPUT and not model_free:
+        raise FormatError(f"must-understand flag 0x{WHOLE_INPUT:04x} (whole input) without 0x{MODEL_FREE:04x} "
+                          f"(model-free) (offset 10)")
     missing = [key for name, key, required in _HEADER_KEYS[version[0]]
                if required and name not in absent and key not in fields]
     if missing:
         raise FormatError(f"header: missing field(s) {', '.join(missing)}")
     present = [keys[name] for name in absent if keys[name] in fields]
     if present:
-        raise FormatError(f"header: field(s) {', '.join(present)} in a model-free archive (must-understand "
-                          f"flag 0x{MODEL_FREE:04x}), which records no model")
+        what = "whole-input" if flags & WHOLE_INPUT else "model-free"
+        raise FormatError(f"header: field(s) {', '.join(present)} in a {what} archive (must-understand "
+                          f"flags 0x{flags:04x}), which records none")
 
     def where(name: str) -> str:
         return f"header[{keys[name]!r}]"
@@ -639,10 +731,14 @@ def _decode_header(fields, version: tuple[int, int], flags: int = 0) -> tuple[He
         model=scalar_map("model", model_types),
         settings=scalar_map("settings", (str, int, float, type(None))),
         vector_dim=None if model_free else check_int(fields[keys["vector_dim"]], where("vector_dim"), 1, MAX_VECTOR_DIM),
-        input_size=check_int(fields[keys["input_size"]], where("input_size"), 0, MAX_INPUT_SIZE),
+        # a whole-input archive's size is its payload's: _parse_whole fills it in
+        input_size=0 if "input_size" in absent else check_int(fields[keys["input_size"]], where("input_size"), 0,
+                                                              MAX_INPUT_SIZE),
         input_xxh64=None if model_free else check_int(fields[keys["input_xxh64"]], where("input_xxh64"), 0, _U64_MAX),
         metadata=scalar_map("metadata", (str,)),
     )
+    if "chunk_count" in absent:
+        return header, 0
     return header, check_int(fields[keys["chunk_count"]], where("chunk_count"), 0, MAX_CHUNKS)
 
 

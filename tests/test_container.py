@@ -225,7 +225,8 @@ def test_bad_fixture_raises_its_error(name, error):
 
 @pytest.mark.parametrize("name", ["empty", "memory", "mixed", "fallback", "future_optional",
                                   "v2-empty", "v2-memory", "v2-mixed", "v2-memory_int", "v2-memory_int_offset",
-                                  "v2-memory_int_coded", "v2-memory_int_lm"])
+                                  "v2-memory_int_coded", "v2-memory_int_lm", "v2-model_free",
+                                  "v2-whole_empty", "v2-whole_stored", "v2-whole_zstd", "v2-whole_metadata"])
 def test_golden_archives_unpack(name):
     data = (GOLDEN / f"{name}.lmz").read_bytes()
     archive = unpack(data)
@@ -358,18 +359,85 @@ def test_property_mutations_raise_only_lmz_errors(seed, mutations, reseal):
 # ---------------------------------------------------------------- format 2.5: stored, model-free (issue 32)
 
 
-def test_a_model_free_archive_is_33_bytes_empty_and_records_no_model():
+def model_free_header(size: int = 0) -> Header:
+    return Header(model={}, settings={}, vector_dim=None, input_size=size, input_xxh64=None, metadata={})
+
+
+def test_a_model_free_archive_records_no_model_and_its_chunks_in_records():
+    """Format 2.5's records form, which pack still writes when a model-free archive mixes
+    stored and zstd chunks: 26 B fixed, the header {c, n}, a record a chunk."""
     from llmzip.kinds.stored import StoredChunk
 
-    header = Header(model={}, settings={}, vector_dim=None, input_size=0, input_xxh64=None, metadata={})
-    empty = pack(header, [])
-    assert len(empty) == 33 and empty[8:12] == b"\x02\x05\x01\x00"  # 2.5, must-understand MODEL_FREE
-    assert unpack(empty).header.input_xxh64 == checksum(b"")  # computed by the reader
-    data = b"abc\x00\xff" * 3
-    archive = pack(dataclasses.replace(header, input_size=2 * len(data)), [StoredChunk(data), StoredChunk(data)])
+    stored, squeezed = b"abc\x00\xff" * 3, b"zstd " * 20
+    archive = pack(model_free_header(len(stored) + len(squeezed)), [StoredChunk(stored), FallbackChunk(squeezed)])
     unpacked = unpack(archive)
-    assert [chunk.data for chunk in unpacked.chunks] == [2 * data]  # consecutive stored chunks: one record
-    assert len(archive) == 26 + 7 + 7 + 2 * len(data)
+    assert unpacked.version == (2, 5) and archive[10:12] == b"\x01\x00"  # must-understand MODEL_FREE
+    assert unpacked.header.input_xxh64 == checksum(stored + squeezed)  # computed by the reader
+    assert [chunk.data for chunk in unpacked.chunks] == [stored, squeezed]
+
+
+# ---------------------------------------------------------------- format 2.6: whole-input archives (issue 32)
+
+
+def test_the_empty_input_is_a_28_byte_whole_input_archive():
+    empty = pack(model_free_header(), [])
+    assert len(empty) == 28 and empty[8:12] == b"\x02\x06\x03\x00"  # 2.6, MODEL_FREE | WHOLE_INPUT
+    assert empty[18:20] == b"\x80\x07"  # the empty header map, kind stored, no bytes
+    assert empty == (GOLDEN / "v2-whole_empty.lmz").read_bytes()
+    assert empty.hex() == "894c4d5a0d0a1a0a02060300000001000000800712820d0e7bc72968"  # SPEC.md's example
+    assert unpack(empty).chunks == () and unpack(empty).header.input_xxh64 == checksum(b"")
+
+
+def test_a_whole_input_costs_28_bytes_stored_and_the_frame_plus_its_checksum_and_28_in_zstd():
+    """What min(input, zstd -19) + 32 B rests on (format/SPEC.md, "What an archive costs")."""
+    import zstandard
+    from llmzip.kinds.stored import StoredChunk
+
+    data = b"abc\x00\xff" * 300
+    stored = pack(model_free_header(2 * len(data)), [StoredChunk(data), StoredChunk(data)])
+    assert len(stored) == 28 + 2 * len(data)
+    assert [chunk.data for chunk in unpack(stored).chunks] == [2 * data]  # one payload
+    squeezed = pack(model_free_header(2 * len(data)), [FallbackChunk(data), FallbackChunk(data)])
+    plain_frame = zstandard.ZstdCompressor(level=19).compress(2 * data)  # what zstd -19 --no-check writes
+    assert len(squeezed) == 28 + len(plain_frame) + 4
+    assert unpack(squeezed).header.input_xxh64 == checksum(2 * data)
+
+
+def test_a_whole_input_beyond_the_chunk_length_limit_is_one_payload():
+    from llmzip.kinds.stored import StoredChunk
+
+    data = bytes(range(256)) * (MAX_CHUNK_LENGTH // 256) + b"tail"
+    pieces = [data[:MAX_CHUNK_LENGTH], data[MAX_CHUNK_LENGTH:]]
+    for kind in (StoredChunk, FallbackChunk):
+        archive = unpack(pack(model_free_header(len(data)), [kind(piece) for piece in pieces]))
+        assert archive.version == (2, 6) and [chunk.data for chunk in archive.chunks] == [data]
+
+
+@pytest.mark.parametrize("name", ["v2-whole_stored", "v2-whole_zstd"])
+def test_every_bit_flip_and_truncation_of_a_whole_input_archive_is_caught(name):
+    """Whole-input archives record no per-chunk xxh32: the trailer's xxh64 covers every byte
+    (the stored input itself), and a zstd frame's content checksum the bytes it restores.
+    Each of these changes must raise, never return bytes."""
+    data = (GOLDEN / f"{name}.lmz").read_bytes()
+    for bit in range(8 * len(data)):
+        flipped = bytearray(data)
+        flipped[bit // 8] ^= 1 << (bit % 8)
+        with pytest.raises(LmzError):
+            unpack(bytes(flipped))
+    for size in range(len(data)):
+        with pytest.raises(LmzError):
+            unpack(data[:size])
+
+
+def test_a_2_5_reader_refuses_a_whole_input_archive_as_too_new(monkeypatch):
+    """What a reader that knows only MODEL_FREE does (llmzip before 2.6): the unknown
+    must-understand bit 1 is refused before the trailer, never reported as corruption."""
+    from llmzip import container
+
+    monkeypatch.setattr(container, "MUST_UNDERSTAND_FLAGS", {container.MODEL_FREE: (2, 5)})
+    for name in ("v2-whole_empty", "v2-whole_stored", "v2-whole_zstd"):
+        with pytest.raises(errors.UnsupportedVersionError, match="must-understand flags 0x0002"):
+            unpack((GOLDEN / f"{name}.lmz").read_bytes())
 
 
 def test_a_model_free_header_cannot_hold_a_chunk_that_needs_the_model():
