@@ -46,6 +46,19 @@ def test_model_free_archive_of_2_5_extracts_exactly_without_a_model():
     assert decompressor.decompress(archive) == (COMPAT / "model-free-2.5.bin").read_bytes()
 
 
+@pytest.mark.parametrize("name, source, kind", [("whole-input-2.6-stored.lmz", "model-free-2.5.bin", "stored"),
+                                                ("whole-input-2.6-zstd.lmz", "tiny-model.txt", "zstd")])
+def test_whole_input_archives_of_2_6_extract_exactly_without_a_model(name, source, kind):
+    """Format 2.6 (issue 32): the whole input stored or in one zstd frame, no records."""
+    archive = (COMPAT / name).read_bytes()
+    unpacked = container.unpack(archive)
+    assert unpacked.version == (2, 6) and unpacked.header.model_free
+    assert archive[10:12] == b"\x03\x00"  # must-understand MODEL_FREE | WHOLE_INPUT
+    decompressor = codec.LmzDecompressor(model="no such model")
+    assert [c.kind for c in decompressor.verify(archive)] == [kind]
+    assert decompressor.decompress(archive) == (COMPAT / source).read_bytes()
+
+
 def test_0_1_0_archive_is_checked_with_the_0_1_0_fingerprints(tiny_model):
     """The archive records fingerprint algorithm 1 (128-bit, serialisation-dependent); the
     loaded model's algorithm-1 fingerprints are computed to compare with it."""
