@@ -27,8 +27,8 @@ from pathlib import Path
 
 from llmzip import __version__, chunking, container, groups, kinds
 from llmzip.choose import KindChooser, looks_binary, smallest_archive, whole_input
-from llmzip.config import (CODECS, CODED_BITS, DEFAULT_CHUNK_TOKENS, DEFAULT_CODEC, DEFAULT_VECTOR_FORM,
-                           FALLBACK_CHUNK_TOKENS, FALLBACK_VECTOR_FORM)
+from llmzip.config import (CODECS, CODED_BITS, DEFAULT_CHUNK_TOKENS, DEFAULT_CODEC, DEFAULT_THREADS,
+                           DEFAULT_VECTOR_FORM, FALLBACK_CHUNK_TOKENS, FALLBACK_VECTOR_FORM)
 from llmzip.decode import torch_dtype as _torch_dtype
 from llmzip.errors import ChecksumError, InputError, LimitError, ModelError, ModelMismatchError
 from llmzip.forms import IntVectorForm, LmCorrectedVectorForm
@@ -37,7 +37,7 @@ from llmzip.journal import JournalEntry
 from llmzip.kinds.base import DEFAULT_DECODE_GROUP
 from llmzip.kinds.memory_int import qmax
 from llmzip.kinds.zstd import FallbackChunk
-from llmzip.model import DEFAULT_SPEC, LoadedModel, load_model, peek_hidden_size
+from llmzip.model import DEFAULT_SPEC, LoadedModel, load_model, peek_hidden_size, torch_threads
 from llmzip.train import MemoryTrainer, TrainConfig, configured_start
 from llmzip.wire import MAX_DECODE_GROUP
 
@@ -100,6 +100,9 @@ class LmzCompressor:
 
     ``model``: model spec (``"default"``, ``org/name@commit``, a directory, a ``.gguf``).
     ``device``: torch device for training and decoding (``"cpu"``, ``"cuda"``, ...).
+    ``threads``: torch CPU threads each compression runs with (set for the call, restored
+    after it); None keeps the process's setting (torch's choice: the physical cores, or
+    $OMP_NUM_THREADS). Default :data:`llmzip.config.DEFAULT_THREADS`, as the CLI's --threads.
     ``chunk_tokens``: token budget per chunk; default per model (:data:`DEFAULT_CHUNK_TOKENS`).
     ``train``: a :class:`llmzip.config.TrainConfig` (margin, steps, batch size, lr, dtype, and the
     stored form: ``rank``/``bits``, None = the model's default in :data:`DEFAULT_VECTOR_FORM`;
@@ -135,6 +138,7 @@ class LmzCompressor:
         *,
         model: str = DEFAULT_SPEC,
         device: str = "cpu",
+        threads: int | None = DEFAULT_THREADS,
         chunk_tokens: int | None = None,
         train: TrainConfig | None = None,
         zstd_level: int = 19,
@@ -148,6 +152,7 @@ class LmzCompressor:
         if codec not in CODECS:
             raise InputError(f"codec must be one of {', '.join(CODECS)}, got {codec!r}")
         self.codec = codec
+        self.threads = _checked_threads(threads)
         if not 1 <= decode_group <= MAX_DECODE_GROUP:
             raise InputError(f"decode_group must be in 1..{MAX_DECODE_GROUP}, got {decode_group}")
         if chunk_tokens is not None and not 1 <= chunk_tokens <= container.MAX_TOKENS_PER_CHUNK:
@@ -242,6 +247,10 @@ class LmzCompressor:
         deletes it once the archive itself is safely written. ``on_step`` and ``on_chunk``
         report training, ``on_verify(done, total)`` the final decode of every stored vector.
         """
+        with torch_threads(self.threads):
+            return self._compress(data, journal_path, on_step, on_chunk, on_verify)
+
+    def _compress(self, data, journal_path, on_step, on_chunk, on_verify) -> tuple[bytes, CompressReport]:
         started = time.perf_counter()
         data = _as_bytes(data)
         if len(data) > container.MAX_INPUT_SIZE:
@@ -373,11 +382,14 @@ def split_counted(tokenizer, data: bytes, chunk_tokens: int, report: CompressRep
 class LmzDecompressor:
     """Reusable decompressor. ``model=None`` loads the model the archive names (the
     default model, or a pinned hub model); a path-based source must be given explicitly.
-    Loaded models are kept, so extracting many archives loads each model once."""
+    Loaded models are kept, so extracting many archives loads each model once. ``threads``
+    as for :class:`LmzCompressor`: each decompress and verify runs with that many."""
 
-    def __init__(self, *, model: str | None = None, device: str = "cpu", loaded: LoadedModel | None = None):
+    def __init__(self, *, model: str | None = None, device: str = "cpu", threads: int | None = DEFAULT_THREADS,
+                 loaded: LoadedModel | None = None):
         self.model_spec = model
         self.device = device
+        self.threads = _checked_threads(threads)
         self._loaded: dict[str, LoadedModel] = {}
         if loaded is not None:
             self._loaded[model or "<given>"] = loaded
@@ -387,16 +399,18 @@ class LmzDecompressor:
         """Restore the exact input bytes, or raise an ``LmzError``. ``on_progress(done,
         total)`` reports decoded tokens as they come."""
         archive = container.unpack(_as_bytes(data))
-        pieces = [piece for _, piece in self._restore(archive, on_progress)]
+        with torch_threads(self.threads):
+            pieces = [piece for _, piece in self._restore(archive, on_progress)]
         return _join_checked(archive, pieces)
 
     def verify(self, data: bytes, *, on_progress: ProgressCallback | None = None) -> list[ChunkCheck]:
         """Restore every chunk and check every checksum without keeping the output."""
         archive = container.unpack(_as_bytes(data))
         checks, pieces = [], []
-        for check, piece in self._restore(archive, on_progress):
-            checks.append(check)
-            pieces.append(piece)
+        with torch_threads(self.threads):
+            for check, piece in self._restore(archive, on_progress):
+                checks.append(check)
+                pieces.append(piece)
         _join_checked(archive, pieces)
         return checks
 
@@ -522,6 +536,13 @@ def _join_checked(archive: container.Archive, pieces: list[bytes]) -> bytes:
     if len(output) != archive.header.input_size or container.checksum(output) != archive.header.input_xxh64:
         raise ChecksumError("restored input does not match the archive's whole-input xxh64")
     return output
+
+
+def _checked_threads(threads):
+    """``threads`` if it is None or an int of at least 1; else an ``InputError``."""
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise InputError(f"threads must be None or an integer of at least 1, got {threads!r}")
+    return threads
 
 
 def _spec_from_identity(identity: ModelIdentity) -> str:

@@ -21,6 +21,7 @@ a ``.gguf`` file
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -340,6 +341,20 @@ def _default_model_dir(cache_dir: str | Path | None) -> Path:
         # assemble() joins the package's parts and checks the pinned sha256.
         gguf_path = package.assemble(Path(scratch) / package.MODEL_NAME)
         return _converted_gguf_dir(gguf_path, package.EXPECTED_SHA256, cache_dir)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None):
+    """Use ``threads`` torch CPU threads inside the block (None: keep torch's setting),
+    then restore the previous count, so that no global setting outlives a command or a call
+    (the CLI's --threads, the API's ``threads=``)."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 SCRATCH_PREFIX = ".convert-"  # a conversion's working directories in the cache (the GGUF: ~240 MB)

@@ -249,3 +249,28 @@ def test_a_model_of_another_hidden_size_is_refused_before_its_weights_load(compr
     monkeypatch.setattr(codec, "load_model", no_loading)
     with pytest.raises(ModelMismatchError, match=r"hidden size 128.*has 64: refusing before loading it"):
         codec.LmzDecompressor(model=str(other)).decompress(archive)
+
+
+def test_threads_is_set_for_each_call_and_restored(tiny_model, monkeypatch):
+    """Issue 32, item 2: ``threads=`` on the API, as the CLI's --threads (one default,
+    llmzip.config.DEFAULT_THREADS): the work runs at that many torch threads, and the
+    caller's setting is back afterwards."""
+    before = torch.get_num_threads()
+    wanted = 1 if before > 1 else 2
+    seen = []
+    compressor = codec.LmzCompressor(loaded=tiny_model, codec="lm", threads=wanted)
+    real_pack = compressor.pack_archive
+    monkeypatch.setattr(compressor, "pack_archive", lambda *a, **k: seen.append(torch.get_num_threads()) or real_pack(*a, **k))
+    data = b"The quick brown fox jumps over the lazy dog. " * 4
+    archive = compressor.compress(data)
+    assert seen and set(seen) == {wanted} and torch.get_num_threads() == before
+    decompressor = codec.LmzDecompressor(loaded=tiny_model, threads=wanted)
+    progress = []
+    assert decompressor.decompress(archive, on_progress=lambda *_: progress.append(torch.get_num_threads())) == data
+    assert progress and set(progress) == {wanted} and torch.get_num_threads() == before
+    assert llmzip.decompress(archive, loaded=tiny_model, threads=wanted) == data  # the one-shot functions pass it on
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(LmzError, match="threads"):
+            codec.LmzCompressor(loaded=tiny_model, threads=bad)
+        with pytest.raises(LmzError, match="threads"):
+            codec.LmzDecompressor(loaded=tiny_model, threads=bad)

@@ -84,7 +84,8 @@ def compress(files, recursive, output, to_stdout, force, keep, no_name, model, d
         return
     io.one_file_only(files, output, to_stdout)
     jobs, failed = io.jobs(files, output, to_stdout, force, io.add_suffix(force), binary="archive bytes")
-    use_torch(device, 1 if threads is None and workers is not None else threads)
+    threads = 1 if threads is None and workers is not None else threads
+    use_torch(device, threads)
     if workers is not None:
         from llmzip.distributed import import_ray
 
@@ -92,8 +93,8 @@ def compress(files, recursive, output, to_stdout, force, keep, no_name, model, d
     from llmzip import codec
 
     began = time.perf_counter()
-    compressor = codec.LmzCompressor(model=model, device=device, chunk_tokens=chunk_tokens, train=train_config(device, **train),
-                                     codec=codec_name)
+    compressor = codec.LmzCompressor(model=model, device=device, threads=threads, chunk_tokens=chunk_tokens,
+                                     train=train_config(device, **train), codec=codec_name)
     if workers is not None:  # after the driver's own load, so a bad --model is its usual error
         compressor.group_runner = _worker_pool(workers, model, device)
     loaded_in = time.perf_counter() - began

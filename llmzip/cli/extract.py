@@ -38,7 +38,7 @@ def extract(files, recursive, output, to_stdout, force, keep, model, device, thr
 
     from llmzip import codec
 
-    decompressor = codec.LmzDecompressor(model=model, device=device)  # keeps each model it loads
+    decompressor = codec.LmzDecompressor(model=model, device=device, threads=threads)  # keeps each model it loads
     progress = show_progress(quiet, no_progress)
     failed += each(jobs, lambda job: _extract_one(decompressor, *job, force, quiet=quiet, verbose=verbose, progress=progress))
     if failed:
@@ -77,7 +77,7 @@ def verify(files, recursive, model, device, threads, quiet, verbose, no_progress
     use_torch(device, threads)
     from llmzip import codec
 
-    decompressor = codec.LmzDecompressor(model=model, device=device)
+    decompressor = codec.LmzDecompressor(model=model, device=device, threads=threads)
     progress = show_progress(quiet, no_progress)
     if each(files, lambda path: _verify_one(decompressor, path, quiet=quiet, verbose=verbose, progress=progress)):
         sys.exit(1)

@@ -5,11 +5,9 @@ model command runs first (--device, --threads).
 Torch-free at import, like the whole CLI until a command needs a model.
 """
 
-import contextlib
-
 import click
 
-from llmzip.config import DEFAULT_MODEL, OPTIMIZERS, TrainConfig
+from llmzip.config import DEFAULT_MODEL, DEFAULT_THREADS, OPTIMIZERS, TrainConfig
 from llmzip.errors import LmzError
 
 TRAIN = TrainConfig()  # the defaults the help texts show
@@ -71,13 +69,15 @@ def model_option(*, from_archive: bool):
 
 
 THREADS_HELP = (
-    "Torch CPU threads [default: torch's choice: the physical cores, or $OMP_NUM_THREADS]. "
+    "Torch CPU threads [default: "
+    + (f"{DEFAULT_THREADS}" if DEFAULT_THREADS else "torch's choice: the physical cores, or $OMP_NUM_THREADS")
+    + "]. "
     "On a CPU busy with other jobs use 1: on a 2-core machine running other jobs, two threads "
     "trained 2-3x slower than one (idle, 1.7x faster)."
 )
 torch_options = options(
     click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda, cuda:1, ..."),
-    click.option("--threads", type=click.IntRange(1), help=THREADS_HELP),
+    click.option("--threads", type=click.IntRange(1), default=DEFAULT_THREADS, help=THREADS_HELP),
 )
 
 
@@ -85,23 +85,10 @@ def use_torch(device: str, threads: int | None) -> None:
     """What every model command does before its work: refuse a --device this torch cannot
     use, then run the rest of the command with --threads CPU threads (restored when the
     command ends, however it ends)."""
+    from llmzip.model import torch_threads
+
     check_device(device)
     click.get_current_context().with_resource(torch_threads(threads))
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int | None):
-    """Use ``threads`` torch CPU threads inside the block (None: keep torch's setting),
-    then restore the previous count, so that no global setting outlives a command."""
-    import torch
-
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def check_device(device: str) -> None:
