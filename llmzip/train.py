@@ -53,8 +53,11 @@ How the loop is organised, and why:
   an integer-coded vector, full or low rank (:class:`llmzip.forms.IntVectorForm`), each
   chunk's parameters a row of a (B, p) tensor.
 * **Verify the stored form.** The stopped vector is rounded to its stored form (fp16) and decoded with
-  :func:`llmzip.decode.decode` on the caller's (fp32) model, forced at its corrections. It is accepted only if it
-  reproduces the ids with a decode margin of at least ``verify_margin``. A converged chunk
+  :func:`llmzip.decode.decode_batch` on the caller's (fp32) model, forced at its corrections. It is accepted only if it
+  reproduces the ids with a decode margin of at least ``verify_margin``. Stopped chunks
+  give their slots to the next ones at once and are decoded together, a batch's worth at
+  a time (or when nothing is left to train): one decode of many rows costs little more
+  than one of a single row. A converged chunk
   that fails goes back into the batch with a doubled margin for at most ``extra_steps``
   more steps, then is verified once more and reported as it is.
 * **Training dtype.** Optimisation may run on a copy of the model in ``train_dtype``;
@@ -86,7 +89,7 @@ import torch.nn.functional as F
 
 from llmzip.config import TRAIN_DTYPES, TrainConfig
 from llmzip.corrections import Corrections
-from llmzip.decode import DTYPES, DecodeResult, decode, prompt_embeddings
+from llmzip.decode import DTYPES, DecodeResult, decode_batch, prompt_embeddings
 from llmzip.forms import Fp16Form
 
 RPROP_SHRINK, RPROP_GROW = 0.5, 1.2  # iRprop-'s step-size factors on a sign flip / a kept sign (the usual values)
@@ -152,6 +155,16 @@ class ChunkResult:
     converged: bool  # reached the training margin (but at its corrected positions) within the step budget
     corrections: tuple = ()  # (position, token) pairs stored with the vector (forms that correct)
     gave_up: bool = False  # stopped before its budget: its loss curve said it would not fit
+
+
+class _Stored(NamedTuple):
+    """A chunk's vector in its stored form, as :meth:`MemoryTrainer._verify` decodes it."""
+
+    payload: bytes  # the form's bytes (memory-int-lm: finished by the corrector after the decode)
+    vector: torch.Tensor  # (d,) the vector extract prompts with
+    corrections: tuple  # (position, token) pairs the record stores
+    corrector: Corrections  # what the decode takes at those positions
+    converged: bool  # reached the margin but at the positions it may correct
 
 
 class _Training:
@@ -266,11 +279,28 @@ class MemoryTrainer:
         results: list[Optional[ChunkResult]] = [None] * len(chunks)
         waiting = deque(range(len(chunks)))
         active: list[_Training] = []
+        retrying: deque[_Training] = deque()  # failed their verification, train on first (see _verify)
+        stopped: list[tuple[_Training, torch.Tensor]] = []  # (chunk, its last gradient (p,)), waiting for verification
         step = 0
-        while waiting or active:
-            while waiting and len(active) < self.config.batch_size:
-                index = waiting.popleft()
-                active.append(self._start(index, chunks[index], self.config.margin))
+        while waiting or active or retrying or stopped:
+            # Verify once a batch's worth has stopped, or when nothing is left to train.
+            if stopped and (len(stopped) >= self.config.batch_size or not (waiting or active or retrying)):
+                for (chunk, g), result in zip(stopped, self._verify([chunk for chunk, _ in stopped])):
+                    if result is None:
+                        self._step([chunk], g[None])  # the step it would have taken had it not stopped
+                        retrying.append(chunk)
+                        continue
+                    results[chunk.index] = result
+                    if on_chunk_done is not None:
+                        on_chunk_done(chunk.index, result)
+                stopped = []
+                continue
+            while (retrying or waiting) and len(active) < self.config.batch_size:
+                if retrying:
+                    active.append(retrying.popleft())
+                else:
+                    index = waiting.popleft()
+                    active.append(self._start(index, chunks[index], self.config.margin))
             params = torch.stack([c.params for c in active]).requires_grad_()  # (B, p)
             evaluation = self._evaluate(self.form.vectors(params), active)  # vectors (B, d)
             objective = evaluation.losses + self.form.penalty(params)  # (B,): the form's own term, e.g. a pull to 0
@@ -286,13 +316,8 @@ class MemoryTrainer:
                         evaluation.settled_loss[row].item(), self.config.giveup_window, self.config.giveup_loss):
                     chunk.gave_up, chunk.budget = True, chunk.steps  # stops at its next (full-vocabulary) check
                 if evaluation.checked[row] and (len(chunk.short()) <= self._allowed(chunk) or chunk.steps >= chunk.budget):
-                    result = self._verify(chunk)
-                    if result is not None:
-                        results[chunk.index] = result
-                        if on_chunk_done is not None:
-                            on_chunk_done(chunk.index, result)
-                        continue
-                    # failed verification: train on with a larger margin (see _verify)
+                    stopped.append((chunk, grad[row]))  # its slot goes to the next chunk; verified with others (see _verify)
+                    continue
                 still_active.append(chunk)
                 rows.append(row)
             self._step(still_active, grad[rows])
@@ -407,35 +432,55 @@ class MemoryTrainer:
         still decide one)."""
         return min(self.config.corrections, len(chunk.ids) - 1) if self.form.corrects else 0
 
-    def _verify(self, chunk: _Training) -> Optional[ChunkResult]:
-        """Decode the stored form of the vector just measured, forced at the positions it
-        would store as corrections. Returns the final result, or None when the chunk should
-        train on (converged, failed, retry not yet used)."""
+    def _verify(self, chunks: list[_Training]) -> list[Optional[ChunkResult]]:
+        """Decode the stored forms of the vectors just measured, all in one batch, each
+        forced at the positions it would store as corrections. Returns each chunk's final
+        result, or None where it should train on (converged, failed, retry not yet used).
+
+        One batched decode instead of one per chunk: each decode step reads every weight
+        (the 262k-row output projection included) whatever its batch, so rows decoded
+        together cost far less than as many single-row decodes (BENCHMARKS.md, "Where
+        compress's time goes"). The batch is not extract's (that check is the codec's,
+        :mod:`llmzip.choose`), as the single-row decode was not either; the margin covers
+        the difference."""
+        stored = [self._stored(chunk) for chunk in chunks]
+        # Teacher forcing already mispredicts a token that is not corrected: greedy decoding
+        # cannot pass with a margin, so skip its rows (they dominate when many chunks fail,
+        # e.g. text far beyond capacity).
+        hopeful = [i for i, (chunk, form) in enumerate(zip(chunks, stored))
+                   if all(gap >= 0 for position, gap in enumerate(chunk.gaps) if position not in form.corrector.positions)]
+        decoded = [DecodeResult(token_ids=[], min_margin=float("-inf"))] * len(chunks)
+        if hopeful:
+            rows = decode_batch(self.model, torch.stack([stored[i].vector for i in hopeful]),  # (b, d)
+                                [len(chunks[i].ids) for i in hopeful], forced=[stored[i].corrector for i in hopeful])
+            for i, row in zip(hopeful, rows):
+                decoded[i] = row
+                stored[i] = stored[i]._replace(payload=stored[i].corrector.finish(stored[i].payload))  # memory-int-lm: the code of the corrections too
+        return [self._result(chunk, form, result) for chunk, form, result in zip(chunks, stored, decoded)]
+
+    def _stored(self, chunk: _Training) -> _Stored:
+        """The stored form of the vector just measured, with the positions it corrects."""
         short = chunk.short()
-        converged = len(short) <= self._allowed(chunk)
         ids = chunk.ids.tolist()
         corrections = tuple((p, ids[p]) for p in short) if 0 < len(short) <= self._most_corrections(chunk) else ()
-        payload, stored = self.form.store(chunk.params, corrections) if corrections else self.form.store(chunk.params)
+        payload, vector = self.form.store(chunk.params, corrections) if corrections else self.form.store(chunk.params)
         corrector = self.form.corrector(payload, corrections, len(ids)) if self.form.corrects else Corrections()
-        corrected = corrector.positions
-        if any(gap < 0 for position, gap in enumerate(chunk.gaps) if position not in corrected):
-            # Teacher forcing already mispredicts a token that is not corrected, so greedy
-            # decoding cannot pass with a margin; skip its n_tokens forward passes (they
-            # dominate when many chunks fail, e.g. text far beyond capacity).
-            decoded = DecodeResult(token_ids=[], min_margin=float("-inf"))
-        else:
-            decoded = decode(self.model, stored, len(chunk.ids), corrector)
-            payload = corrector.finish(payload)  # memory-int-lm: the code of the corrections too
+        return _Stored(payload, vector, corrections, corrector, converged=len(short) <= self._allowed(chunk))
+
+    def _result(self, chunk: _Training, stored: _Stored, decoded: DecodeResult) -> Optional[ChunkResult]:
+        """The chunk's result from the decode of its stored form, or None (and the chunk
+        set up to train on with a doubled margin) where it converged, failed and has not
+        retried yet."""
         exact = decoded.token_ids == chunk.ids.tolist()
         accepted = exact and decoded.min_margin >= self.config.verify_margin
-        if converged and not accepted and not chunk.retried:
+        if stored.converged and not accepted and not chunk.retried:
             chunk.retried = True
             chunk.target_margin *= 2
             chunk.budget = chunk.steps + self.config.extra_steps
             return None
         return ChunkResult(
-            payload=payload,
-            vector=stored,
+            payload=stored.payload,
+            vector=stored.vector,
             exact=exact,
             accepted=accepted,
             decode_min_margin=decoded.min_margin,
@@ -444,11 +489,10 @@ class MemoryTrainer:
             loss=chunk.loss,
             token_accuracy=chunk.token_accuracy,
             train_min_margin=chunk.min_margin,
-            converged=converged,
-            corrections=corrections,
+            converged=stored.converged,
+            corrections=stored.corrections,
             gave_up=chunk.gave_up,
         )
-
 
 def _adam(params, exp_avg, exp_avg_sq, g, steps, unit, config):
     """Adam without weight decay, in place on (B', p) ``params``; ``steps`` (B', 1) counts

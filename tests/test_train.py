@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from llmzip.decode import decode
+from llmzip.decode import decode, decode_batch
 from llmzip.train import ChunkResult, MemoryTrainer, TrainConfig, _chunk_stats, _Training
 
 # Corpus passages of different lengths (5 to 30 tokens) that the fixture can reproduce.
@@ -99,6 +99,28 @@ def test_results_do_not_depend_on_batch_mates(tiny, passages, batch_run):
         assert alone.accepted == together.accepted
         assert abs(alone.steps - together.steps) <= 1
         torch.testing.assert_close(alone.vector, together.vector, atol=0.05, rtol=0.01)
+
+
+def test_stopped_chunks_are_verified_in_one_batched_decode(tiny, passages, monkeypatch):
+    """Chunks that stop give up their slots and wait to be decoded together (a batch's
+    worth, or whatever is left when nothing else trains): one decode for the batch here,
+    not one per chunk, and each verdict as the chunk's own decode gives it."""
+    import llmzip.train
+
+    model, _ = tiny
+    rows = []
+
+    def counting(model, vectors, n_tokens, **kwargs):
+        rows.append(len(n_tokens))
+        return decode_batch(model, vectors, n_tokens, **kwargs)
+
+    monkeypatch.setattr(llmzip.train, "decode_batch", counting)
+    results = MemoryTrainer(model, fast(batch_size=len(passages))).train(passages)
+    assert rows == [len(passages)]
+    assert all(result.accepted for result in results)
+    for ids, result in zip(passages, results):
+        alone = decode(model, result.vector, len(ids))
+        assert alone.token_ids == ids and alone.min_margin == pytest.approx(result.decode_min_margin, abs=1e-3)
 
 
 def test_margin_is_honoured(tiny, passages):
