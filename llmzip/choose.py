@@ -9,12 +9,14 @@ smallest), and stores nothing it has not restored exactly (docs/DESIGN.md, invar
    the archive's decode groups) and kept only if that gives its tokens with the verify
    margin (:meth:`KindChooser.verify_vectors`);
 2. chunks offered to kind ``lm`` are coded, and each kept where it is smaller than the
-   chunk's current form (:meth:`KindChooser.lm_code`);
-3. every lm chunk is decoded exactly as extract will (:meth:`KindChooser.verify_lm`).
+   chunk's current form (:meth:`KindChooser.lm_code`). An lm code needs no decode here:
+   the writer keeps every decision on a token's path the tolerance away from its grid
+   line under the teacher-forced logits, and extract's logits differ from those by far
+   less (docs/DESIGN.md, invariants 1 and 8; BENCHMARKS.md, "LM coding: drift").
 
-A chunk that fails a check falls back to zstd. Dropping a chunk from a kind regroups the
-chunks after it, so each check repeats until nothing fails (each round stores one chunk
-fewer in that kind, so it ends).
+A vector that fails its check falls back to zstd. Dropping a vector regroups the vectors
+after it, so the check repeats until nothing fails (each round stores one vector fewer,
+so it ends).
 
 Then the codec compares whole archives (docs/DESIGN.md, invariant 10): its choices, the
 whole input stored or in one zstd frame (:func:`whole_input`), each with its zstd chunks
@@ -30,7 +32,6 @@ import re
 from dataclasses import dataclass
 
 from llmzip import container, kinds
-from llmzip.groups import ids_restore
 from llmzip.kinds.stored import StoredChunk
 from llmzip.kinds.zstd import FallbackChunk
 
@@ -73,18 +74,26 @@ class KindChooser:
             if not failed:
                 return stored
 
-    def lm_code(self, stored: list, chunks) -> list:
+    def lm_code(self, stored: list, chunks, on_code=None) -> list:
         """LM-code the eligible chunks this codec offers to kind lm (``memory``: those
-        without a vector; ``lm`` and ``auto``: all), keep each coding that is smaller than
-        the chunk's current kind (a zstd chunk counted as its own zstd frame; the caller
-        then compares whole archives), then verify every lm chunk. In
-        ``auto`` a vector replaced by lm regroups the others, so they are verified again."""
+        without a vector; ``lm`` and ``auto``: all) and keep each coding that is smaller
+        than the chunk's current kind (a zstd chunk counted as its own zstd frame; the
+        caller then compares whole archives). In ``auto`` a vector replaced by lm regroups
+        the others, so they are verified again. ``on_code(done, total)``: tokens coded."""
         lm, memory = kinds.lm.KIND, self.vector_kind
         offer = [i for i, chunk in enumerate(chunks) if chunk.eligible and len(chunk.token_ids) <= len(chunk.data)
                  and (self.codec != "memory" or kinds.of(stored[i]) is not memory)]
         if not offer:
             return stored
-        coded = dict(zip(offer, lm.encode(self.loaded, [chunks[i].token_ids for i in offer], self.decode_group)))
+        token_lists = [chunks[i].token_ids for i in offer]
+        total, done = sum(map(len, token_lists)), 0
+
+        def advance(tokens: int) -> None:
+            nonlocal done
+            done += tokens
+            on_code(done, total)
+
+        coded = dict(zip(offer, lm.encode(self.loaded, token_lists, on_done=advance if on_code else None)))
 
         def take_lm(i: int) -> None:
             stored[i] = kinds.lm.LmChunk(coded[i], len(chunks[i].token_ids), len(chunks[i].data),
@@ -100,7 +109,7 @@ class KindChooser:
             for i in offer:  # a vector that failed now is a zstd chunk: lm may be smaller
                 if kinds.of(stored[i]) is kinds.zstd.KIND and len(coded[i]) < self._own_size(stored[i]):
                     take_lm(i)
-        return self.verify_lm(stored, chunks)
+        return stored
 
     def _own_size(self, chunk) -> int:
         """What a chunk costs on its own: a vector's stored bytes, or its own zstd frame."""
@@ -110,27 +119,12 @@ class KindChooser:
             return self.vector_kind.stored_bytes(chunk)
         return len(zstandard.ZstdCompressor(level=self.zstd_level).compress(chunk.data))
 
-    def verify_lm(self, stored: list, chunks) -> list:
-        """Decode every lm chunk exactly as extract will; store with zstd any that does not
-        come back exactly (exact or refuse)."""
-        lm = kinds.lm.KIND
-        while True:  # dropping a chunk regroups the rest, so decode again
-            positions = [i for i, chunk in enumerate(stored) if kinds.of(chunk) is lm]
-            results = lm.decode(self.loaded, [stored[i] for i in positions], self.decode_group)
-            failed = [i for i, ids in zip(positions, results)
-                      if ids != list(chunks[i].token_ids) or not ids_restore(self.loaded.tokenizer, ids, chunks[i].data)]
-            for i in failed:
-                log.info("llmzip: chunk %d fails extract's lm decode; stored with zstd", i)
-                stored[i] = FallbackChunk(chunks[i].data)
-            if not failed:
-                return stored
-
-    def choose(self, stored: list, chunks, pack, on_verify=None) -> tuple[list, bytes]:
+    def choose(self, stored: list, chunks, pack, on_verify=None, on_code=None) -> tuple[list, bytes]:
         """(the chunks as they will be stored, the archive ``pack(chunks)`` makes of them)
         from ``stored`` (each chunk's vector where training kept one, else a zstd chunk)."""
         stored = self.verify_vectors(stored, chunks, on_verify)
         plain = list(stored)
-        stored = self.lm_code(stored, chunks)
+        stored = self.lm_code(stored, chunks, on_code)
         archive = pack(stored)
         # A chunk's own zstd frame overstates what it costs in the shared frame (repetitive
         # text compresses across chunks), so the archive with those chunks back in the
@@ -141,9 +135,6 @@ class KindChooser:
             alternative = [old if back else new for new, old, back in zip(stored, plain, moved)]
             smaller = pack(alternative)
             if len(smaller) < len(archive):
-                if any(kinds.of(chunk) is lm for chunk in alternative):  # regrouped: decode again
-                    alternative = self.verify_lm(alternative, chunks)
-                    smaller = pack(alternative)
                 stored, archive = alternative, smaller
         return stored, archive
 

@@ -239,18 +239,20 @@ class LmzCompressor:
         on_step: StepCallback | None = None,
         on_chunk: ChunkCallback | None = None,
         on_verify: ProgressCallback | None = None,
+        on_code: ProgressCallback | None = None,
     ) -> tuple[bytes, CompressReport]:
         """Compress ``data``; return the archive bytes and a :class:`CompressReport`.
 
         With ``journal_path``, finished training groups are journaled there and a matching
         journal from an interrupted run is resumed. The journal stays on disk: the caller
         deletes it once the archive itself is safely written. ``on_step`` and ``on_chunk``
-        report training, ``on_verify(done, total)`` the final decode of every stored vector.
+        report training, ``on_verify(done, total)`` the final decode of every stored vector,
+        ``on_code(done, total)`` the tokens LM-coded.
         """
         with torch_threads(self.threads):
-            return self._compress(data, journal_path, on_step, on_chunk, on_verify)
+            return self._compress(data, journal_path, on_step, on_chunk, on_verify, on_code)
 
-    def _compress(self, data, journal_path, on_step, on_chunk, on_verify) -> tuple[bytes, CompressReport]:
+    def _compress(self, data, journal_path, on_step, on_chunk, on_verify, on_code) -> tuple[bytes, CompressReport]:
         started = time.perf_counter()
         data = _as_bytes(data)
         if len(data) > container.MAX_INPUT_SIZE:
@@ -260,14 +262,14 @@ class LmzCompressor:
         if report.binary:
             log.info("llmzip: input is mostly not text; stored whole without training or LM coding")
         if not report.binary and self.codec != "lm":
-            candidates += self._memory_candidates(data, report, journal_path, on_step, on_chunk, on_verify)
+            candidates += self._memory_candidates(data, report, journal_path, on_step, on_chunk, on_verify, on_code)
         if not report.binary and self.codec != "memory":
             lm_chunks = split_counted(self.loaded.tokenizer, data, self.lm_chunk_tokens, report if self.codec == "lm" else None)
             def pack_lm(chosen):
                 return self.pack_archive(chosen, data, self.lm_chunk_tokens)
 
             initial = [FallbackChunk(chunk.data) for chunk in lm_chunks]
-            candidates.append((*self._chooser("lm").choose(initial, lm_chunks, pack_lm), pack_lm))
+            candidates.append((*self._chooser("lm").choose(initial, lm_chunks, pack_lm, on_code=on_code), pack_lm))
         # A memory archive's vectors are its product: it keeps them. Everything else may be
         # beaten by the whole input stored or in one zstd frame, without a model.
         def pack(chosen):
@@ -286,7 +288,7 @@ class LmzCompressor:
                            self.train_config.verify_margin, self.zstd_level)
 
     def _memory_candidates(self, data: bytes, report: CompressReport, journal_path, on_step, on_chunk,
-                           on_verify) -> list:
+                           on_verify, on_code) -> list:
         """Train (unless the input is smaller than any vector) and choose each chunk's kind
         at this compressor's chunk budget: the codec's own choice, and in ``auto`` also
         ``memory``'s (so auto is never bigger than memory)."""
@@ -311,7 +313,7 @@ class LmzCompressor:
         def pack(chosen):
             return self.pack_archive(chosen, data)
 
-        candidates = [(*self._chooser(self.codec).choose(list(initial), chunks, pack, on_verify), pack)]
+        candidates = [(*self._chooser(self.codec).choose(list(initial), chunks, pack, on_verify, on_code), pack)]
         if self.codec == "auto" and any(kinds.of(chunk) is self.vector_kind for chunk in initial):
             candidates.append((*self._chooser("memory").choose(list(initial), chunks, pack), pack))
         return candidates

@@ -159,6 +159,7 @@ def _compress_one(compressor, file, target, like, data, force, loaded_in, device
         archive, report = compressor.compress_with_report(
             data, journal_path=journal, on_step=bar.step, on_chunk=bar.chunk,
             on_verify=bar.decoding("verifying"),
+            on_code=bar.decoding("LM coding", len(data)),
         )
     io.write_output(target, archive, force, like=like)
     if journal is not None:

@@ -6,10 +6,12 @@ import time
 
 import click
 
+from llmzip import container
 from llmzip.cli import files as io
 from llmzip.cli.group import cli
 from llmzip.cli.messages import Progress, about, arrow, chunk_lines, each, plural, setup_logging, show, show_progress
 from llmzip.cli.options import files_argument, model_option, output_options, torch_options, use_torch, verbosity
+from llmzip.errors import LmzError
 
 
 @cli.command()
@@ -48,7 +50,7 @@ def extract(files, recursive, output, to_stdout, force, keep, model, device, thr
 def _extract_one(decompressor, file, target, like, archive, force, *, quiet, verbose, progress):
     began = time.perf_counter()
     with about(file), Progress(enabled=progress) as bar:
-        data = decompressor.decompress(archive, on_progress=bar.decoding("decoding"))
+        data = decompressor.decompress(archive, on_progress=bar.decoding("decoding", _input_size(archive)))
     seconds = time.perf_counter() - began
     io.write_output(target, data, force, like=like)
     if not quiet:
@@ -85,7 +87,8 @@ def verify(files, recursive, model, device, threads, quiet, verbose, no_progress
 
 def _verify_one(decompressor, path, *, quiet, verbose, progress):
     with about(path), Progress(enabled=progress) as bar:
-        checks = decompressor.verify(io.read_input(path), on_progress=bar.decoding("decoding"))
+        archive = io.read_input(path)
+        checks = decompressor.verify(archive, on_progress=bar.decoding("decoding", _input_size(archive)))
     counts: dict[str, int] = {}
     for check in checks:
         counts[check.kind] = counts.get(check.kind, 0) + 1
@@ -98,3 +101,12 @@ def _verify_one(decompressor, path, *, quiet, verbose, progress):
         for c in checks:
             detail = "" if c.decode_margin is None else f"decode margin {c.decode_margin:.3f} (recorded {c.recorded_margin:.3f})"
             click.echo(f"  chunk {c.index:>5}  {c.kind:<6} {c.length:>7} B  {detail}".rstrip())
+
+
+def _input_size(archive: bytes) -> int | None:
+    """The input size the archive records (for the progress bar's bytes/s), or None where
+    its header does not parse (decompress then says why)."""
+    try:
+        return container.read_header(archive).header.input_size
+    except LmzError:
+        return None

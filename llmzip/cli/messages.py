@@ -167,9 +167,17 @@ class Progress:
             self.bar.set_postfix_str(f"step {step}, {active} in batch, loss {loss:.3f}", refresh=False)
             self.bar.refresh()
 
-    def decoding(self, phase: str):
-        """A ``(done, total)`` callback for decoded tokens, drawn as ``phase``."""
-        return lambda done, total: self._update(phase, "token", done, total)
+    def decoding(self, phase: str, size: int | None = None):
+        """A ``(done, total)`` callback for tokens decoded or coded, drawn as ``phase``;
+        with ``size``, the input bytes those tokens spell, the bar also shows bytes/s."""
+
+        def update(done: int, total: int) -> None:
+            self._update(phase, "token", done, total)
+            if self.enabled and size and total and self.bar.format_dict["elapsed"] > 0:
+                rate = size * done / total / self.bar.format_dict["elapsed"]
+                self.bar.set_postfix_str(f"{rate:,.0f} B/s", refresh=False)
+
+        return update
 
     def _update(self, phase: str, unit: str, done: int, total) -> None:
         if self.enabled:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from llmzip import wire
 from llmzip.corrections import Corrections
 from llmzip.errors import FormatError
-from llmzip.kinds import lm, memory_int
+from llmzip.kinds import bands, memory_int
 from llmzip.kinds.rangecode import counts_model, pack_words, unpack_words
 
 NAME = "memory-int-lm"
@@ -213,7 +213,7 @@ class CodingTokens(Corrections):
         coder = constriction.stream.queue.RangeEncoder()
         write_coefficients(coder, chunk.integers(), chunk.bits)
         write_flags(coder, self.positions, chunk.n_tokens)
-        self.encoder = lm.BandEncoder((), None, coder)
+        self.encoder = bands.BandEncoder(None, coder)
 
     def take(self, position: int, logits) -> int:
         return self.encoder.encode(self.tokens[position], logits)
@@ -238,7 +238,7 @@ class DecodedTokens(Corrections):
         self.recoding = _Recoding(constriction.stream.queue.RangeDecoder(unpack_words(chunk.code)))
         _, _, positions = chunk.read(coder=self.recoding)
         self.positions, self.last, self.code = frozenset(positions), max(positions, default=None), chunk.code
-        self.decoder = lm.BandDecoder(b"", self.recoding)
+        self.decoder = bands.BandDecoder(b"", self.recoding)
         if self.last is None:
             self._check()
 

@@ -79,23 +79,42 @@ class RowDecoder:
         self.counts = [MODE_START[0]] + [MODE_START[1]] * len(self.shifts)  # the grids, then the raw id
         self.failed = False
 
-    def __call__(self, position: int, row) -> int:
-        import constriction
-
+    def guard(self, step, *args):
+        """``step(*args)``, or None once the code has failed: constriction raises on a
+        corrupt or exhausted code, which marks the row failed for good."""
         if self.failed:
-            return 0
+            return None
         try:
-            mode = int(self.coder.decode(counts_model(self.counts)))
-            self.counts[mode] += MODE_STEP
-            token = None if mode == len(self.shifts) else self._grid(row, mode)
-            if token is None:
-                token = int(self.coder.decode(constriction.stream.model.Uniform(row.shape[-1])))
-            if not 0 <= token < row.shape[-1]:
-                raise ValueError(token)
-            return token
+            return step(*args)
         except Exception:  # noqa: BLE001 - constriction raises on a corrupt or exhausted code
             self.failed = True
-            return 0
+            return None
+
+    def mode(self) -> int:
+        """Decode a position's mode: a grid (0 .. len(shifts) - 1), or the raw id."""
+        mode = int(self.coder.decode(counts_model(self.counts)))
+        self.counts[mode] += MODE_STEP
+        return mode
+
+    def raw(self, vocab: int) -> int:
+        """Decode a token coded as its raw id, uniformly over ``vocab`` ids."""
+        import constriction
+
+        token = int(self.coder.decode(constriction.stream.model.Uniform(vocab)))
+        if not 0 <= token < vocab:
+            raise ValueError(token)
+        return token
+
+    def __call__(self, position: int, row) -> int:
+        """The token at ``position`` from its (V,) float32 logits (numpy); 0 once failed."""
+
+        def step() -> int:
+            mode = self.mode()
+            token = None if mode == len(self.shifts) else self._grid(row, mode)
+            return self.raw(row.shape[-1]) if token is None else token
+
+        token = self.guard(step)
+        return 0 if token is None else token
 
     def _grid(self, row, mode: int) -> int | None:
         raise NotImplementedError
