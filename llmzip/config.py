@@ -13,10 +13,9 @@ DEFAULT_MODEL = "default"  # the model spec of Gemma 3 270M from the gemma3-270m
 CODECS = ("memory", "lm", "auto")  # what compress stores (llmzip.codec.LmzCompressor, README "Choosing --codec")
 DEFAULT_CODEC = "memory"  # memory tokens: the product
 # Torch CPU threads for compress, extract and verify (the API's threads=, the CLI's
-# --threads). None: the process's setting, torch's choice (the physical cores, or
-# $OMP_NUM_THREADS). bench/threads.py measures 1 against every core, idle and beside a busy
-# process (issue 32: a 49-B compress took 41.6 s at torch's choice on a busy 2-core machine,
-# 3.2 s at one thread).
+# --threads). None: the cores not busy with other processes when the work starts
+# (llmzip.model.free_cores; issue 32: a 49-B compress took 41.6 s at torch's choice on a
+# busy 2-core machine, 3.2 s at one thread).
 DEFAULT_THREADS: Optional[int] = None
 
 TRAIN_DTYPES = ("auto", "float32", "bfloat16")  # weights of the training copy of the model

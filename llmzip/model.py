@@ -345,16 +345,32 @@ def _default_model_dir(cache_dir: str | Path | None) -> Path:
 
 @contextlib.contextmanager
 def torch_threads(threads: int | None):
-    """Use ``threads`` torch CPU threads inside the block (None: keep torch's setting),
-    then restore the previous count, so that no global setting outlives a command or a call
+    """Use ``threads`` torch CPU threads inside the block (None: :func:`free_cores`), then
+    restore the previous count, so that no global setting outlives a command or a call
     (the CLI's --threads, the API's ``threads=``)."""
     before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads if threads is not None else free_cores())
     try:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def free_cores() -> int:
+    """The threads to use when none are asked for: torch's own count (the physical cores,
+    or $OMP_NUM_THREADS, which is then the user's choice and kept), less the cores other
+    processes keep busy (the one-minute load average, rounded), and at least 1. OpenMP
+    threads that share their cores with other work wait for each other at every barrier:
+    on the busy 2-core machine here, two threads were 7-13x slower than one (BENCHMARKS.md,
+    "Threads"), while on an idle one they are 1.7x faster."""
+    threads = torch.get_num_threads()
+    if "OMP_NUM_THREADS" in os.environ:
+        return threads
+    try:
+        busy = os.getloadavg()[0]
+    except (AttributeError, OSError):  # no load average on this platform
+        return threads
+    return max(1, min(threads, (os.cpu_count() or threads) - round(busy)))
 
 
 SCRATCH_PREFIX = ".convert-"  # a conversion's working directories in the cache (the GGUF: ~240 MB)

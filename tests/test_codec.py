@@ -274,3 +274,18 @@ def test_threads_is_set_for_each_call_and_restored(tiny_model, monkeypatch):
             codec.LmzCompressor(loaded=tiny_model, threads=bad)
         with pytest.raises(LmzError, match="threads"):
             codec.LmzDecompressor(loaded=tiny_model, threads=bad)
+
+
+def test_default_threads_leave_busy_cores_alone(monkeypatch):
+    """threads=None: the cores the load average leaves free, at most torch's count, at
+    least one; $OMP_NUM_THREADS, a user's explicit choice, is kept."""
+    from llmzip import model
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(model.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    for load, expected in [(0.0, 4), (4.6, 3), (7.0, 1), (30.0, 1)]:
+        monkeypatch.setattr(model.os, "getloadavg", lambda load=load: (load, load, load))
+        assert model.free_cores() == expected
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    assert model.free_cores() == 4

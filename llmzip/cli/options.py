@@ -70,10 +70,10 @@ def model_option(*, from_archive: bool):
 
 THREADS_HELP = (
     "Torch CPU threads [default: "
-    + (f"{DEFAULT_THREADS}" if DEFAULT_THREADS else "torch's choice: the physical cores, or $OMP_NUM_THREADS")
-    + "]. "
-    "On a CPU busy with other jobs use 1: on a 2-core machine running other jobs, two threads "
-    "trained 2-3x slower than one (idle, 1.7x faster)."
+    + (f"{DEFAULT_THREADS}" if DEFAULT_THREADS else "the cores other processes leave free (the load average), "
+       "at most torch's choice: the physical cores, or $OMP_NUM_THREADS")
+    + "]. Threads that share busy cores wait for each other: on a busy 2-core machine two "
+    "threads ran 7-13x slower than one (idle, 1.7x faster)."
 )
 torch_options = options(
     click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda, cuda:1, ..."),
