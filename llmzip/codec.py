@@ -101,8 +101,8 @@ class LmzCompressor:
     ``model``: model spec (``"default"``, ``org/name@commit``, a directory, a ``.gguf``).
     ``device``: torch device for training and decoding (``"cpu"``, ``"cuda"``, ...).
     ``threads``: torch CPU threads each compression runs with (set for the call, restored
-    after it); None: the cores other processes leave free (:func:`llmzip.model.free_cores`).
-    Default :data:`llmzip.config.DEFAULT_THREADS`, as the CLI's --threads.
+    after it); None keeps the process's setting (the CLI's default is
+    :func:`llmzip.model.free_cores` instead). Default :data:`llmzip.config.DEFAULT_THREADS`.
     ``chunk_tokens``: token budget per chunk; default per model (:data:`DEFAULT_CHUNK_TOKENS`).
     ``train``: a :class:`llmzip.config.TrainConfig` (margin, steps, batch size, lr, dtype, and the
     stored form: ``rank``/``bits``, None = the model's default in :data:`DEFAULT_VECTOR_FORM`;

@@ -13,9 +13,9 @@ DEFAULT_MODEL = "default"  # the model spec of Gemma 3 270M from the gemma3-270m
 CODECS = ("memory", "lm", "auto")  # what compress stores (llmzip.codec.LmzCompressor, README "Choosing --codec")
 DEFAULT_CODEC = "memory"  # memory tokens: the product
 # Torch CPU threads for compress, extract and verify (the API's threads=, the CLI's
-# --threads). None: the cores not busy with other processes when the work starts
-# (llmzip.model.free_cores; issue 32: a 49-B compress took 41.6 s at torch's choice on a
-# busy 2-core machine, 3.2 s at one thread).
+# --threads). None: the API keeps the caller's torch setting; the CLI uses the cores other
+# processes leave free when the command starts (llmzip.model.free_cores; issue 32: a 49-B
+# compress took 41.6 s at torch's choice on a busy 2-core machine, 3.2 s at one thread).
 DEFAULT_THREADS: Optional[int] = None
 
 TRAIN_DTYPES = ("auto", "float32", "bfloat16")  # weights of the training copy of the model

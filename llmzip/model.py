@@ -345,11 +345,12 @@ def _default_model_dir(cache_dir: str | Path | None) -> Path:
 
 @contextlib.contextmanager
 def torch_threads(threads: int | None):
-    """Use ``threads`` torch CPU threads inside the block (None: :func:`free_cores`), then
-    restore the previous count, so that no global setting outlives a command or a call
-    (the CLI's --threads, the API's ``threads=``)."""
+    """Use ``threads`` torch CPU threads inside the block (None: keep the process's setting),
+    then restore the previous count, so that no global setting outlives a command or a
+    call (the CLI's --threads, the API's ``threads=``)."""
     before = torch.get_num_threads()
-    torch.set_num_threads(threads if threads is not None else free_cores())
+    if threads is not None:
+        torch.set_num_threads(threads)
     try:
         yield
     finally:
@@ -357,7 +358,8 @@ def torch_threads(threads: int | None):
 
 
 def free_cores() -> int:
-    """The threads to use when none are asked for: torch's own count (the physical cores,
+    """The threads a command uses when none are asked for (the CLI's --threads default; the
+    API leaves the caller's setting alone): torch's own count (the physical cores,
     or $OMP_NUM_THREADS, which is then the user's choice and kept), less the cores other
     processes keep busy (the one-minute load average, rounded), and at least 1. OpenMP
     threads that share their cores with other work wait for each other at every barrier:

@@ -84,11 +84,12 @@ torch_options = options(
 def use_torch(device: str, threads: int | None) -> None:
     """What every model command does before its work: refuse a --device this torch cannot
     use, then run the rest of the command with --threads CPU threads (restored when the
-    command ends, however it ends)."""
-    from llmzip.model import torch_threads
+    command ends, however it ends); without --threads, the cores other processes leave
+    free (:func:`llmzip.model.free_cores`)."""
+    from llmzip.model import free_cores, torch_threads
 
     check_device(device)
-    click.get_current_context().with_resource(torch_threads(threads))
+    click.get_current_context().with_resource(torch_threads(threads if threads is not None else free_cores()))
 
 
 def check_device(device: str) -> None:
