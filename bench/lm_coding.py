@@ -3,7 +3,7 @@ cross-entropy on the same tokens with the same context, xz -9e and zstd -19.
 
 For each text: ``LmzCompressor(codec="lm")`` on the default model (one torch thread), the
 archive extracted and compared, and the coded size split into where it goes: the ideal
-cost of the band decisions and in-band indices (scheme 2) over the cross-entropy, the mode
+cost of the band decisions and in-band indices (scheme 3) over the cross-entropy, the mode
 symbols (which grid, or a raw id), the deep-edge flags and raw ids, the range coder's own
 overhead, and the container (header, records, trailer). Cross-entropy is given twice: with
 the context the coder had (each chunk: BOS + its own earlier tokens) and, as issue 16
@@ -26,7 +26,7 @@ import zstandard
 
 from corpus import corpus_path
 from llmzip import codec, container
-from llmzip.kinds import lm
+from llmzip.kinds import bands, lm
 from llmzip.model import load_model
 
 
@@ -59,9 +59,9 @@ def windowed_cross_entropy(loaded, data: bytes, window: int = 256) -> float:
 
 
 def perturbation(name: str, data: bytes, loaded, n_tokens: int, chunk: int = 128, passes: int = 5) -> dict:
-    """Scheme 2 on the default model's own logits (one teacher-forced pass over the text's
+    """Scheme 3 on the default model's own logits (one teacher-forced pass over the text's
     first ``n_tokens`` tokens): encode in chunks of ``chunk``, then decode from every row
-    moved by uniform noise up to 0.99x TOLERANCE (``passes`` times), by 0.99x TOLERANCE
+    moved by uniform noise up to 0.99x the writer's tolerance (``passes`` times), by 0.99x
     toward its nearest line of grid A and of grid B, and by noise up to 100x (the converse).
     Returns the wrong chunk decodes of each."""
     import numpy
@@ -73,25 +73,25 @@ def perturbation(name: str, data: bytes, loaded, n_tokens: int, chunk: int = 128
     starts = range(0, len(ids), chunk)
     coded = []
     for start in starts:
-        encoder = lm.BandEncoder(ids[start : start + chunk], None)
-        for position, row in enumerate(rows[start : start + chunk]):
-            encoder(position, row)
+        encoder = bands.BandEncoder(tolerance=lm.WRITE_TOLERANCE, fast=True)
+        part = ids[start : start + chunk]
+        bands.code_positions([encoder] * len(part), part, torch.from_numpy(rows[start : start + chunk]))
         coded.append(encoder.coded())
     rng = numpy.random.default_rng(16)
 
     def moved(row, how):
         if how.startswith("toward"):
             x = row.astype(numpy.float64) / lm.DELTA + (0.0 if how.endswith("A") else 0.5)
-            return (row + numpy.sign(numpy.rint(x) - x) * lm.TOLERANCE * 0.99).astype(numpy.float32)
+            return (row + numpy.sign(numpy.rint(x) - x) * lm.WRITE_TOLERANCE * 0.99).astype(numpy.float32)
         scale = 0.99 if how == "noise 0.99x" else 100
-        return (row + rng.uniform(-1, 1, row.shape) * lm.TOLERANCE * scale).astype(numpy.float32)
+        return (row + rng.uniform(-1, 1, row.shape) * lm.WRITE_TOLERANCE * scale).astype(numpy.float32)
 
     result = {"text": name, "tokens": len(ids)}
     for how, repeat in (("noise 0.99x", passes), ("toward lines A", 1), ("toward lines B", 1), ("noise 100x", 1)):
         wrong = 0
         for _ in range(repeat):
             for start, bits in zip(starts, coded):
-                decoder = lm.BandDecoder(bits)
+                decoder = bands.BandDecoder(bits, fast=True)
                 out = [decoder(p, moved(row, how)) for p, row in enumerate(rows[start : start + chunk])]
                 wrong += decoder.failed or out != ids[start : start + chunk]
         result[how] = {"token_decodes": len(ids) * repeat, "chunk_decodes": len(coded) * repeat, "wrong": wrong}
@@ -99,10 +99,10 @@ def perturbation(name: str, data: bytes, loaded, n_tokens: int, chunk: int = 128
 
 
 def measure(name: str, data: bytes, loaded) -> dict:
-    stats = lm.Stats()
+    stats = bands.Stats()
     kind = lm.KIND
     original = type(kind).encode
-    kind.encode = lambda loaded, token_lists, group, **_: original(kind, loaded, token_lists, group, stats=stats)
+    kind.encode = lambda loaded, token_lists, **_: original(kind, loaded, token_lists, stats=stats)
     try:
         began = time.perf_counter()
         archive, report = codec.LmzCompressor(loaded=loaded, codec="lm").compress_with_report(data)
@@ -167,7 +167,7 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps({"lm": {"scheme": 2, "settings": lm.SETTINGS,
+        Path(args.json).write_text(json.dumps({"lm": {"scheme": 3, "settings": lm.SETTINGS,
                                                      "chunk_tokens": lm.LM_CHUNK_TOKENS}, "rows": rows}, indent=1) + "\n")
 
 

@@ -1,9 +1,10 @@
-"""Choosing each chunk's kind, every choice verified by the computation extract will run.
+"""Choosing each chunk's kind, every choice exact for the computation extract will run.
 
 After training, a chunk may have a vector; every eligible chunk may also be LM-coded, and
 any chunk can be stored with zstd. :class:`KindChooser` keeps, for each chunk, the form the
 codec asks for (``memory``: its vector where it has one; ``lm``: its LM code; ``auto``: the
-smallest), and stores nothing it has not restored exactly (docs/DESIGN.md, invariant 1):
+smallest), and stores nothing extract would not restore exactly (docs/DESIGN.md,
+invariant 1):
 
 1. every stored vector is decoded exactly as extract decodes it (its kind's ``decode`` in
    the archive's decode groups) and kept only if that gives its tokens with the verify
