@@ -123,7 +123,8 @@ def scheme_of(settings: dict) -> int:
 
 # ------------------------------------------------------------------------- the computation
 
-PASS_POSITIONS = 8  # positions whose logits and tables the encoder builds at once: small blocks stay in cache (7 against 18 ms a position at 32 here)
+HEAD_POSITIONS = 128  # positions the writer's pass runs the head on at once: the (262,144 x 640) head is read once per block (128 MB of logits)
+TABLE_POSITIONS = 8  # positions whose band tables the writer builds at once: small blocks stay in cache (7 against 18 ms a position at 32 here)
 
 
 def run_batch(model, n_tokens: list, pick, *, on_step=None) -> list:
@@ -178,7 +179,7 @@ def decode_batch(model, chunks: list, *, on_step=None, scheme: int = 3) -> list:
     return [None if d.failed else row for d, row in zip(decoders, ids)]
 
 
-def teacher_forced(model, token_lists: list, block: int = PASS_POSITIONS):
+def teacher_forced(model, token_lists: list, block: int = HEAD_POSITIONS):
     """The logits the model gives each token of each list, with BOS and the list's earlier
     tokens as context (what the decoder's steps compute, up to the drift the tolerance
     covers), from one forward pass per list (consecutive lists of equal length share
@@ -215,9 +216,12 @@ def encode_batch(model, token_lists: list, stats: Stats | None = None, *, on_ste
     steps, another machine's kernels: BENCHMARKS.md, "LM coding: drift") decodes it."""
     encoders = [bands.BandEncoder(stats, tolerance=WRITE_TOLERANCE, fast=True) for _ in token_lists]
     for owners, logits in teacher_forced(model, token_lists):
-        bands.code_positions([encoders[i] for i, _ in owners], [token_lists[i][s] for i, s in owners], logits)
-        if on_step is not None:
-            on_step(len(owners))
+        for first in range(0, len(owners), TABLE_POSITIONS):
+            block = owners[first : first + TABLE_POSITIONS]
+            bands.code_positions([encoders[i] for i, _ in block], [token_lists[i][s] for i, s in block],
+                                 logits[first : first + TABLE_POSITIONS])
+            if on_step is not None:
+                on_step(len(block))
     return [encoder.coded() for encoder in encoders]
 
 
