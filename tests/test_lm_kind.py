@@ -87,7 +87,7 @@ def test_unknown_codec_is_refused(tiny_model):
 
 
 def test_the_compat_archives_select_their_schemes():
-    """Scheme 1 as llmzip 0.2.0 wrote it, scheme 2 as llmzip 0.3 wrote it; both are read
+    """Scheme 1 as llmzip 0.2.0 wrote it, scheme 2 as llmzip wrote it before scheme 3; both are read
     (tests/test_compat.py extracts them)."""
     for name, scheme in [("tiny-model-0.2.0-lm.lmz", 1), ("tiny-model-lm-scheme2.lmz", 2)]:
         archive = container.unpack((FIXTURES / "compat" / name).read_bytes())
