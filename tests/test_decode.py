@@ -207,8 +207,9 @@ def test_one_dtype_map_for_archives_and_training():
 
 
 def test_the_lm_kind_decodes_in_this_modules_loop(tiny_model, monkeypatch):
-    """One KV-cache loop: kind lm's encode and decode run through run_rows, with the same
-    drop rule (the steps it runs are batch_schedule's)."""
+    """One KV-cache loop: kind lm's decode runs through run_rows, with the same drop rule
+    (the steps it runs are batch_schedule's); its writer runs one teacher-forced pass
+    instead (scheme 3), never the loop."""
     import llmzip.decode
     from llmzip.kinds import lm
 
@@ -224,7 +225,8 @@ def test_the_lm_kind_decodes_in_this_modules_loop(tiny_model, monkeypatch):
 
     monkeypatch.setattr(llmzip.decode, "run_rows", counting)
     token_lists = [[5, 9, 11], [7], [3, 4]]
-    coded = lm.KIND.encode(tiny_model, token_lists, 8)
-    assert steps == batch_schedule([3, 1, 2])
+    coded = lm.KIND.encode(tiny_model, token_lists)
+    assert steps == []
     chunks = [lm.LmChunk(code, len(ids), len(ids), 0) for code, ids in zip(coded, token_lists)]
     assert lm.KIND.decode(tiny_model, chunks, 8) == token_lists
+    assert steps == batch_schedule([3, 1, 2])
