@@ -26,7 +26,8 @@ def test_tiny_model_archive_from_0_1_0_extracts_exactly(tiny_model):
 
 @pytest.mark.parametrize("name, version, kinds", [("tiny-model-0.2.0.lmz", (2, 0), ["memory"] * 3 + ["zstd"]),
                                                    ("tiny-model-0.2.0-lm.lmz", (2, 1), ["lm", "zstd"]),
-                                                   ("tiny-model-lm-scheme2.lmz", (2, 1), ["lm", "zstd"])])
+                                                   ("tiny-model-lm-scheme2.lmz", (2, 1), ["lm", "zstd"]),
+                                                   ("tiny-model-lm-scheme3.lmz", (2, 1), ["lm", "zstd"])])
 def test_tiny_model_archives_from_0_2_0_extract_exactly(tiny_model, name, version, kinds):
     archive = (COMPAT / name).read_bytes()
     assert container.unpack(archive).version == version

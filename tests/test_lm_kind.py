@@ -87,9 +87,10 @@ def test_unknown_codec_is_refused(tiny_model):
 
 
 def test_the_compat_archives_select_their_schemes():
-    """Scheme 1 as llmzip 0.2.0 wrote it, scheme 2 as llmzip wrote it before scheme 3; both are read
-    (tests/test_compat.py extracts them)."""
-    for name, scheme in [("tiny-model-0.2.0-lm.lmz", 1), ("tiny-model-lm-scheme2.lmz", 2)]:
+    """Scheme 1 as llmzip 0.2.0 wrote it, scheme 2 as llmzip wrote it before scheme 3, and
+    scheme 3; all are read (tests/test_compat.py extracts them)."""
+    for name, scheme in [("tiny-model-0.2.0-lm.lmz", 1), ("tiny-model-lm-scheme2.lmz", 2),
+                         ("tiny-model-lm-scheme3.lmz", 3)]:
         archive = container.unpack((FIXTURES / "compat" / name).read_bytes())
         assert lm.scheme_of(archive.header.settings) == scheme
 
