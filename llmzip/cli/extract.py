@@ -50,7 +50,7 @@ def extract(files, recursive, output, to_stdout, force, keep, model, device, thr
 def _extract_one(decompressor, file, target, like, archive, force, *, quiet, verbose, progress):
     began = time.perf_counter()
     with about(file), Progress(enabled=progress) as bar:
-        data = decompressor.decompress(archive, on_progress=bar.decoding("decoding", _input_size(archive)))
+        data = decompressor.decompress(archive, on_progress=bar.decoding("decoding", _input_size(archive, progress)))
     seconds = time.perf_counter() - began
     io.write_output(target, data, force, like=like)
     if not quiet:
@@ -88,7 +88,7 @@ def verify(files, recursive, model, device, threads, quiet, verbose, no_progress
 def _verify_one(decompressor, path, *, quiet, verbose, progress):
     with about(path), Progress(enabled=progress) as bar:
         archive = io.read_input(path)
-        checks = decompressor.verify(archive, on_progress=bar.decoding("decoding", _input_size(archive)))
+        checks = decompressor.verify(archive, on_progress=bar.decoding("decoding", _input_size(archive, progress)))
     counts: dict[str, int] = {}
     for check in checks:
         counts[check.kind] = counts.get(check.kind, 0) + 1
@@ -103,9 +103,12 @@ def _verify_one(decompressor, path, *, quiet, verbose, progress):
             click.echo(f"  chunk {c.index:>5}  {c.kind:<6} {c.length:>7} B  {detail}".rstrip())
 
 
-def _input_size(archive: bytes) -> int | None:
-    """The input size the archive records (for the progress bar's bytes/s), or None where
-    its header does not parse (decompress then says why)."""
+def _input_size(archive: bytes, progress: bool) -> int | None:
+    """The input size the archive records, for the progress bar's bytes/s: None without a
+    bar (reading the header costs a parse of its own), or where the header does not parse
+    (decompress then says why)."""
+    if not progress:
+        return None
     try:
         return container.read_header(archive).header.input_size
     except LmzError:

@@ -373,16 +373,17 @@ def decode_positions(decoders: list, logits) -> list:
     """One position of each row: ``decoders[j]``'s token from ``logits[j]`` ((b, V)
     float32, any device), all of one arithmetic. A row whose code fails (see
     :class:`RowDecoder`) gives 0 from then on."""
-    modes = [decoder.guard(decoder.mode) for decoder in decoders]
+    modes = [decoder.guard(decoder.mode) for decoder in decoders]  # None: the row has failed
+    tokens = [0] * len(decoders)
+    for j, (decoder, mode) in enumerate(zip(decoders, modes)):
+        if mode == RAW:
+            tokens[j] = decoder.guard(decoder.raw, logits.shape[-1]) or 0
     grid = [j for j, mode in enumerate(modes) if mode is not None and mode != RAW]
-    tokens = [0 if mode is None else decoder.guard(decoder.raw, logits.shape[-1]) if mode == RAW else None
-              for decoder, mode in zip(decoders, modes)]
     if grid:
         tables = BandTables(logits[grid], [BAND_SHIFTS[modes[j]] for j in grid], fast=decoders[0].fast)
-        decided = [(k, j, decoders[j].guard(decoders[j].band, tables.rows[k])) for k, j in enumerate(grid)]
-        decided = [(k, j, found) for k, j, found in decided if found is not None]
-        ids = tables.members([k for k, _, _ in decided], [band for _, _, (band, _) in decided],
-                             [index for _, _, (_, index) in decided])
-        for (_, j, _), token in zip(decided, ids):
+        found = [(k, j, decoders[j].guard(decoders[j].band, tables.rows[k])) for k, j in enumerate(grid)]
+        found = [(k, j, *decided) for k, j, decided in found if decided is not None]  # (k, j, band, index)
+        ids = tables.members([k for k, *_ in found], [band for _, _, band, _ in found], [i for *_, i in found])
+        for (_, j, _, _), token in zip(found, ids):
             tokens[j] = token
-    return [0 if token is None else token for token in tokens]
+    return tokens

@@ -21,6 +21,7 @@ little-endian bytes with up to 3 trailing zero bytes of the last word dropped.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 from llmzip import wire
@@ -191,22 +192,18 @@ def teacher_forced(model, token_lists: list, block: int = HEAD_POSITIONS):
     device = model.get_input_embeddings().weight.device
     head, cap = model.get_output_embeddings(), model.config.final_logit_softcapping
     bos = model.config.bos_token_id
-    start = 0
-    while start < len(token_lists):
-        end = start + 1
-        while end < len(token_lists) and len(token_lists[end]) == len(token_lists[start]):
-            end += 1
-        rows = [[bos] + list(ids[:-1]) for ids in token_lists[start:end]]
+    for n, run in itertools.groupby(range(len(token_lists)), key=lambda i: len(token_lists[i])):
+        run = list(run)  # consecutive lists of n tokens
+        rows = [[bos] + list(token_lists[i][:-1]) for i in run]
         with torch.no_grad():
             hidden = model.base_model(input_ids=torch.tensor(rows, device=device), use_cache=False).last_hidden_state
             flat = hidden.reshape(-1, hidden.shape[-1])  # (B * n, d): each list's positions in order
-            owners = [(i, s) for i in range(start, end) for s in range(len(token_lists[start]))]
+            owners = [(i, s) for i in run for s in range(n)]
             for first in range(0, len(owners), block):
                 logits = head(flat[first : first + block])  # (P, V) as Gemma's forward computes them
                 if cap is not None:
                     logits = torch.tanh(logits / cap) * cap
                 yield owners[first : first + block], logits.float()
-        start = end
 
 
 def encode_batch(model, token_lists: list, stats: Stats | None = None, *, on_step=None) -> list:
