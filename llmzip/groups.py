@@ -24,9 +24,10 @@ from llmzip import chunking
 from llmzip.journal import Journal, JournalEntry
 
 
-def plan(chunks, batch_size: int, group_batches: int) -> list[list[int]]:
-    """The fixed groups: chunk indices of consecutive runs of eligible chunks."""
-    eligible = [index for index, chunk in enumerate(chunks) if chunk.eligible]
+def plan(chunks, batch_size: int, group_batches: int, indices=None) -> list[list[int]]:
+    """The fixed groups: chunk indices of consecutive runs of eligible chunks (of those in
+    ``indices``, when given)."""
+    eligible = [index for index in (range(len(chunks)) if indices is None else indices) if chunks[index].eligible]
     size = batch_size * group_batches
     return [eligible[start : start + size] for start in range(0, len(eligible), size)]
 
@@ -59,14 +60,17 @@ def train_groups_here(compressor, chunks, todo, on_step):
 
 
 def train_all(compressor, chunks, journal_path: str | Path | None, journal_key: dict,
-              on_step=None, on_chunk=None) -> tuple[dict[int, JournalEntry], int]:
-    """Train every group of ``chunks`` with ``compressor.group_runner``, resuming the
-    groups a matching journal at ``journal_path`` holds and journaling each group as it
-    arrives. Returns (chunk index -> entry, chunks resumed from the journal).
-    ``on_chunk(done, total)`` counts finished chunks; resumed ones are reported once,
-    before training, so a progress bar can leave them out of its rate."""
+              on_step=None, on_chunk=None, *, indices=None, first_group: int = 0
+              ) -> tuple[dict[int, JournalEntry], int, int]:
+    """Train every group of ``chunks`` (of the chunks at ``indices``, when given) with
+    ``compressor.group_runner``, resuming the groups a matching journal at
+    ``journal_path`` holds and journaling each group as it arrives; the groups are
+    numbered from ``first_group`` (a later round of the same journal continues the
+    numbers). Returns (chunk index -> entry, chunks resumed from the journal, groups
+    planned). ``on_chunk(done, total)`` counts finished chunks; resumed ones are reported
+    once, before training, so a progress bar can leave them out of its rate."""
     config = compressor.train_config
-    groups = plan(chunks, config.batch_size, config.group_batches)
+    groups = plan(chunks, config.batch_size, config.group_batches, indices)
     total = sum(len(group) for group in groups)
     journal = Journal(Path(journal_path), journal_key) if journal_path is not None and groups else None
     results: dict[int, JournalEntry] = {}
@@ -75,7 +79,7 @@ def train_all(compressor, chunks, journal_path: str | Path | None, journal_key: 
         on_chunk(0, total)  # the total is known before the first group finishes
     try:
         todo = []
-        for number, group in enumerate(groups):
+        for number, group in enumerate(groups, start=first_group):
             entries = journal.groups.get(number) if journal is not None else None
             if entries is not None and [e.index for e in entries] == group:
                 resumed += len(group)
@@ -96,4 +100,4 @@ def train_all(compressor, chunks, journal_path: str | Path | None, journal_key: 
     finally:
         if journal is not None:
             journal.close()
-    return results, resumed
+    return results, resumed, len(groups)

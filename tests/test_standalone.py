@@ -9,7 +9,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from llmzip import codec
+from llmzip import chunking, codec
+from llmzip.errors import InputError
 from llmzip.train import TrainConfig
 
 # Passages the fixture model holds in one vector (tests/test_train.py); with chunk_tokens=8
@@ -75,3 +76,34 @@ def test_corrections_make_hybrids_that_say_so(tiny_model, tmp_path):
     assert hybrids, "30 steps leave some chunk short of the margin at a few positions"
     assert [row["standalone"] for row in rows] == [not row["corrected_positions"] for row in rows]
     assert report.standalone_chunks == report.memory_chunks - len(hybrids)
+
+
+def test_chunks_no_vector_holds_are_cut_in_half_and_trained_again(tiny_model, tiny_model_dir, tmp_path):
+    """A chunk no vector holds alone is cut into pieces of half its budget, each trained
+    for a vector of its own: more of the input is held by vectors, every one of them alone,
+    and the rounds are journaled, so a resumed run trains nothing and writes the same archive."""
+    train = TrainConfig(**FAST)
+    whole = codec.LmzCompressor(loaded=tiny_model, chunk_tokens=16, min_chunk_tokens=16, train=train)
+    _, uncut = whole.compress_with_report(TEXT)
+    assert 0 < uncut.standalone_bytes < len(TEXT), "the fixture model holds some 16-token chunks, not all"
+
+    halving = codec.LmzCompressor(loaded=tiny_model, chunk_tokens=16, train=train)  # default: one round, 8 tokens
+    journal = tmp_path / "out.lmz.journal"
+    archive, report = halving.compress_with_report(TEXT, journal_path=journal)
+    assert report.standalone_bytes > uncut.standalone_bytes
+    assert report.memory_chunks > uncut.memory_chunks
+    assert codec.LmzDecompressor(loaded=tiny_model).decompress(archive) == TEXT
+    vectors, rows = exported(archive, tmp_path)
+    assert max(row["n_tokens"] for row in rows) <= 16 and min(row["n_tokens"] for row in rows) <= 8
+    for row, text in zip(rows, regenerate_alone(tiny_model_dir, vectors, rows)):
+        assert text == TEXT[row["offset"] : row["offset"] + row["length"]]
+
+    resumed, again = halving.compress_with_report(TEXT, journal_path=journal)
+    assert resumed == archive
+    first_round = sum(chunk.eligible for chunk in chunking.split(TEXT, tiny_model.tokenizer, max_tokens=16))
+    assert again.resumed_chunks > first_round, "the pieces' groups were journaled and resumed too"
+
+
+def test_min_chunk_tokens_outside_the_budget_is_refused(tiny_model):
+    with pytest.raises(InputError, match="min_chunk_tokens must be in 1..16"):
+        codec.LmzCompressor(loaded=tiny_model, chunk_tokens=16, min_chunk_tokens=17)
