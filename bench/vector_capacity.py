@@ -4,9 +4,10 @@ For each stored form and each set of chunks, train every chunk with the default 
 record whether its *stored* form decodes exactly, alone (the trainer verifies exactly what
 would be written), its steps, seconds, decode margin and stored bytes. Forms: ``RANK:BITS``
 (``rank`` coefficients of ``bits`` bits at fixed width, kind memory-int; rank 0 is the full
-fp16 vector of kind memory) or ``coded:BITS:GRID:SPARSITY`` (the codec's range-coded form,
-kind memory-int-lm, built by ``LmzCompressor`` exactly as compress builds it, without
-corrections: a standalone vector; grid 0 = each vector's own RMS grid).
+fp16 vector of kind memory) or ``coded:BITS:GRID:SPARSITY[:RANK]`` (the codec's range-coded
+form, kind memory-int-lm, built by ``LmzCompressor`` exactly as compress builds it, without
+corrections: a standalone vector; grid 0 = each vector's own RMS grid; rank defaults to the
+model's hidden size).
 
     python bench/vector_capacity.py --set c100:0-19 --forms 0:16,640:8,640:4,128:8 \
         --json bench/results/vector_capacity_c100.json
@@ -75,8 +76,8 @@ def run(args) -> None:
             config = TrainConfig(max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr)
             coded = form_spec.startswith("coded:")
             if coded:  # the codec's own form and trainer, standalone
-                bits, grid, sparsity = (float(x) for x in form_spec.split(":")[1:])
-                rank, bits = d, int(bits)
+                bits, grid, sparsity, *rank = (float(x) for x in form_spec.split(":")[1:])
+                rank, bits = int(rank[0]) if rank else d, int(bits)
                 config = dataclasses.replace(config, rank=rank, bits=bits, grid=grid, sparsity=sparsity, corrections=0)
                 trainer = LmzCompressor(loaded=loaded, train=config).trainer
             else:
@@ -116,8 +117,8 @@ def summary_row(record: dict) -> str:
     form = "fp16 (d=640)" if record["rank"] == 0 else f"k={record['rank']} int{record['bits']}"
     stored = chunks[0]["stored_bytes"]
     if record.get("form", "").startswith("coded:"):  # range coded: bytes differ by vector
-        _, _, grid, sparsity = record["form"].split(":")
-        form = f"coded int{record['bits']}, " + (f"grid {grid}, sparsity {sparsity}" if float(grid) else "own RMS grid")
+        _, _, grid, sparsity, *_ = record["form"].split(":")
+        form = f"coded k={record['rank']} int{record['bits']}, " + (f"grid {grid}, sparsity {sparsity}" if float(grid) else "own RMS grid")
         stored = round(mean([c["stored_bytes"] for c in (ok or chunks)]))
     elif record.get("clip"):
         form += f", clip {record['clip']}x RMS"
