@@ -124,7 +124,8 @@ class LmzCompressor:
     default), ``"lm"`` (LM-code each eligible chunk where that is smaller than zstd, no
     training; default chunk budget :data:`llmzip.kinds.lm.LM_CHUNK_TOKENS`) or ``"auto"``
     (for size: the smallest of its own choice, each chunk in its smallest exact kind, of
-    what ``memory`` and what ``lm`` would write). A chunk without a vector is stored with
+    what ``memory`` would write before cutting chunks (``min_chunk_tokens``) and what ``lm``
+    would write). A chunk without a vector is stored with
     whichever of zstd and lm makes the archive smaller. Never bigger than it must be
     (docs/DESIGN.md, invariant 10): ``lm`` and ``auto`` archives, and ``memory`` archives
     that keep no vector, are at most the whole input stored or in one zstd frame, in a

@@ -575,3 +575,17 @@ def test_margin_help_says_what_each_margin_is(run):
     help_text = " ".join(out.split())
     assert code == 0
     assert "Training margin" in help_text and "still wins by 0.25" in help_text and "records the smallest gap" in help_text
+
+
+def test_min_chunk_tokens_reaches_the_compressor_and_a_bad_one_is_one_line(run, model_args, tmp_path):
+    """By default a chunk no 16-token vector holds (40 steps hold few) is cut into 8-token
+    pieces, which -v reports; --min-chunk-tokens 16 cuts nothing; one above the budget is
+    a one-line error."""
+    source = tmp_path / "text.txt"
+    source.write_bytes(TEXT)
+    code, _, err = run("compress", source, *model_args, *TINY, "-v", "--threads", "1")
+    assert code == 0 and "pieces of at most 8 tokens" in err, err
+    code, _, err = run("compress", source, *model_args, *TINY, "--min-chunk-tokens", "16", "-v", "-f", "--threads", "1")
+    assert code == 0 and "pieces" not in err, err
+    code, _, err = run("compress", source, *model_args, *TINY, "--min-chunk-tokens", "17", "-f")
+    assert code == 1 and err.count("\n") == 1 and "min_chunk_tokens must be in 1..16" in err, err
