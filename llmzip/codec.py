@@ -371,8 +371,8 @@ class LmzCompressor:
                     new_order.append(index)
             if not pieces:
                 break
-            log.info("llmzip: %d chunks held by no vector; training them again as %d pieces of at most %d tokens",
-                     cut_chunks, len(pieces), budget)
+            log.info("llmzip: %d chunk%s held by no vector; training %s again as %d pieces of at most %d tokens",
+                     cut_chunks, "s" if cut_chunks > 1 else "", "them" if cut_chunks > 1 else "it", len(pieces), budget)
             order = new_order
             more, resumed_here, planned = groups.train_all(self, every, journal_path, key, on_step,
                                                            counted if on_chunk else None, indices=pieces,
