@@ -347,14 +347,14 @@ class LmzCompressor:
         key = self._journal_key(data)
         every = list(chunks)  # every chunk trained, in the order first trained: the journal's indices
         order = list(range(len(every)))  # the chunks as the archive holds them: indices into `every`
-        done_before = total_before = 0
+        finished = 0  # chunks the earlier rounds trained: one progress count over all rounds
 
-        def counted(done: int, total: int) -> None:  # one progress count over all rounds
-            on_chunk(done_before + done, total_before + total)
+        def counted(done: int, total: int) -> None:
+            on_chunk(finished + done, finished + total)
 
         trained, resumed, next_group = groups.train_all(self, every, journal_path, key, on_step,
                                                         counted if on_chunk else None)
-        total_before = done_before = sum(chunk.eligible for chunk in every)
+        finished = sum(chunk.eligible for chunk in every)
         budget = self.chunk_tokens // 2
         while self.codec == "memory" and budget >= self.min_chunk_tokens:
             new_order, pieces, cut_chunks = [], [], 0
@@ -380,7 +380,7 @@ class LmzCompressor:
             trained.update(more)
             resumed += resumed_here
             next_group += planned
-            total_before = done_before = total_before + sum(every[i].eligible for i in pieces)
+            finished += sum(every[i].eligible for i in pieces)
             budget //= 2
         return [every[i] for i in order], {position: trained[index] for position, index in enumerate(order)
                                            if index in trained}, resumed
