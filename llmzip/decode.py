@@ -17,8 +17,7 @@ Fixed numerics, in the order they matter:
 * the batch: the prompt of every row in one forward pass, then one token per step with
   the KV cache, each row leaving the batch after its last token (the drop rule in
   :func:`decode_batch`, :func:`batch_schedule`), so the matmul shapes are a pure function
-  of the token counts in their given order. A batch of one is bit for bit the batch-1
-  decoder llmzip 0.1.0 verified its archives with. The cache
+  of the token counts in their given order. The cache
   changes the matmul shapes compared with recomputing the whole sequence, and the batch
   size may change how a kernel blocks a matmul, so logits differ in the last bits between
   batch compositions; training already differs from decoding (batched, teacher-forced, a
@@ -27,6 +26,11 @@ Fixed numerics, in the order they matter:
   ``n`` single-token steps instead of ``n`` growing full passes (2.8x faster for 23
   tokens on Gemma 3 270M; BENCHMARKS.md); with a batch, each step's weight reads serve
   every row (BENCHMARKS.md, "Extract throughput: batched decoding");
+* the model's linears in the order ``load_model`` sets (weight-major on the CPU,
+  :func:`llmzip.model.weight_major_linears`), and the cache appending in place
+  (:mod:`llmzip.kvcache`, the same values as transformers' own cache). Archives verified
+  before either changed (llmzip 0.1.0 to this one) decode by their margins and tolerances:
+  the orders differ by ~3e-6 on a logit;
 * the vectors are used exactly as stored (fp16, kind ``memory``) or as rebuilt from their
   stored form (float32, kind ``memory-int``), converted to the model's dtype, which is
   exact for fp16 or fp32 -> fp32.
@@ -42,6 +46,7 @@ import torch
 
 from llmzip.corrections import Corrections
 from llmzip.errors import FormatError
+from llmzip.kvcache import append_cache
 from llmzip.wire import TEMPLATE  # noqa: F401 - the prompt this module builds
 
 # The model and training dtypes by the names archives (model identity "t") and settings
@@ -211,7 +216,7 @@ def run_rows(model, prompt: dict, n_tokens: Sequence[int],
     model.eval()
     device = model.get_input_embeddings().weight.device
     rows = torch.arange(len(n_tokens), device=device)  # (b,) original index of each row in the batch
-    out = model(**prompt, use_cache=True)  # logits (B, P, V)
+    out = model(**prompt, cache=append_cache(model), use_cache=True)  # logits (B, P, V)
     for step in range(len(schedule)):
         next_ids = choose(step, rows, out.logits[:, -1].float())  # (b,); out.logits is not used again
         if on_step is not None:
