@@ -84,7 +84,7 @@ class Bands:
 
     mass: list  # (LEVELS + 1,) float
     count: list  # (LEVELS + 1,) int
-    unsafe: list  # (LEVELS + 1,) bool
+    unsafe: list | None  # (LEVELS + 1,) bool; None in the decoder's tables, which never read it
     shift: float
     odds_margin: float  # the distance a log-odds must keep from its grid: 2x the tolerance + rounding
 
@@ -110,9 +110,11 @@ class BandTables:
     is a power of two, the shifts multiples of 1/2: ``L / DELTA + shift`` is exact in
     float32 while ``|L|`` < 2**21). The masses are float64 throughout (scheme 2, and kind
     memory-int-lm, as CODEC.md specifies them), or with ``fast`` float32 exponentials
-    summed in float64 (scheme 3; the writer's odds margin covers it: :data:`ROUNDING`)."""
+    summed in float64 (scheme 3; the writer's odds margin covers it: :data:`ROUNDING`).
+    ``tolerance`` None builds the decoder's tables: no safety, which only the writer checks
+    (a third of the work on the decoder's (b, V) logits)."""
 
-    def __init__(self, logits, shifts: list, tolerance: float = TOLERANCE, fast: bool = False):
+    def __init__(self, logits, shifts: list, tolerance: float | None = TOLERANCE, fast: bool = False):
         import torch
 
         n, device = len(shifts), logits.device
@@ -128,6 +130,9 @@ class BandTables:
         mass = torch.bincount(slot, weights=mass, minlength=n * (LEVELS + 1)).view(n, LEVELS + 1)
         count = torch.bincount(slot, minlength=n * (LEVELS + 1)).view(n, LEVELS + 1)
         self.rel = rel.to(torch.uint8)  # (P, V)
+        if tolerance is None:
+            self.rows = [Bands(m, c, None, s, math.inf) for m, c, s in zip(mass.tolist(), count.tolist(), shifts)]
+            return
         # The grid lines some logit lies within the tolerance of, as relative levels (few).
         nearest = x.round()  # half to even; a logit halfway between lines is far from both
         row, column = ((x - nearest).abs_() < tolerance / DELTA).nonzero(as_tuple=True)  # (K,), (K,)
@@ -380,7 +385,7 @@ def decode_positions(decoders: list, logits) -> list:
             tokens[j] = decoder.guard(decoder.raw, logits.shape[-1]) or 0
     grid = [j for j, mode in enumerate(modes) if mode is not None and mode != RAW]
     if grid:
-        tables = BandTables(logits[grid], [BAND_SHIFTS[modes[j]] for j in grid], fast=decoders[0].fast)
+        tables = BandTables(logits if len(grid) == len(modes) else logits[grid], [BAND_SHIFTS[modes[j]] for j in grid], tolerance=None, fast=decoders[0].fast)
         found = [(k, j, decoders[j].guard(decoders[j].band, tables.rows[k])) for k, j in enumerate(grid)]
         found = [(k, j, *decided) for k, j, decided in found if decided is not None]  # (k, j, band, index)
         ids = tables.members([k for k, *_ in found], [band for _, _, band, _ in found], [i for *_, i in found])
