@@ -5,6 +5,7 @@ tokens through it, in the same run.
     python bench/lm_speed.py TEXT... [--threads 2] [--chunk-tokens N] [--json OUT]
     python bench/lm_speed.py /tmp/en16k.txt en es --json bench/results/lm_speed.json
     python bench/lm_speed.py en --bytes 16384 --extract-env avx2 --extract-env default
+    PYTHONPATH=/tmp/base python bench/lm_speed.py /tmp/en16k.txt --repeat 2   # another commit's llmzip
 
 TEXT is a file, or ``en`` / ``es``: the paper's English article and Spanish pages, rows
 joined as bench/lm_coding.py joins them (whole, or the first ``--bytes``; needs
@@ -117,14 +118,16 @@ def main() -> None:
     parser.add_argument("--chunk-tokens", type=int, default=1024, help="compress's chunk budget and plain's window")
     parser.add_argument("--extract-env", action="append", default=[], choices=sorted(KERNELS),
                         help="also extract under another machine's kernels (repeatable)")
+    parser.add_argument("--repeat", type=int, default=1, help="measure each text this many times, one after the other")
     parser.add_argument("--json")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as work:
         for text in args.texts:
             data = paper_text(text, args.bytes or 1 << 30) if text in ("en", "es") else Path(text).read_bytes()
-            rows.append(measure(text if text in ("en", "es") else Path(text).name, data, args, Path(work)))
-            print(json.dumps(rows[-1]), flush=True)
+            for _ in range(args.repeat):  # the machine's speed drifts: repeats show by how much
+                rows.append(measure(text if text in ("en", "es") else Path(text).name, data, args, Path(work)))
+                print(json.dumps(rows[-1]), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows}, indent=1) + "\n")
 
