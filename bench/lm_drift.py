@@ -67,6 +67,7 @@ def main() -> None:
         rows["pass vs saved pass"] = compare(passes, saved["passes"])
         rows["steps vs saved steps"] = compare(steps, saved["steps"])
         rows["pass vs saved steps"] = compare(passes, saved["steps"])
+        rows["saved pass vs steps"] = compare(saved["passes"], steps)
     if args.save:
         torch.save({"passes": passes, "steps": steps}, args.save)
     json.dump(rows, sys.stdout, indent=1)
