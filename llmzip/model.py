@@ -240,18 +240,23 @@ def load_model(
     return LoadedModel(model=model, tokenizer=tokenizer, identity=identity)
 
 
+WEIGHT_MAJOR_ROWS = 8  # at most this many rows go through a linear weight-major
+
+
 def weight_major_linears(model: torch.nn.Module) -> None:
     """Make every ``nn.Linear`` of ``model`` compute ``(W @ x.T).T`` instead of ``x @ W.T``
-    where that is faster: float32 on the CPU without autograd (decoding, checks, the lm
-    writer's pass; training keeps ``F.linear``).
+    for at most :data:`WEIGHT_MAJOR_ROWS` rows, float32 on the CPU without autograd: the
+    decode steps of a few rows (extract, verification). Training and wide passes keep
+    ``F.linear``.
 
     Why: with few rows, MKL's ``x @ W.T`` runs far below memory speed, while ``W @ x.T``
-    streams the weights. On the default model, 5 rows (extract's decode step) took 110 ms
-    against 34 ms through the (262,144 x 640) head and 51 against 36 ms through the 126
-    body linears; it was faster at every row count measured, up to 512 (BENCHMARKS.md, "LM
-    coding: speed"). The two orders round differently (~3e-6 on a logit), which the lm
-    tolerance and the memory kinds' verify margin cover; compress and extract run the same
-    order, so what compress verified is what extract computes.
+    streams the weights. On the default model, 5 rows (extract's decode step) took 112 ms
+    against 38 ms through the (262,144 x 640) head at two threads, 121 against 69 at one
+    (``bench/linear_order.py``; BENCHMARKS.md, "LM coding: speed"). From 16 rows on, one
+    thread ran it slower, so wider inputs keep ``F.linear``. The two orders round
+    differently (~3e-6 on a logit), which the lm tolerance and the memory kinds' verify
+    margin cover; the order is a pure function of the shapes, so compress's verification
+    and extract compute the same.
     """
     for module in model.modules():
         if type(module) is torch.nn.Linear:
@@ -260,9 +265,10 @@ def weight_major_linears(model: torch.nn.Module) -> None:
 
 def _weight_major_forward(linear: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """``linear(x)`` as ``(W @ x.T).T`` (see :func:`weight_major_linears`); (..., k) -> (..., n)."""
-    if torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != torch.float32 or linear.weight.dtype != x.dtype:
-        return torch.nn.functional.linear(x, linear.weight, linear.bias)
     flat = x.reshape(-1, x.shape[-1])  # (M, k)
+    if (torch.is_grad_enabled() or flat.shape[0] > WEIGHT_MAJOR_ROWS or x.device.type != "cpu"
+            or x.dtype != torch.float32 or linear.weight.dtype != x.dtype):
+        return torch.nn.functional.linear(x, linear.weight, linear.bias)
     y = torch.mm(linear.weight, flat.T).T.contiguous()  # (n, k) @ (k, M) -> (M, n)
     if linear.bias is not None:
         y += linear.bias

@@ -34,16 +34,21 @@ def test_the_append_cache_gives_transformers_own_cache_logits_bit_for_bit(tiny_m
     assert cache.get_seq_length() == 150
 
 
-def test_weight_major_linears_round_like_f_linear_and_leave_training_alone(tiny_model_dir):
+def test_weight_major_linears_round_like_f_linear_and_leave_training_and_wide_passes_alone(tiny_model_dir):
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation="sdpa").eval()
     ids = torch.randint(3, model.config.vocab_size, (3, 20), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         before = model(input_ids=ids).logits  # (3, 20, V)
+        steps_before = model(input_ids=ids[:, :2]).logits  # 6 rows: a decode step's width
     weight_major_linears(model)
     with torch.no_grad():
-        after = model(input_ids=ids).logits
-    assert torch.allclose(before, after, rtol=0, atol=1e-5)
-    embeds = model.get_input_embeddings()(ids).detach().requires_grad_(True)  # training: autograd on
+        after = model(input_ids=ids).logits  # 60 rows: F.linear
+        steps_after = model(input_ids=ids[:, :2]).logits
+    assert torch.equal(before, after)
+    assert torch.allclose(steps_before, steps_after, rtol=0, atol=1e-5)
+    linears = [module for module in model.modules() if isinstance(module, torch.nn.Linear)]
+    assert linears and all("forward" in vars(module) for module in linears)
+    embeds = model.get_input_embeddings()(ids[:, :2]).detach().requires_grad_(True)  # training: autograd on
     trained = model(inputs_embeds=embeds).logits
     trained.sum().backward()
-    assert torch.equal(trained.detach(), before) and embeds.grad is not None
+    assert torch.equal(trained.detach(), steps_before) and embeds.grad is not None
