@@ -12,25 +12,15 @@ between the two orders' outputs.
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import torch
 
+from extract_throughput import best_of
 from llmzip.model import weight_major_linears
 
 HEAD = (262144, 640)
 LAYER = [(1024, 640), (256, 640), (256, 640), (640, 1024), (2048, 640), (2048, 640), (640, 2048)]  # q k v o gate up down
-
-
-def best_ms(work, repeat: int) -> float:
-    work()
-    times = []
-    for _ in range(repeat):
-        began = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - began)
-    return min(times) * 1000
 
 
 def linears(shapes: list, generator) -> torch.nn.ModuleList:
@@ -59,10 +49,10 @@ def main() -> None:
         plain = lambda module: torch.nn.functional.linear(x[module.in_features], module.weight)  # noqa: E731
         ours = lambda module: module(x[module.in_features])  # noqa: E731
         row = {"rows": m, "threads": args.threads,
-               "head_linear_ms": round(best_ms(lambda: plain(head), args.repeat), 1),
-               "head_weight_major_ms": round(best_ms(lambda: ours(head), args.repeat), 1),
-               "body_linear_ms": round(best_ms(lambda: [plain(w) for w in body], args.repeat), 1),
-               "body_weight_major_ms": round(best_ms(lambda: [ours(w) for w in body], args.repeat), 1),
+               "head_linear_ms": round(1000 * best_of(lambda: plain(head), args.repeat), 1),
+               "head_weight_major_ms": round(1000 * best_of(lambda: ours(head), args.repeat), 1),
+               "body_linear_ms": round(1000 * best_of(lambda: [plain(w) for w in body], args.repeat), 1),
+               "body_weight_major_ms": round(1000 * best_of(lambda: [ours(w) for w in body], args.repeat), 1),
                "head_max_difference": float((plain(head) - ours(head)).abs().max())}
         rows.append(row)
         print(json.dumps(row), flush=True)
