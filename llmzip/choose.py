@@ -49,6 +49,7 @@ class KindChooser:
     decode_group: int
     verify_margin: float
     zstd_level: int
+    runner: object = None  # where the verification decodes and the lm coding run (kinds.base.map_calls)
 
     def verify_vectors(self, stored: list, chunks, on_verify=None) -> list:
         """Keep a vector only if extract's batched decode gives its tokens with at least
@@ -64,7 +65,7 @@ class KindChooser:
                 on_verify(done, total)
 
             results = memory.decode(self.loaded, [stored[i] for i in positions], self.decode_group,
-                                    on_done=advance if on_verify is not None else None)
+                                    on_done=advance if on_verify is not None else None, runner=self.runner)
             failed = False
             for i, result in zip(positions, results):
                 if result.token_ids == list(chunks[i].token_ids) and result.min_margin >= self.verify_margin:
@@ -94,7 +95,8 @@ class KindChooser:
             done += tokens
             on_code(done, total)
 
-        coded = dict(zip(offer, lm.encode(self.loaded, token_lists, on_done=advance if on_code else None)))
+        coded = dict(zip(offer, lm.encode(self.loaded, token_lists, on_done=advance if on_code else None,
+                                          runner=self.runner)))
 
         def take_lm(i: int) -> None:
             stored[i] = kinds.lm.LmChunk(coded[i], len(chunks[i].token_ids), len(chunks[i].data),

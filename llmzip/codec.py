@@ -140,6 +140,9 @@ class LmzCompressor:
     ...], on_step)`` yielding ``(number, entries)`` in any order; default
     :func:`llmzip.groups.train_groups_here` (this process); :class:`llmzip.distributed.WorkerPool` runs
     them on Ray workers. A group's result depends only on its chunks and the settings.
+    ``runner``: where the verification decodes and the LM coding run
+    (:func:`llmzip.kinds.base.map_calls`): None, this process (the default), or a
+    :class:`llmzip.distributed.WorkerPool` holding the same model; the archive is the same.
     """
 
     def __init__(
@@ -157,6 +160,7 @@ class LmzCompressor:
         loaded: LoadedModel | None = None,
         codec: str = DEFAULT_CODEC,
         group_runner=None,
+        runner=None,
         train_small_inputs: bool = False,
     ):
         if codec not in CODECS:
@@ -193,6 +197,9 @@ class LmzCompressor:
         self.given_metadata = dict(metadata or {})  # all a model-free archive records: no creator
         self.decode_group = decode_group
         self.group_runner = group_runner if group_runner is not None else groups.train_groups_here
+        self.runner = runner
+        if runner is not None:
+            runner.check_model(self.loaded)
         self.train_small_inputs = train_small_inputs
 
     def _vector_form(self):
@@ -300,7 +307,7 @@ class LmzCompressor:
 
     def _chooser(self, codec: str) -> KindChooser:
         return KindChooser(self.loaded, self.vector_kind, codec, self.decode_group,
-                           self.train_config.verify_margin, self.zstd_level)
+                           self.train_config.verify_margin, self.zstd_level, self.runner)
 
     def _memory_candidates(self, data: bytes, report: CompressReport, journal_path, on_step, on_chunk,
                            on_verify, on_code) -> list:
@@ -452,10 +459,17 @@ class LmzDecompressor:
     """Reusable decompressor. ``model=None`` loads the model the archive names (the
     default model, or a pinned hub model); a path-based source must be given explicitly.
     Loaded models are kept, so extracting many archives loads each model once. ``threads``
-    as for :class:`LmzCompressor`: each decompress and verify runs with that many."""
+    as for :class:`LmzCompressor`: each decompress and verify runs with that many.
+
+    ``runner_for``: decode on workers. ``runner_for(spec, load)`` returns a call runner
+    (:func:`llmzip.kinds.base.map_calls`; a :class:`llmzip.distributed.WorkerPool`) that
+    holds the model ``spec`` names, loaded with the keyword arguments ``load`` of
+    :func:`llmzip.model.load_model` (the archive's dtype and attention); the archive's
+    decode groups then run there. One runner is kept at a time (another model's archive
+    closes it); :meth:`close` closes the last."""
 
     def __init__(self, *, model: str | None = None, device: str = "cpu", threads: int | None = DEFAULT_THREADS,
-                 loaded: LoadedModel | None = None):
+                 loaded: LoadedModel | None = None, runner_for=None):
         self.model_spec = model
         self.device = device
         self.threads = _checked_threads(threads)
@@ -463,6 +477,20 @@ class LmzDecompressor:
         if loaded is not None:
             self._loaded[model or "<given>"] = loaded
             self.model_spec = model or "<given>"
+        self.runner_for = runner_for
+        self._runner, self._runner_spec = None, None
+
+    def close(self) -> None:
+        """Close the runner :attr:`runner_for` made, if any."""
+        if self._runner is not None:
+            self._runner.close()
+            self._runner, self._runner_spec = None, None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     def decompress(self, data: bytes, *, on_progress: ProgressCallback | None = None) -> bytes:
         """Restore the exact input bytes, or raise an ``LmzError``. ``on_progress(done,
@@ -497,11 +525,23 @@ class LmzDecompressor:
                     f"model {spec!r} has hidden size {hidden_size}, but the archive's model "
                     f"{expected.describe()} has {expected.hidden_size}: refusing before loading it"
                 )
-            self._loaded[spec] = load_model(spec, device=self.device, dtype=_torch_dtype(expected.dtype),
-                                            attn_implementation=expected.attn_implementation)
+            self._loaded[spec] = load_model(spec, device=self.device, **_load_options(expected))
         loaded = self._loaded[spec]
         loaded.identity_for(expected.fingerprint_version).check_matches(expected)
         return loaded
+
+    def _runner_with(self, archive: container.Archive, loaded: LoadedModel):
+        """The runner for ``archive``'s model (None without :attr:`runner_for`), checked to
+        hold ``loaded``'s model."""
+        if self.runner_for is None:
+            return None
+        expected = recorded_identity(archive.version, archive.header)
+        spec = self.model_spec or _spec_from_identity(expected)
+        if self._runner_spec != spec:
+            self.close()
+            self._runner, self._runner_spec = self.runner_for(spec, _load_options(expected)), spec
+        self._runner.check_model(loaded)
+        return self._runner
 
     def _restore(self, archive: container.Archive, on_progress=None) -> Iterator[tuple[ChunkCheck, bytes]]:
         """Yield each chunk's check and bytes in archive order, raising ``ChecksumError``
@@ -512,6 +552,7 @@ class LmzDecompressor:
         for kind, items in by_kind.items():
             kind.check_before_model(items, archive)
         loaded = self.model_for(archive) if any(kind.needs_model for kind in by_kind) else None
+        runner = self._runner_with(archive, loaded) if loaded is not None else None
         total = sum(kind.work(chunk) for kind, items in by_kind.items() for _, chunk in items)
         done = 0
 
@@ -525,7 +566,8 @@ class LmzDecompressor:
         restored = {}
         for kind, items in by_kind.items():
             model = loaded if kind.needs_model else None
-            for result in kind.restore(items, model, archive, advance if on_progress is not None else None):
+            for result in kind.restore(items, model, archive, advance if on_progress is not None else None,
+                                       runner if kind.needs_model else None):
                 restored[result.index] = (kind, result)
         for index, chunk in enumerate(archive.chunks):
             kind, result = restored[index]
@@ -612,6 +654,11 @@ def _checked_threads(threads):
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
         raise InputError(f"threads must be None or an integer of at least 1, got {threads!r}")
     return threads
+
+
+def _load_options(identity: ModelIdentity) -> dict:
+    """The keyword arguments of ``load_model`` an archive's model identity asks for."""
+    return {"dtype": _torch_dtype(identity.dtype), "attn_implementation": identity.attn_implementation}
 
 
 def _spec_from_identity(identity: ModelIdentity) -> str:

@@ -1,22 +1,30 @@
-"""Training groups on Ray workers: many processes, GPUs or nodes (``--workers N``).
+"""Model work on Ray workers: many processes, GPUs or nodes (``--workers N``).
 
 A :class:`WorkerPool` starts ``N`` Ray actors, each holding one loaded copy of the model
-(``num_gpus=1`` each when the device is CUDA), and is a *group runner* for
-:class:`llmzip.codec.LmzCompressor`: the compressor hands it the groups it has to train,
-the pool sends each group to the next idle actor and yields ``(group number, entries)`` as
-results arrive; the compressor journals each as it comes, so a rerun resumes. One pool
-serves any number of compressions at once (the CLI compresses several files through one
-pool), so the groups of all inputs share the workers.
+(``num_gpus=1`` each when the device is CUDA). It serves two protocols:
+
+* a *group runner* for :class:`llmzip.codec.LmzCompressor`: the compressor hands it the
+  groups it has to train, the pool sends each group to the next idle actor and yields
+  ``(group number, entries)`` as results arrive; the compressor journals each as it
+  comes, so a rerun resumes;
+* a *call runner* for the kinds (:func:`llmzip.kinds.base.map_calls`): ``map(function,
+  calls, units, on_done)`` runs ``function(model, *call)`` on the actors and yields the
+  results in call order. Compress runs its verification decodes and its lm coding through
+  it, extract and verify the archive's decode groups.
+
+One pool serves any number of compressions at once (the CLI compresses several files
+through one pool), so the work of all inputs shares the workers.
 
 Archives are byte-identical to a single-process run on the same kind of device: a group's
 result depends only on its chunks and the training settings (train.py: fixed groups,
-per-chunk seeds), every actor runs with the same torch thread count as the parent, and the
-results merge by (input, group) index, whatever order they finish in.
+per-chunk seeds), a call's only on its arguments (the kinds cut their work at the same
+places with or without workers), every actor runs with the same torch thread count as the
+parent, and the results merge by index, whatever order they finish in.
 
 Faults: an actor that dies (killed, out of memory, node lost) is restarted by Ray
-(``max_restarts``) and its group in flight is retried there (``max_task_retries``); only
-that group's work is lost. If the retries run out the compression fails with an LmzError
-and its journal keeps every group that had finished.
+(``max_restarts``) and its task in flight is retried there (``max_task_retries``); only
+that task's work is lost. If the retries run out the command fails with an LmzError, and
+a compression's journal keeps every group that had finished.
 
 Ray: a local instance (``num_cpus=N``, no dashboard, quiet logs) unless ``RAY_ADDRESS``
 names an existing cluster, or the caller has already called ``ray.init()``. Nothing imports
@@ -48,10 +56,11 @@ def import_ray():
     return ray
 
 
-class _Trainer:
-    """One Ray actor: a loaded model that trains groups (LmzCompressor.train_group)."""
+class _Worker:
+    """One Ray actor: a loaded model that trains groups (LmzCompressor.train_group) and
+    runs the kinds' calls (:func:`llmzip.kinds.base.map_calls`)."""
 
-    def __init__(self, model: str, device: str, threads: int):
+    def __init__(self, model: str, device: str, threads: int, load: dict):
         import torch
 
         from llmzip.model import load_model
@@ -60,7 +69,7 @@ class _Trainer:
         torch.set_num_threads(threads)
         self.compressors = {}
         try:
-            self.loaded, self.error = load_model(model, device=device), None
+            self.loaded, self.error = load_model(model, device=device, **load), None
         except Exception as exc:  # noqa: BLE001 - raised again by describe(), as itself
             self.loaded, self.error = None, exc
 
@@ -81,21 +90,32 @@ class _Trainer:
             self.compressors[key] = LmzCompressor(loaded=self.loaded, train=config)
         return self.compressors[key].train_group(chunks, group, None)
 
+    def call(self, function, call: tuple):
+        import torch
+
+        torch.set_num_threads(self.threads)
+        return function(self.loaded, *call)
+
 
 class WorkerPool:
-    """``workers`` Ray actors holding ``model`` on ``device``; a group runner for
-    :class:`llmzip.codec.LmzCompressor` (``group_runner=pool``). Close it (or use it as a
+    """``workers`` Ray actors holding ``model`` on ``device``: a group runner for
+    :class:`llmzip.codec.LmzCompressor` (``group_runner=pool``) and a call runner for
+    :class:`llmzip.codec.LmzDecompressor` (``runner=pool``). Close it (or use it as a
     context manager) to end the actors, and the local Ray instance if it started one.
 
     ``threads``: torch CPU threads in each actor (default 1); use the parent's count for
     archives byte-identical to a single-process run. ``max_retries``: restarts of a dead
-    actor, and retries of the group it was running.
+    actor, and retries of the task it was running. ``load``: more keyword arguments of
+    :func:`llmzip.model.load_model` (extract passes the dtype and attention an archive
+    records).
     """
 
-    def __init__(self, workers: int, *, model: str, device: str = "cpu", threads: int = 1, max_retries: int = 3):
+    def __init__(self, workers: int, *, model: str, device: str = "cpu", threads: int = 1, max_retries: int = 3,
+                 load: dict | None = None):
         if workers < 1:
             raise LmzError(f"workers must be at least 1, got {workers}")
         ray = self._ray = import_ray()
+        self.workers = workers
         self._started_ray = False
         self._closed = False
         if not ray.is_initialized():
@@ -118,9 +138,10 @@ class WorkerPool:
             raise LmzError(f"--workers {workers} needs one CPU per worker; the Ray cluster has {cpus:g}")
         spec = str(Path(model).resolve()) if os.path.exists(model) else model  # actors may run elsewhere
         actor = ray.remote(num_cpus=1, num_gpus=1 if _is_cuda(device) else 0,
-                           max_restarts=max_retries, max_task_retries=max_retries)(_Trainer)
+                           max_restarts=max_retries, max_task_retries=max_retries)(_Worker)
         # Each actor sees its own GPU as cuda:0 (Ray sets CUDA_VISIBLE_DEVICES).
-        self.actors = [actor.remote(spec, "cuda" if _is_cuda(device) else device, threads) for _ in range(workers)]
+        self.actors = [actor.remote(spec, "cuda" if _is_cuda(device) else device, threads, load or {})
+                       for _ in range(workers)]
         try:
             described = ray.get([a.describe.remote() for a in self.actors])
         except Exception as exc:  # noqa: BLE001 - e.g. the model does not load on a worker
@@ -133,9 +154,9 @@ class WorkerPool:
             raise LmzError("the Ray workers loaded different models (check that every node has the same model files)")
         self._lock = threading.Lock()
         self._wake = threading.Event()
-        self._pending: deque = deque()
+        self._pending: deque = deque()  # (submit(actor) -> task ref, what it is, tag, result queue)
         self._idle = list(self.actors)
-        self._running: dict = {}  # task ref -> (actor, group number, result queue)
+        self._running: dict = {}  # task ref -> (actor, what it is, tag, result queue)
         self._broken = None  # the error that stopped the dispatcher, if one did
         self._thread = threading.Thread(target=self._dispatch, name="llmzip-workers", daemon=True)
         self._thread.start()
@@ -143,19 +164,49 @@ class WorkerPool:
     def __call__(self, compressor, chunks, todo, on_step=None):
         """The group-runner protocol (llmzip.groups.train_groups_here): yield ``(number,
         entries)`` for each ``(number, group)`` in ``todo``, in the order they finish."""
-        if compressor.loaded.identity.to_dict() != self.identity:
-            raise LmzError("the Ray workers hold another model than the compressor")
+        self.check_model(compressor.loaded)
         if not todo:
             return
         needed = {index: chunks[index] for _, group in todo for index in group}
         shared = self._ray.put(needed)
+        config = compressor.train_config
+        tasks = [(lambda actor, group=group: actor.train_group.remote(config, shared, group), f"training group {number}",
+                  number) for number, group in todo]
+        yield from self._run(tasks)
+
+    def map(self, function, calls: list, units: list, on_done=None):
+        """The call-runner protocol (:func:`llmzip.kinds.base.map_calls`): yield
+        ``function(model, *call)`` for each call, in call order, run on the workers;
+        ``on_done(units[i])`` as call ``i`` finishes."""
+        if not calls:
+            return
+        name = getattr(function, "__qualname__", "a call")
+        tasks = [(lambda actor, call=call: actor.call.remote(function, call), f"{name} ({number + 1} of {len(calls)})",
+                  number) for number, call in enumerate(calls)]
+        finished, following = {}, 0
+        for number, result in self._run(tasks):
+            if on_done is not None:
+                on_done(units[number])
+            finished[number] = result
+            while following in finished:
+                yield finished.pop(following)
+                following += 1
+
+    def check_model(self, loaded) -> None:
+        """Refuse to run ``loaded``'s work on workers that hold another model."""
+        if loaded.identity.to_dict() != self.identity:
+            raise LmzError("the Ray workers hold another model than the driver")
+
+    def _run(self, tasks: list):
+        """Queue ``tasks`` ((submit, what, tag) each) for the idle actors; yield ``(tag,
+        result)`` in the order they finish."""
         results: queue.Queue = queue.Queue()
         with self._lock:
             if self._broken is not None:
                 raise self._broken
-            self._pending.extend((compressor.train_config, shared, number, group, results) for number, group in todo)
+            self._pending.extend((submit, what, tag, results) for submit, what, tag in tasks)
         self._wake.set()
-        for _ in todo:
+        for _ in tasks:
             item = results.get()
             if isinstance(item, BaseException):
                 raise item
@@ -179,9 +230,9 @@ class WorkerPool:
         while not self._closed:
             with self._lock:
                 while self._pending and self._idle:
-                    config, shared, number, group, results = self._pending.popleft()
+                    submit, what, tag, results = self._pending.popleft()
                     actor = self._idle.pop(0)
-                    self._running[actor.train_group.remote(config, shared, group)] = (actor, number, results)
+                    self._running[submit(actor)] = (actor, what, tag, results)
                 running = list(self._running)
             if not running:
                 self._wake.wait(0.2)
@@ -189,11 +240,11 @@ class WorkerPool:
                 continue
             ready, _ = ray.wait(running, num_returns=1, timeout=0.2)
             for task in ready:
-                actor, number, results = self._running.pop(task)
+                actor, what, tag, results = self._running.pop(task)
                 try:
-                    results.put((number, ray.get(task)))
-                except Exception as exc:  # noqa: BLE001 - handed to the compression that asked
-                    results.put(_as_lmz_error(ray, exc, f"training group {number}"))
+                    results.put((tag, ray.get(task)))
+                except Exception as exc:  # noqa: BLE001 - handed to the work that asked
+                    results.put(_as_lmz_error(ray, exc, what))
                 with self._lock:
                     self._idle.append(actor)
 
@@ -210,7 +261,7 @@ class WorkerPool:
                 self._pending.clear()
                 self._running.clear()
             for results in waiting:
-                results.put(LmzError("the Ray workers were closed before this group finished"))
+                results.put(LmzError("the Ray workers were closed before this work finished"))
         if not self._started_ray:  # a cluster that outlives this pool: end its actors only
             for actor in getattr(self, "actors", []):
                 try:

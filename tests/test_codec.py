@@ -203,8 +203,8 @@ def test_a_vector_that_fails_the_grouped_decode_falls_back(tiny_model, decompres
     real_decode = memory_kind.decode
     rounds = []
 
-    def first_row_flips_once(loaded, chunks, group, on_done=None):
-        results = real_decode(loaded, chunks, group, on_done=on_done)
+    def first_row_flips_once(loaded, chunks, group, on_done=None, runner=None):
+        results = real_decode(loaded, chunks, group, on_done=on_done, runner=runner)
         rounds.append(len(chunks))
         if len(rounds) == 1:  # the first verification round: chunk 0's first token is wrong
             results[0] = DecodeResult([results[0].token_ids[0] + 1, *results[0].token_ids[1:]], results[0].min_margin)

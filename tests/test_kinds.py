@@ -43,7 +43,7 @@ class ReversedKind(Kind):
     def stored_bytes(self, chunk):
         return len(chunk.stored)
 
-    def restore(self, items, loaded, archive, on_done=None):
+    def restore(self, items, loaded, archive, on_done=None, runner=None):
         for index, chunk in items:
             yield Restored(index, chunk.stored[::-1])
 

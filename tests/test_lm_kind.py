@@ -157,6 +157,29 @@ def test_pass_drift_is_small(tiny_model, threads):
     assert drift < lm.WRITE_TOLERANCE / 20
 
 
+def test_coding_parts_cover_the_lists_and_never_split_a_run_of_equal_lengths():
+    lengths = [3, 3, 3, 5, 2, 2, 7, 1, 1, 1, 1]
+    lists = [[0] * n for n in lengths]
+    for tokens in (1, 4, 6, 10, 100):
+        parts = lm.coding_parts(lists, tokens)
+        assert [i for part in parts for i in part] == list(range(len(lists)))
+        for part in parts[:-1]:
+            assert sum(lengths[i] for i in part) >= tokens
+            assert lengths[part.stop - 1] != lengths[part.stop]  # a run of equal lengths is never cut
+    assert lm.coding_parts([], 4) == []
+
+
+def test_coding_in_parts_gives_the_bits_of_coding_all_at_once(tiny_model):
+    """The unit of --workers: the parts, coded one by one, are the lists coded at once."""
+    token_lists = [_ids(tiny_model, text) for text in TEXTS * 2]
+    token_lists.insert(1, list(token_lists[0]))  # a run of two lists of equal length
+    whole = lm.encode_batch(tiny_model.model, token_lists)
+    parts = lm.coding_parts(token_lists, 20)
+    assert len(parts) > 2
+    assert [coded for part in parts for coded in lm.encode_batch(tiny_model.model, token_lists[part.start : part.stop])] == whole
+    assert lm.KIND.encode(tiny_model, token_lists) == whole
+
+
 def _drift(monkeypatch, scheme: int, noise) -> None:
     """Every logit the decoder of ``scheme`` sees moves by ``noise(shape)`` (in float64)."""
     if scheme == 1:

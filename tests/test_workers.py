@@ -4,6 +4,7 @@ single-process run, also when a worker is killed mid-run, and resumable journals
 One local Ray cluster of 2 workers with the tiny model serves the module (~15 s to start
 on a 2-core CPU). Every run here uses one torch thread, in the parent and the workers."""
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from llmzip import codec, distributed  # noqa: E402
+from llmzip import chunking, codec, container, distributed, kinds  # noqa: E402
 from llmzip.errors import LmzError  # noqa: E402
 from llmzip.train import TrainConfig  # noqa: E402
 
@@ -49,10 +50,64 @@ def reference(tiny_model, one_thread):
 
 
 def test_workers_write_the_single_process_archives(tiny_model, pool, reference):
-    compressor = codec.LmzCompressor(loaded=tiny_model, chunk_tokens=8, train=SETTINGS, group_runner=pool)
+    """Training, verification decodes and lm coding on the workers."""
+    compressor = codec.LmzCompressor(loaded=tiny_model, chunk_tokens=8, train=SETTINGS, group_runner=pool, runner=pool)
     archives = [compressor.compress_with_report(data) for data in INPUTS]
     assert all(report.memory_chunks > 0 for _, report in archives)
     assert [archive for archive, _ in archives] == reference
+
+
+LONGER = b"".join(b"Sentence %d tells of rivers, lanterns and glass; sentence %d answers it.\n" % (i, i * 7) for i in range(40))
+
+
+@pytest.fixture(scope="module")
+def two_archives(tiny_model, one_thread):
+    """(input, [a memory archive, an lm archive]), each in several decode groups of 2. The
+    fixture model's lm codes lose to zstd, so the lm archive is packed from them directly."""
+    data = b"".join(INPUTS)
+    compressor = codec.LmzCompressor(loaded=tiny_model, chunk_tokens=8, train=SETTINGS, decode_group=2)
+    memory_archive, report = compressor.compress_with_report(data)
+    assert report.memory_chunks > 2
+    chunks = chunking.split(data, tiny_model.tokenizer, max_tokens=8)
+    coded = kinds.lm.KIND.encode(tiny_model, [chunk.token_ids for chunk in chunks])
+    stored = [kinds.lm.LmChunk(code, len(chunk.token_ids), len(chunk.data), container.chunk_check(chunk.data))
+              for code, chunk in zip(coded, chunks)]
+    return data, [memory_archive, compressor.pack_archive(stored, data)]
+
+
+def test_lm_coding_and_decoding_on_workers(tiny_model, pool):
+    """Several parts of the writer's coding, and several decode groups, on the workers."""
+    token_lists = [chunk.token_ids for chunk in chunking.split(LONGER, tiny_model.tokenizer, max_tokens=300)]
+    assert len(kinds.lm.coding_parts(token_lists)) > 1
+    done = []
+    coded = kinds.lm.KIND.encode(tiny_model, token_lists, on_done=done.append, runner=pool)
+    assert coded == kinds.lm.KIND.encode(tiny_model, token_lists)
+    assert sum(done) == sum(map(len, token_lists))
+    chunks = [kinds.lm.LmChunk(code, len(ids), len(LONGER), 0) for code, ids in zip(coded, token_lists)]
+    assert kinds.lm.KIND.decode(tiny_model, chunks, 2, runner=pool) == [list(ids) for ids in token_lists]
+
+
+def test_extract_and_verify_decode_groups_on_workers(tiny_model_dir, pool, two_archives):
+    data, archives = two_archives
+    asked = []
+
+    def runner_for(spec, load):
+        asked.append(spec)
+        return pool
+
+    decompressor = codec.LmzDecompressor(model=str(tiny_model_dir), runner_for=runner_for)  # not closed: the module's pool
+    for archive, kind in zip(archives, ("memory", "lm")):  # the fixture model's vectors: fp16
+        progress = []
+        assert decompressor.decompress(archive, on_progress=lambda d, total: progress.append((d, total))) == data
+        assert progress[-1][0] == progress[-1][1] > 0
+        assert {check.kind for check in decompressor.verify(archive)} == {kind}
+    assert asked == [str(tiny_model_dir)]  # one pool for every archive of one model
+
+
+def test_workers_holding_another_model_are_refused(tiny_model, pool):
+    other = dataclasses.replace(tiny_model, identity=dataclasses.replace(tiny_model.identity, weights_fingerprint="0" * 16))
+    with pytest.raises(LmzError, match="the Ray workers hold another model than the driver"):
+        codec.LmzCompressor(loaded=other, runner=pool)
 
 
 def test_a_worker_killed_mid_run_costs_only_its_group(tiny_model, pool, reference, tmp_path):
@@ -113,6 +168,18 @@ def test_cli_workers_match_single_process_runs(run, tiny_model_dir, tmp_path, po
     code, _, err = run("compress", *names, *settings, "--workers", "2", "-q")
     assert code == 0, err
     assert [(tmp_path / f"{number}.txt.lmz").read_bytes() for number in range(len(INPUTS))] == reference
+    assert not ray.is_initialized()
+
+
+def test_cli_extract_and_verify_on_workers(run, tiny_model_dir, tmp_path, pool, two_archives):
+    pool.close()
+    data, archives = two_archives
+    (tmp_path / "doc.lmz").write_bytes(archives[1])
+    code, _, err = run("extract", tmp_path / "doc.lmz", "--model", tiny_model_dir, "--workers", "2", "--no-progress", "-q")
+    assert code == 0, err
+    assert (tmp_path / "doc").read_bytes() == data
+    code, out, err = run("verify", tmp_path / "doc.lmz", "--model", tiny_model_dir, "--workers", "2", "--no-progress")
+    assert code == 0 and out.startswith(f"{tmp_path / 'doc.lmz'}: OK"), err
     assert not ray.is_initialized()
 
 

@@ -13,7 +13,7 @@ from llmzip.cli.messages import (Progress, about, arrow, chunk_lines, chunk_summ
                                  setup_logging, show, show_progress)
 from llmzip.cli.options import (files_argument, model_option, optimizer_option,
                                 options, output_options, torch_options, train_config, train_option, training_options,
-                                use_torch, verbosity)
+                                use_workers, verbosity, worker_pool, workers_option)
 from llmzip.config import CODECS, DEFAULT_CHUNK_TOKENS, DEFAULT_CODEC, DEFAULT_MODEL, DEFAULT_VECTOR_FORM
 from llmzip.errors import LmzError
 from llmzip.kinds.lm import LM_CHUNK_TOKENS
@@ -68,8 +68,7 @@ vector_options = options(  # how each vector is trained and stored: TrainConfig 
               help=f"For embeddings, memory: a vector per chunk that regenerates it alone, other chunks in their "
                    f"smallest exact form. For size, lm: LM-code each chunk where smaller than zstd, no training "
                    f"({LM_CHUNK_TOKENS}-token chunks); auto: the smallest of its own choice, memory's and lm's.")
-@click.option("--workers", type=click.IntRange(1), help="Train on N Ray workers, each with its own model (one GPU each with --device cuda); "
-              "a local Ray instance, or the cluster $RAY_ADDRESS names. Needs pip install \"llmzip[ray]\". --threads defaults to 1.")
+@workers_option("Train, verify and LM-code")
 @verbosity
 def compress(files, recursive, output, to_stdout, force, keep, no_name, model, device, threads, chunk_tokens,
              min_chunk_tokens, codec_name, workers, quiet, verbose, no_progress, **train):
@@ -89,35 +88,22 @@ def compress(files, recursive, output, to_stdout, force, keep, no_name, model, d
         return
     io.one_file_only(files, output, to_stdout)
     jobs, failed = io.jobs(files, output, to_stdout, force, io.add_suffix(force), binary="archive bytes")
-    threads = 1 if threads is None and workers is not None else threads
-    use_torch(device, threads)
-    if workers is not None:
-        from llmzip.distributed import import_ray
-
-        import_ray()  # no Ray: say so before the model loads
+    threads = use_workers(workers, device, threads)
     from llmzip import codec
 
     began = time.perf_counter()
     compressor = codec.LmzCompressor(model=model, device=device, threads=threads, chunk_tokens=chunk_tokens,
                                      min_chunk_tokens=min_chunk_tokens, train=train_config(device, **train), codec=codec_name)
     if workers is not None:  # after the driver's own load, so a bad --model is its usual error
-        compressor.group_runner = _worker_pool(workers, model, device)
+        pool = worker_pool(workers, model, device)
+        click.get_current_context().call_on_close(pool.close)
+        pool.check_model(compressor.loaded)
+        compressor.group_runner = compressor.runner = pool
     loaded_in = time.perf_counter() - began
     talk = dict(quiet=quiet, verbose=verbose, progress=show_progress(quiet, no_progress) and len(jobs) == 1)
     failed += _compress_many(compressor, jobs, force, loaded_in, device, concurrent=workers is not None, **talk)
     if failed:
         sys.exit(1)
-
-
-def _worker_pool(workers, model, device):
-    """A Ray worker pool for --workers, closed when the command ends."""
-    import torch
-
-    from llmzip import distributed
-
-    pool = distributed.WorkerPool(workers, model=model, device=device, threads=torch.get_num_threads())
-    click.get_current_context().call_on_close(pool.close)
-    return pool
 
 
 def _compress_many(compressor, jobs, force, loaded_in, device, *, concurrent, **talk) -> int:

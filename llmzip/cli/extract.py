@@ -10,7 +10,8 @@ from llmzip import container
 from llmzip.cli import files as io
 from llmzip.cli.group import cli
 from llmzip.cli.messages import Progress, about, arrow, chunk_lines, each, plural, setup_logging, show, show_progress
-from llmzip.cli.options import files_argument, model_option, output_options, torch_options, use_torch, verbosity
+from llmzip.cli.options import (files_argument, model_option, output_options, torch_options, use_workers, verbosity,
+                                worker_pool, workers_option)
 from llmzip.errors import LmzError
 
 
@@ -19,8 +20,10 @@ from llmzip.errors import LmzError
 @output_options("FILE without .lmz")
 @model_option(from_archive=True)
 @torch_options
+@workers_option("Decode")
 @verbosity
-def extract(files, recursive, output, to_stdout, force, keep, model, device, threads, quiet, verbose, no_progress):
+def extract(files, recursive, output, to_stdout, force, keep, model, device, threads, workers, quiet, verbose,
+            no_progress):
     """Restore the exact input from each FILE.lmz (also: llmzip -d, llmzip decompress).
 
     Nothing is written unless the model matches the archive's and every chunk and the
@@ -36,11 +39,7 @@ def extract(files, recursive, output, to_stdout, force, keep, model, device, thr
         return
     io.one_file_only(files, output, to_stdout)
     jobs, failed = io.jobs(files, output, to_stdout, force, io.strip_suffix, binary=None)
-    use_torch(device, threads)
-
-    from llmzip import codec
-
-    decompressor = codec.LmzDecompressor(model=model, device=device, threads=threads)  # keeps each model it loads
+    decompressor = _decompressor(model, device, threads, workers)
     progress = show_progress(quiet, no_progress)
     failed += each(jobs, lambda job: _extract_one(decompressor, *job, force, quiet=quiet, verbose=verbose, progress=progress))
     if failed:
@@ -66,8 +65,9 @@ def _extract_one(decompressor, file, target, like, archive, force, *, quiet, ver
 @files_argument("FILE.lmz...")
 @model_option(from_archive=True)
 @torch_options
+@workers_option("Decode")
 @verbosity
-def verify(files, recursive, model, device, threads, quiet, verbose, no_progress):
+def verify(files, recursive, model, device, threads, workers, quiet, verbose, no_progress):
     """Decode every chunk and check every checksum; write nothing (also: llmzip -t).
 
     Exit 0 only if every archive passes.
@@ -76,10 +76,7 @@ def verify(files, recursive, model, device, threads, quiet, verbose, no_progress
     files = io.expand(files, recursive, archives=True)
     if not files:
         return
-    use_torch(device, threads)
-    from llmzip import codec
-
-    decompressor = codec.LmzDecompressor(model=model, device=device, threads=threads)
+    decompressor = _decompressor(model, device, threads, workers)
     progress = show_progress(quiet, no_progress)
     if each(files, lambda path: _verify_one(decompressor, path, quiet=quiet, verbose=verbose, progress=progress)):
         sys.exit(1)
@@ -101,6 +98,21 @@ def _verify_one(decompressor, path, *, quiet, verbose, progress):
         for c in checks:
             detail = "" if c.decode_margin is None else f"decode margin {c.decode_margin:.3f} (recorded {c.recorded_margin:.3f})"
             click.echo(f"  chunk {c.index:>5}  {c.kind:<6} {c.length:>7} B  {detail}".rstrip())
+
+
+def _decompressor(model, device, threads, workers):
+    """The command's decompressor (it keeps each model it loads), decoding on ``workers``
+    Ray workers when given; closed when the command ends."""
+    threads = use_workers(workers, device, threads)
+    from llmzip import codec
+
+    def runner_for(spec, load):
+        return worker_pool(workers, spec, device, load)
+
+    decompressor = codec.LmzDecompressor(model=model, device=device, threads=threads,
+                                         runner_for=runner_for if workers is not None else None)
+    click.get_current_context().call_on_close(decompressor.close)
+    return decompressor
 
 
 def _input_size(archive: bytes, progress: bool) -> int | None:

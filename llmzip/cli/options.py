@@ -92,6 +92,37 @@ def use_torch(device: str, threads: int | None) -> None:
     click.get_current_context().with_resource(torch_threads(threads if threads is not None else free_cores()))
 
 
+def workers_option(work: str):
+    """--workers N: ``work`` ("Train, verify and LM-code", "Decode") on Ray workers."""
+    return click.option("--workers", type=click.IntRange(1),
+                        help=f"{work} on N Ray workers, each with its own model (one GPU each with --device cuda); a "
+                             f"local Ray instance, or the cluster $RAY_ADDRESS names. Needs pip install "
+                             f"\"llmzip[ray]\". --threads defaults to 1.")
+
+
+def use_workers(workers: int | None, device: str, threads: int | None) -> int | None:
+    """use_torch for a command with --workers: with workers, refuse a missing Ray before
+    any model loads and default --threads to 1 (each worker is one process). Returns the
+    thread count the command runs with (None: use_torch's default)."""
+    threads = 1 if threads is None and workers is not None else threads
+    use_torch(device, threads)
+    if workers is not None:
+        from llmzip.distributed import import_ray
+
+        import_ray()
+    return threads
+
+
+def worker_pool(workers: int, model: str, device: str, load: dict | None = None):
+    """A Ray worker pool of ``workers`` actors holding ``model``, with this process's torch
+    thread count in each (archives as a single process writes them)."""
+    import torch
+
+    from llmzip import distributed
+
+    return distributed.WorkerPool(workers, model=model, device=device, threads=torch.get_num_threads(), load=load)
+
+
 def check_device(device: str) -> None:
     """Refuse, in one line and before any work, a --device this torch build cannot use
     (torch itself would fail later with an AssertionError or a RuntimeError)."""

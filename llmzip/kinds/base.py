@@ -107,10 +107,11 @@ class Kind:
         kind can see (the container has checked the framing)."""
 
     def restore(self, items: list[tuple[int, Any]], loaded, archive,
-                on_done: Callable[[int], None] | None = None) -> Iterator[Restored]:
+                on_done: Callable[[int], None] | None = None, runner=None) -> Iterator[Restored]:
         """Restore ``items`` ((index, chunk) of this kind, in archive order) of ``archive``
         with ``loaded`` (a :class:`llmzip.model.LoadedModel`, or None when ``needs_model``
-        is False). ``on_done(n)`` reports progress: n more tokens decoded."""
+        is False). ``on_done(n)`` reports progress: n more tokens decoded. ``runner``: where
+        the model's work runs (:func:`map_calls`)."""
         raise NotImplementedError
 
 
@@ -131,6 +132,21 @@ def decode_group(archive) -> int:
     if group is None:
         return DEFAULT_DECODE_GROUP
     return wire.check_int(group, "header settings: decode group", 1, wire.MAX_DECODE_GROUP)
+
+
+def map_calls(loaded, function, calls: list[tuple], units: list[int], on_done=None, runner=None) -> Iterator:
+    """``function(loaded, *call, on_done=...)`` for each call, in call order: in this
+    process, or on ``runner``'s workers (:class:`llmzip.distributed.WorkerPool`), each with
+    its own copy of the model, ``on_done(units[i])`` as call ``i`` finishes.
+
+    Kinds cut their model work into calls here (a decode group; a part of the lm coding),
+    at the same places with or without a runner, and a call is a pure function of the
+    model and its arguments: where it runs changes no bit as long as the workers run the
+    driver's kernels and thread count. ``function`` must pickle (a module-level function,
+    or a kind's method)."""
+    if runner is None:
+        return (function(loaded, *call, on_done=on_done) for call in calls)
+    return runner.map(function, calls, units, on_done)
 
 
 def restored_text(loaded, token_ids) -> bytes:

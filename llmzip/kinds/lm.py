@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from llmzip import wire
 from llmzip.errors import FormatError
-from llmzip.kinds.base import Kind, Restored, WireContext, check_token_counts, decode_group, restored_text
+from llmzip.kinds.base import Kind, Restored, WireContext, check_token_counts, decode_group, map_calls, restored_text
 from llmzip.kinds import bands
 from llmzip.kinds.bands import EDGES, Stats
 from llmzip.kinds.legacy import lm_scheme1
@@ -42,6 +42,9 @@ SCHEME_2 = lm_settings(DELTA, EDGES[-1], len(EDGES), TOLERANCE)
 SETTINGS = lm_settings(DELTA, EDGES[-1], len(EDGES), WRITE_TOLERANCE)  # what new lm chunks are coded with
 SCHEMES = {1: lm_scheme1.SETTINGS, 2: SCHEME_2, 3: SETTINGS}  # the recorded settings select the scheme
 LM_CHUNK_TOKENS = 1024  # chunk budget of --codec lm by default (BENCHMARKS.md, "LM coding")
+# The writer's coding is cut in parts of at least this many tokens, the unit of --workers
+# (coding_parts): a default lm chunk is a part of its own, short chunks go several to one.
+PART_TOKENS = 512
 
 
 @dataclass(frozen=True)
@@ -93,25 +96,57 @@ class LmKind(Kind):
         scheme_of(archive.header.settings)
         check_token_counts(items)
 
-    def restore(self, items, loaded, archive, on_done=None):
+    def restore(self, items, loaded, archive, on_done=None, runner=None):
         group = decode_group(archive)
         chunks = [chunk for _, chunk in items]
-        token_lists = self.decode(loaded, chunks, group, on_done=on_done, scheme=scheme_of(archive.header.settings))
+        token_lists = self.decode(loaded, chunks, group, on_done=on_done, scheme=scheme_of(archive.header.settings),
+                                  runner=runner)
         for (index, _), ids in zip(items, token_lists):
             yield Restored(index, b"" if ids is None else restored_text(loaded, ids))
 
-    def decode(self, loaded, chunks: list, group: int, on_done=None, scheme: int = 3) -> list:
+    def decode(self, loaded, chunks: list, group: int, on_done=None, scheme: int = 3, runner=None) -> list:
         """The decode computation of CODEC.md: consecutive groups of ``group`` chunks, each
-        decoded as one batch. Returns each chunk's token ids, or None where the coded bits
+        decoded as one batch (:func:`decode_batch`), on ``runner``'s workers if given
+        (:func:`map_calls`). Returns each chunk's token ids, or None where the coded bits
         are not a valid code (the codec's checks then refuse the chunk)."""
-        results = []
-        for start in range(0, len(chunks), group):
-            results += decode_batch(loaded.model, chunks[start : start + group], on_step=on_done, scheme=scheme)
-        return results
+        calls = [(chunks[start : start + group], scheme) for start in range(0, len(chunks), group)]
+        units = [sum(map(self.work, batch)) for batch, _ in calls]
+        return [ids for results in map_calls(loaded, _decode_group, calls, units, on_done, runner) for ids in results]
 
-    def encode(self, loaded, token_lists, stats: Stats | None = None, on_done=None) -> list:
-        """The coded bytes (scheme 3) of each token list (:func:`encode_batch`)."""
-        return encode_batch(loaded.model, token_lists, stats, on_step=on_done)
+    def encode(self, loaded, token_lists, stats: Stats | None = None, on_done=None, runner=None) -> list:
+        """The coded bytes (scheme 3) of each token list (:func:`encode_batch`), in parts
+        of consecutive lists (:func:`coding_parts`), on ``runner``'s workers if given
+        (:func:`map_calls`). ``stats`` are gathered only without a runner."""
+        parts = coding_parts(token_lists)
+        calls = [(token_lists[part.start : part.stop], stats if runner is None else None) for part in parts]
+        units = [sum(map(len, lists)) for lists, _ in calls]
+        return [coded for results in map_calls(loaded, _encode_part, calls, units, on_done, runner) for coded in results]
+
+
+def _decode_group(loaded, chunks: list, scheme: int, on_done=None) -> list:
+    return decode_batch(loaded.model, chunks, on_step=on_done, scheme=scheme)
+
+
+def _encode_part(loaded, token_lists: list, stats: Stats | None, on_done=None) -> list:
+    return encode_batch(loaded.model, token_lists, stats, on_step=on_done)
+
+
+def coding_parts(token_lists: list, tokens: int = PART_TOKENS) -> list[range]:
+    """The writer's lm coding cut into parts of consecutive lists of at least ``tokens``
+    tokens (the last may be smaller), the unit of work of ``--workers``. A part never
+    splits a run of lists of equal length, which share one forward pass
+    (:func:`teacher_forced`): coding the parts one by one gives the bits of coding all
+    lists at once."""
+    parts, start, size = [], 0, 0
+    for i, ids in enumerate(token_lists):
+        size += len(ids)
+        run_ends = i + 1 == len(token_lists) or len(token_lists[i + 1]) != len(ids)
+        if run_ends and size >= tokens:
+            parts.append(range(start, i + 1))
+            start, size = i + 1, 0
+    if start < len(token_lists):
+        parts.append(range(start, len(token_lists)))
+    return parts
 
 
 def scheme_of(settings: dict) -> int:

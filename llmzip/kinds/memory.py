@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from llmzip import wire
 from llmzip.corrections import Corrections
 from llmzip.errors import FormatError
-from llmzip.kinds.base import Kind, Restored, WireContext, check_token_counts, decode_group, restored_text
+from llmzip.kinds.base import Kind, Restored, WireContext, check_token_counts, decode_group, map_calls, restored_text
 from llmzip.kinds.legacy import format1
 
 _MARGIN_V2 = struct.Struct("<f")  # format 2: n_tokens varint, min_margin f32; the vector follows
@@ -135,14 +135,14 @@ class MemoryKind(Kind):
             format1.check_template(archive.header.settings)
         check_token_counts(items)
 
-    def restore(self, items, loaded, archive, on_done=None):
+    def restore(self, items, loaded, archive, on_done=None, runner=None):
         """Decode in the archive's groups (format 1 recorded none: 0.1.0 verified at batch
         1, and its margins absorb the new batch shapes, as tests/test_compat.py shows). A
         chunk whose bytes miss their check is decoded once more alone before the codec's
         checks decide: a second computation, never a way around them."""
         group = decode_group(archive)
         chunks = [chunk for _, chunk in items]
-        results = self.decode(loaded, chunks, group, on_done=on_done)
+        results = self.decode(loaded, chunks, group, on_done=on_done, runner=runner)
         for (index, chunk), result in zip(items, results):
             data = restored_text(loaded, result.token_ids)
             if len(data) != chunk.length or wire.chunk_check(data, archive.version) != chunk.check:
@@ -150,22 +150,26 @@ class MemoryKind(Kind):
                 data = restored_text(loaded, result.token_ids)
             yield Restored(index, data, result.min_margin)
 
-    def decode(self, loaded, chunks: list, group: int, on_done=None) -> list:
+    def decode(self, loaded, chunks: list, group: int, on_done=None, runner=None) -> list:
         """The decode computation of CODEC.md for ``chunks`` (memory chunks, in archive
-        order): consecutive groups of ``group`` rows through ``decode_batch``. Compress runs
-        exactly this on what it stores, and records the margins it measures."""
+        order): consecutive groups of ``group`` rows (:meth:`decode_group`), on ``runner``'s
+        workers if given (:func:`map_calls`). Compress runs exactly this on what it stores,
+        and records the margins it measures."""
+        calls = [(chunks[start : start + group],) for start in range(0, len(chunks), group)]
+        units = [sum(map(self.work, batch)) for batch, in calls]
+        return [result for results in map_calls(loaded, self.decode_group, calls, units, on_done, runner)
+                for result in results]
+
+    def decode_group(self, loaded, batch: list, on_done=None) -> list:
+        """One decode group: its rows as one batch through ``decode_batch``."""
         from llmzip.decode import DecodeResult, decode_batch
 
-        results = []
-        for start in range(0, len(chunks), group):
-            batch = chunks[start : start + group]
-            vectors = self.vectors(loaded, batch)  # (B, d)
-            corrections = [self.corrections(chunk) for chunk in batch]
-            decoded = decode_batch(loaded.model, vectors, [chunk.n_tokens for chunk in batch], forced=corrections,
-                                   on_step=on_done)
-            results += [DecodeResult(token_ids=[], min_margin=float("-inf")) if row.failed else result
-                        for row, result in zip(corrections, decoded)]
-        return results
+        vectors = self.vectors(loaded, batch)  # (B, d)
+        corrections = [self.corrections(chunk) for chunk in batch]
+        decoded = decode_batch(loaded.model, vectors, [chunk.n_tokens for chunk in batch], forced=corrections,
+                               on_step=on_done)
+        return [DecodeResult(token_ids=[], min_margin=float("-inf")) if row.failed else result
+                for row, result in zip(corrections, decoded)]
 
     def corrections(self, chunk):
         """The :class:`Corrections` the decode of ``chunk`` takes instead of

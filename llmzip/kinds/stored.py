@@ -56,7 +56,7 @@ class StoredKind(Kind):
     def stored_bytes(self, chunk: StoredChunk) -> int:
         return chunk.length
 
-    def restore(self, items, loaded, archive, on_done=None):
+    def restore(self, items, loaded, archive, on_done=None, runner=None):
         for index, chunk in items:
             yield Restored(index, chunk.data)
 

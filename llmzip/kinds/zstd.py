@@ -47,7 +47,7 @@ class ZstdKind(Kind):
             raise ChecksumError(f"{where}: its fallback bytes hash to {computed:x}, the record says {check:x}")
         return FallbackChunk(data)
 
-    def restore(self, items, loaded, archive, on_done=None):
+    def restore(self, items, loaded, archive, on_done=None, runner=None):
         for index, chunk in items:
             yield Restored(index, chunk.data)
 
