@@ -183,11 +183,15 @@ def test_cli_extract_and_verify_on_workers(run, tiny_model_dir, tmp_path, pool, 
     assert not ray.is_initialized()
 
 
-def test_without_ray_workers_is_one_line_and_exit_1(run, tmp_path, monkeypatch, tiny_model_dir):
+@pytest.mark.parametrize("command", ["compress", "extract", "verify"])
+def test_without_ray_workers_is_one_line_and_exit_1(run, tmp_path, monkeypatch, tiny_model_dir, command):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
     (tmp_path / "a.txt").write_bytes(INPUTS[0])
-    code, out, err = run("compress", tmp_path / "a.txt", "--model", tiny_model_dir, "--workers", "2")
+    (tmp_path / "b.lmz").write_bytes(b"not read: Ray is missing first")
+    name = "a.txt" if command == "compress" else "b.lmz"
+    code, out, err = run(command, tmp_path / name, "--model", tiny_model_dir, "--workers", "2")
     assert code == 1 and out == ""
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a.txt", "b.lmz"]
     assert err == 'llmzip: error: --workers needs Ray, which is not installed: pip install "llmzip[ray]"\n'
 
 
