@@ -6,6 +6,7 @@ tokens through it, in the same run.
     python bench/lm_speed.py /tmp/en16k.txt en es --json bench/results/lm_speed.json
     python bench/lm_speed.py en --bytes 16384 --extract-env avx2 --extract-env default
     PYTHONPATH=/tmp/base python bench/lm_speed.py /tmp/en16k.txt --repeat 2   # another commit's llmzip
+    python bench/lm_speed.py /tmp/en16k.txt --threads 1 --workers 2          # also on 2 Ray workers
 
 TEXT is a file, or ``en`` / ``es``: the paper's English article and Spanish pages, rows
 joined as bench/lm_coding.py joins them (whole, or the first ``--bytes``; needs
@@ -17,7 +18,10 @@ included, as a user runs it:
   BOS (the work LM coding cannot avoid: every token's distribution);
 * *compress*: ``llmzip compress --codec lm``; *extract*: ``llmzip extract``, compared byte
   for byte with the input; ``--extract-env`` adds an extract under another machine's
-  kernels (``avx2``: AVX2-only ATen, oneDNN and MKL; ``default``: ATen's scalar code).
+  kernels (``avx2``: AVX2-only ATen, oneDNN and MKL; ``default``: ATen's scalar code);
+* with ``--workers N``, compress and extract again with ``--workers N`` (a local Ray
+  instance, its start included; ``--threads`` in each worker), extract byte-exact, and
+  whether the archive is the single-process one (it must be: same threads, same kernels).
 
 Prints one JSON row per text (seconds, x plain, bytes/s, archive against ``xz -9e`` and
 ``zstd -19``) and writes them all with ``--json``.
@@ -99,6 +103,19 @@ def measure(name: str, data: bytes, args, work: Path) -> dict:
         if restored.read_bytes() != data:
             sys.exit(f"bench: {name}: extract{' under ' + kernels if kernels else ''} is not byte-exact")
         row["extract_s" if kernels is None else f"extract_{kernels}_s"] = round(extract_s, 1)
+    if args.workers:
+        workers = ["--workers", str(args.workers)]
+        on_workers = work / "workers.lmz"
+        row["workers"] = args.workers
+        row["compress_workers_s"], _ = timed(llmzip + ["compress", source, "-o", on_workers, "--codec", "lm", "-f",
+                                                       "-q", "--no-progress"] + threads + budget + workers)
+        row["extract_workers_s"], _ = timed(llmzip + ["extract", on_workers, "-o", restored, "-f", "-q",
+                                                      "--no-progress"] + threads + workers)
+        if restored.read_bytes() != data:
+            sys.exit(f"bench: {name}: extract with --workers is not byte-exact")
+        row["workers_archive_identical"] = on_workers.read_bytes() == archive.read_bytes()
+        for key in ("compress_workers_s", "extract_workers_s"):
+            row[key] = round(row[key], 1)
     size = archive.stat().st_size
     xz = len(lzma.compress(data, preset=9 | lzma.PRESET_EXTREME))
     row.update({
@@ -118,6 +135,7 @@ def main() -> None:
     parser.add_argument("--chunk-tokens", type=int, default=1024, help="compress's chunk budget and plain's window")
     parser.add_argument("--extract-env", action="append", default=[], choices=sorted(KERNELS),
                         help="also extract under another machine's kernels (repeatable)")
+    parser.add_argument("--workers", type=int, default=0, help="also compress and extract on N Ray workers")
     parser.add_argument("--repeat", type=int, default=1, help="measure each text this many times, one after the other")
     parser.add_argument("--json")
     args = parser.parse_args()
