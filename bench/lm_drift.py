@@ -1,11 +1,12 @@
 """How far the lm decoder's logits drift from the writer's: the numbers behind kind lm's
 tolerance (format/CODEC.md; BENCHMARKS.md, "LM coding: drift").
 
-    python bench/lm_drift.py TEXT [--threads 1] [--every 32] [--save A.pt] [--against B.pt]
+    python bench/lm_drift.py TEXT [--threads 1] [--every 32] [--group 256] [--save A.pt] [--against B.pt]
 
 Codes nothing: runs TEXT's tokens, in chunks of the lm budget (as ``--codec lm`` cuts them),
 through the writer's teacher-forced pass (``lm.teacher_forced``) and through the decoder's
-KV-cache steps (``lm.run_batch``, all chunks as rows of one batch, as extract runs them),
+KV-cache steps (``lm.run_batch``, all chunks as rows of one batch, as extract runs them;
+``--group`` decodes them in smaller groups, e.g. 1 for each chunk alone),
 keeps all logits at every ``--every``-th position of each chunk, and prints the largest
 difference, its 99.99th percentile and the share of logits that differ. ``--save`` writes
 both sets, ``--against`` also compares this run's with a saved run's, e.g. one made under
@@ -24,17 +25,18 @@ from llmzip.kinds import lm
 from llmzip.model import load_model
 
 
-def logits_at(loaded, token_lists: list, every: int) -> tuple[dict, dict]:
-    """{(chunk, position): (V,) logits} of the writer's pass and of the decoder's steps."""
+def logits_at(loaded, token_lists: list, every: int, group: int) -> tuple[dict, dict]:
+    """{(chunk, position): (V,) logits} of the writer's pass and of the decoder's steps,
+    the chunks decoded in consecutive groups of ``group`` rows."""
     steps = {}
+    for first in range(0, len(token_lists), group):
+        def pick(step, rows, logits):
+            if step % every == 0:
+                for j, i in enumerate(rows):
+                    steps[first + i, step] = logits[j].clone()
+            return [token_lists[first + i][step] for i in rows]
 
-    def pick(step, rows, logits):
-        if step % every == 0:
-            for j, i in enumerate(rows):
-                steps[i, step] = logits[j].clone()
-        return [token_lists[i][step] for i in rows]
-
-    lm.run_batch(loaded.model, [len(ids) for ids in token_lists], pick)
+        lm.run_batch(loaded.model, [len(ids) for ids in token_lists[first : first + group]], pick)
     passes = {owner: row.clone() for owners, logits in lm.teacher_forced(loaded.model, token_lists)
               for owner, row in zip(owners, logits) if owner[1] % every == 0}
     return passes, steps
@@ -51,6 +53,8 @@ def main() -> None:
     parser.add_argument("text")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--every", type=int, default=32)
+    parser.add_argument("--group", type=int, default=256, help="decode the chunks in groups of this many rows "
+                        "(256, the default decode group: all of a 16 KB text's chunks in one batch; 1: each alone)")
     parser.add_argument("--save")
     parser.add_argument("--against")
     args = parser.parse_args()
@@ -60,7 +64,7 @@ def main() -> None:
     token_lists = [list(chunk.token_ids) for chunk in chunking.split(data, loaded.tokenizer, max_tokens=lm.LM_CHUNK_TOKENS)
                    if chunk.token_ids]
     with torch.no_grad():
-        passes, steps = logits_at(loaded, token_lists, args.every)
+        passes, steps = logits_at(loaded, token_lists, args.every, args.group)
     rows = {"pass vs steps": compare(passes, steps)}
     if args.against:
         saved = torch.load(args.against)
