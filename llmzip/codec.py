@@ -516,8 +516,7 @@ class LmzDecompressor:
 
         What the header alone can rule out (the hidden size, from the model's config.json)
         is compared before any weights load."""
-        expected = recorded_identity(archive.version, archive.header)
-        spec = self.model_spec or _spec_from_identity(expected)
+        spec, expected = self._source(archive)
         if spec not in self._loaded:
             hidden_size = peek_hidden_size(spec)
             if hidden_size is not None and hidden_size != expected.hidden_size:
@@ -530,13 +529,17 @@ class LmzDecompressor:
         loaded.identity_for(expected.fingerprint_version).check_matches(expected)
         return loaded
 
+    def _source(self, archive: container.Archive) -> tuple[str, ModelIdentity]:
+        """(the spec of the model to decode ``archive`` with, the identity it records)."""
+        expected = recorded_identity(archive.version, archive.header)
+        return self.model_spec or _spec_from_identity(expected), expected
+
     def _runner_with(self, archive: container.Archive, loaded: LoadedModel):
         """The runner for ``archive``'s model (None without :attr:`runner_for`), checked to
         hold ``loaded``'s model."""
         if self.runner_for is None:
             return None
-        expected = recorded_identity(archive.version, archive.header)
-        spec = self.model_spec or _spec_from_identity(expected)
+        spec, expected = self._source(archive)
         if self._runner_spec != spec:
             self.close()
             self._runner, self._runner_spec = self.runner_for(spec, _load_options(expected)), spec

@@ -37,7 +37,7 @@ class _Room:
         self.keys[:, :, self.end : self.end + s] = keys
         self.values[:, :, self.end : self.end + s] = values
         self.end += s
-        seen = self.keys[:, :, self.start : self.end], self.values[:, :, self.start : self.end]
+        seen = self.cached()
         if keep is not None:
             self.start = max(self.start, self.end - keep)
         return seen
@@ -61,18 +61,13 @@ class _Room:
         self.keys, self.values, self.start, self.end = new_keys, new_values, 0, held
 
 
-class AppendLayer(DynamicLayer):
-    """A full-attention layer of :class:`DynamicCache` that appends in place."""
+class _InPlace:
+    """What both layers share: their tokens in a :class:`_Room`, and a batch select that
+    keeps the rows there (``keys``/``values`` stay views of the room, as the parent reads them)."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.room = _Room()
-
-    def update(self, key_states, value_states, *args, **kwargs):
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-        self.keys, self.values = self.room.append(key_states, value_states, keep=None)
-        return self.keys, self.values
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         if self.get_seq_length() > 0:
@@ -80,13 +75,19 @@ class AppendLayer(DynamicLayer):
             self.keys, self.values = self.room.cached()
 
 
-class SlidingAppendLayer(DynamicSlidingWindowLayer):
+class AppendLayer(_InPlace, DynamicLayer):
+    """A full-attention layer of :class:`DynamicCache` that appends in place."""
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        self.keys, self.values = self.room.append(key_states, value_states, keep=None)
+        return self.keys, self.values
+
+
+class SlidingAppendLayer(_InPlace, DynamicSlidingWindowLayer):
     """A sliding-window layer of :class:`DynamicCache` that appends in place: attention
     sees the last ``sliding_window - 1`` cached tokens and the new ones, as in the parent."""
-
-    def __init__(self, sliding_window: int, **kwargs):
-        super().__init__(sliding_window=sliding_window, **kwargs)
-        self.room = _Room()
 
     def update(self, key_states, value_states, *args, **kwargs):
         if not self.is_initialized:
@@ -95,11 +96,6 @@ class SlidingAppendLayer(DynamicSlidingWindowLayer):
         seen = self.room.append(key_states, value_states, keep=self.sliding_window - 1)
         self.keys, self.values = self.room.cached()
         return seen
-
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        if self.get_seq_length() > 0:
-            self.room.select(indices)
-            self.keys, self.values = self.room.cached()
 
 
 def append_cache(model) -> DynamicCache:

@@ -385,7 +385,8 @@ def decode_positions(decoders: list, logits) -> list:
             tokens[j] = decoder.guard(decoder.raw, logits.shape[-1]) or 0
     grid = [j for j, mode in enumerate(modes) if mode is not None and mode != RAW]
     if grid:
-        tables = BandTables(logits if len(grid) == len(modes) else logits[grid], [BAND_SHIFTS[modes[j]] for j in grid], tolerance=None, fast=decoders[0].fast)
+        rows = logits if len(grid) == len(modes) else logits[grid]  # (g, V): no copy when every row takes a grid
+        tables = BandTables(rows, [BAND_SHIFTS[modes[j]] for j in grid], tolerance=None, fast=decoders[0].fast)
         found = [(k, j, decoders[j].guard(decoders[j].band, tables.rows[k])) for k, j in enumerate(grid)]
         found = [(k, j, *decided) for k, j, decided in found if decided is not None]  # (k, j, band, index)
         ids = tables.members([k for k, *_ in found], [band for _, _, band, _ in found], [i for *_, i in found])
