@@ -92,30 +92,32 @@ def measure(name: str, data: bytes, args, work: Path) -> dict:
     plain_s, out = timed([sys.executable, "-c", PLAIN, source, str(args.chunk_tokens), str(args.threads)])
     tokens, load_s, prefill_s = out.split()
     budget = ["--chunk-tokens", str(args.chunk_tokens)]
-    compress_s, _ = timed(llmzip + ["compress", source, "-o", archive, "--codec", "lm", "-f", "-q", "--no-progress"]
-                          + threads + budget)
+
+    def compress(to: Path, extra: list) -> float:
+        seconds, _ = timed(llmzip + ["compress", source, "-o", to, "--codec", "lm", "-f", "-q", "--no-progress"]
+                           + threads + budget + extra)
+        return seconds
+
+    def extract(what: Path, extra: list, how: str, env: dict | None = None) -> float:
+        seconds, _ = timed(llmzip + ["extract", what, "-o", restored, "-f", "-q", "--no-progress"] + threads + extra, env)
+        if restored.read_bytes() != data:
+            sys.exit(f"bench: {name}: extract{how} is not byte-exact")
+        return seconds
+
+    compress_s = compress(archive, [])
     row = {"text": name, "bytes": len(data), "tokens": int(tokens), "threads": args.threads,
            "chunk_tokens": args.chunk_tokens, "plain_s": round(plain_s, 1), "plain_load_s": round(float(load_s), 1),
            "plain_prefill_s": round(float(prefill_s), 1), "compress_s": round(compress_s, 1)}
     for kernels in [None] + args.extract_env:
-        extract_s, _ = timed(llmzip + ["extract", archive, "-o", restored, "-f", "-q", "--no-progress"] + threads,
-                             KERNELS.get(kernels))
-        if restored.read_bytes() != data:
-            sys.exit(f"bench: {name}: extract{' under ' + kernels if kernels else ''} is not byte-exact")
+        extract_s = extract(archive, [], f" under {kernels}" if kernels else "", KERNELS.get(kernels))
         row["extract_s" if kernels is None else f"extract_{kernels}_s"] = round(extract_s, 1)
     if args.workers:
         workers = ["--workers", str(args.workers)]
         on_workers = work / "workers.lmz"
         row["workers"] = args.workers
-        row["compress_workers_s"], _ = timed(llmzip + ["compress", source, "-o", on_workers, "--codec", "lm", "-f",
-                                                       "-q", "--no-progress"] + threads + budget + workers)
-        row["extract_workers_s"], _ = timed(llmzip + ["extract", on_workers, "-o", restored, "-f", "-q",
-                                                      "--no-progress"] + threads + workers)
-        if restored.read_bytes() != data:
-            sys.exit(f"bench: {name}: extract with --workers is not byte-exact")
+        row["compress_workers_s"] = round(compress(on_workers, workers), 1)
+        row["extract_workers_s"] = round(extract(on_workers, workers, " with --workers"), 1)
         row["workers_archive_identical"] = on_workers.read_bytes() == archive.read_bytes()
-        for key in ("compress_workers_s", "extract_workers_s"):
-            row[key] = round(row[key], 1)
     size = archive.stat().st_size
     xz = len(lzma.compress(data, preset=9 | lzma.PRESET_EXTREME))
     row.update({
