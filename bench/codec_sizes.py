@@ -8,10 +8,11 @@ joined by newlines, cut at a character boundary; ``$LLMZIP_PAPER_DATA``, see
 bench/corpus.py) and ``fixtures/sample.txt``. Every archive is extracted again and compared
 with its input; ``zstd -19`` and ``xz -9e`` of the same bytes are printed beside them.
 
-``memory`` and ``auto`` train the same chunks with the same settings (training depends on
-neither codec), so each trained group is kept and handed to the other compressor through
-its ``group_runner`` instead of being trained twice: the sizes are those of two separate
-runs, in half the time. Default model, one torch thread.
+``memory`` and ``auto`` train the same chunks with the same settings except the step budget
+of chunks ``memory`` could cut (``cut_steps``), so each trained group is kept, keyed by its
+chunks and their budgets, and handed to the other compressor through its ``group_runner``
+where they match instead of being trained twice: the sizes are those of separate runs, in
+less time. Default model, one torch thread.
 """
 
 import argparse
@@ -55,9 +56,10 @@ class SharedTraining:
 
     def __call__(self, compressor, chunks, todo, on_step):
         for number, group in todo:
-            key = tuple(tuple(chunks[index].token_ids) for index in group)
+            budgets = compressor.step_budgets(chunks, group)
+            key = (tuple(tuple(chunks[index].token_ids) for index in group), tuple(budgets))
             if key not in self.trained:
-                self.trained[key] = compressor.train_group(chunks, group, on_step)
+                self.trained[key] = compressor.train_group(chunks, group, budgets, on_step)
             yield number, self.trained[key]
 
 

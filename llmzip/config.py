@@ -28,6 +28,13 @@ OPTIMIZERS = ("adam", "rprop")
 DEFAULT_CHUNK_TOKENS = {"default": 64}
 FALLBACK_CHUNK_TOKENS = 32
 
+# Step budget of a chunk that codec memory would cut into pieces if no vector held it
+# (llmzip.codec.LmzCompressor, cut_steps); chunks that cannot be cut keep
+# TrainConfig.max_steps. Every 64-token chunk of the paper's English that a default-form
+# vector held first stopped within 245-701 steps; the others ran to 1,500 without holding,
+# and a chunk's two 32-token pieces take ~310 (BENCHMARKS.md, "Cutting sooner").
+DEFAULT_CUT_STEPS = 800
+
 # Stored form of memory vectors by model source, (rank, bits): rank k > 0 stores k
 # coefficients of `bits` bits (kind memory-int), rank 0 a full fp16 vector (kind
 # memory). See BENCHMARKS.md, "Bytes per vector vs text held".

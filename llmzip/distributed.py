@@ -79,7 +79,9 @@ class _Worker:
             raise self.error
         return self.loaded.identity.to_dict(), os.getpid()
 
-    def train_group(self, config, chunks: dict, group: list[int]):
+    def train_group(self, config, chunks: dict, group: list[int], budgets: list[int]):
+        """The driver's group, with the step budgets its compressor gave (this actor's
+        compressor knows the training settings, not the cutting ones)."""
         import torch
 
         from llmzip.codec import LmzCompressor
@@ -88,7 +90,7 @@ class _Worker:
         key = repr(config)
         if key not in self.compressors:
             self.compressors[key] = LmzCompressor(loaded=self.loaded, train=config)
-        return self.compressors[key].train_group(chunks, group, None)
+        return self.compressors[key].train_group(chunks, group, budgets, None)
 
     def call(self, function, call: tuple):
         import torch
@@ -170,8 +172,9 @@ class WorkerPool:
         needed = {index: chunks[index] for _, group in todo for index in group}
         shared = self._ray.put(needed)
         config = compressor.train_config
-        tasks = [(lambda actor, group=group: actor.train_group.remote(config, shared, group), f"training group {number}",
-                  number) for number, group in todo]
+        tasks = [(lambda actor, group=group, budgets=compressor.step_budgets(chunks, group):
+                  actor.train_group.remote(config, shared, group, budgets), f"training group {number}", number)
+                 for number, group in todo]
         yield from self._run(tasks)
 
     def map(self, function, calls: list, units: list, on_done=None):

@@ -32,12 +32,13 @@ def plan(chunks, batch_size: int, group_batches: int, indices=None) -> list[list
     return [eligible[start : start + size] for start in range(0, len(eligible), size)]
 
 
-def train_group(trainer, tokenizer, chunks, group: list[int], on_step=None) -> list[JournalEntry]:
-    """Train one group with ``trainer`` (a :class:`llmzip.train.MemoryTrainer`); keep a
-    vector only if the decoder restored the chunk's exact bytes from its stored form."""
+def train_group(trainer, tokenizer, chunks, group: list[int], budgets: list[int], on_step=None) -> list[JournalEntry]:
+    """Train one group with ``trainer`` (a :class:`llmzip.train.MemoryTrainer`), each chunk
+    for at most its step budget in ``budgets``; keep a vector only if the decoder restored
+    the chunk's exact bytes from its stored form."""
     token_lists = [chunks[index].token_ids for index in group]
     entries = []
-    for index, ids, result in zip(group, token_lists, trainer.train(token_lists, on_step=on_step)):
+    for index, ids, result in zip(group, token_lists, trainer.train(token_lists, budgets=budgets, on_step=on_step)):
         # n_tokens <= length is what extract checks before decoding (check_token_counts).
         keep = (result.accepted and len(ids) <= len(chunks[index].data)
                 and ids_restore(tokenizer, ids, chunks[index].data))
@@ -56,7 +57,7 @@ def ids_restore(tokenizer, ids, expected: bytes) -> bool:
 def train_groups_here(compressor, chunks, todo, on_step):
     """The default group runner: train each ``(number, group)`` in turn in this process."""
     for number, group in todo:
-        yield number, compressor.train_group(chunks, group, on_step)
+        yield number, compressor.train_group(chunks, group, compressor.step_budgets(chunks, group), on_step)
 
 
 def train_all(compressor, chunks, journal_path: str | Path | None, journal_key: dict,

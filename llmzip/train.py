@@ -248,7 +248,7 @@ class MemoryTrainer:
         embeddings = self.train_model.get_input_embeddings()(ids).float()  # (K, d)
         return embeddings.pow(2).mean().sqrt().item()
 
-    def _start(self, index: int, ids: Sequence[int], margin: float) -> _Training:
+    def _start(self, index: int, ids: Sequence[int], margin: float, budget: Optional[int] = None) -> _Training:
         """A fresh chunk whose start depends only on the seed, its own ids and the form
         (:meth:`Fp16Form.initial`: a seeded random vector at the embeddings' scale, or the
         fitted start plus ``start_noise`` times it, so that equal chunks still start apart
@@ -259,23 +259,30 @@ class MemoryTrainer:
         # (crc32 from initial value 0 is plain crc32: seed 0 gives the starts it always gave).
         generator = torch.Generator().manual_seed(zlib.crc32(ids_tensor.numpy().tobytes(), self.config.seed))
         params = self.form.initial(generator, self.embed_rms, self.config.start_noise)  # (p,)
-        return _Training(index, ids_tensor, params.to(self.device), margin, self.config.max_steps)
+        return _Training(index, ids_tensor, params.to(self.device), margin,
+                         self.config.max_steps if budget is None else budget)
 
     def train(
         self,
         chunks: Sequence[Sequence[int]],
         *,
+        budgets: Optional[Sequence[int]] = None,
         on_chunk_done: Optional[Callable[[int, ChunkResult], None]] = None,
         on_step: Optional[Callable[[int, int, float], None]] = None,
     ) -> list[ChunkResult]:
         """Train and verify one vector per chunk of token ids, in the order given.
 
+        ``budgets``: each chunk's step budget (default ``config.max_steps`` for every
+        chunk); the codec gives a chunk it can still cut into pieces a smaller one.
         ``on_chunk_done(index, result)`` is called as soon as a chunk is verified (so a
         caller can journal progress); ``on_step(step, n_active, mean_loss)`` after every
         batched step.
         """
         if any(len(ids) == 0 for ids in chunks):
             raise ValueError("every chunk needs at least one token")
+        budgets = [self.config.max_steps] * len(chunks) if budgets is None else list(budgets)
+        if len(budgets) != len(chunks) or min(budgets, default=1) < 1:
+            raise ValueError("need one step budget of at least 1 per chunk")
         results: list[Optional[ChunkResult]] = [None] * len(chunks)
         waiting = deque(range(len(chunks)))
         active: list[_Training] = []
@@ -300,7 +307,7 @@ class MemoryTrainer:
                     active.append(retrying.popleft())
                 else:
                     index = waiting.popleft()
-                    active.append(self._start(index, chunks[index], self.config.margin))
+                    active.append(self._start(index, chunks[index], self.config.margin, budgets[index]))
             params = torch.stack([c.params for c in active]).requires_grad_()  # (B, p)
             evaluation = self._evaluate(self.form.vectors(params), active)  # vectors (B, d)
             objective = evaluation.losses + self.form.penalty(params)  # (B,): the form's own term, e.g. a pull to 0

@@ -104,6 +104,43 @@ def test_chunks_no_vector_holds_are_cut_in_half_and_trained_again(tiny_model, ti
     assert again.resumed_chunks > first_round, "the pieces' groups were journaled and resumed too"
 
 
-def test_min_chunk_tokens_outside_the_budget_is_refused(tiny_model):
+def test_a_chunk_that_would_be_cut_trains_for_cut_steps_only(tiny_model):
+    """cut_steps is the budget of chunks a later round would cut (longer than the last
+    round's pieces, codec memory only); the others keep max_steps."""
+    chunks = chunking.split(TEXT, tiny_model.tokenizer, max_tokens=16)
+    group = [index for index, chunk in enumerate(chunks) if chunk.eligible]
+    lengths = [len(chunks[index].token_ids) for index in group]
+    assert max(lengths) > 8 >= min(lengths), "the text has chunks longer and shorter than the 8-token pieces"
+    train = TrainConfig(**FAST)  # max_steps 200
+
+    def budgets(**options):
+        compressor = codec.LmzCompressor(loaded=tiny_model, chunk_tokens=16, train=train, **options)
+        return compressor.step_budgets(chunks, group)
+
+    assert budgets(cut_steps=7) == [7 if n > 8 else 200 for n in lengths]
+    assert budgets(cut_steps=7, min_chunk_tokens=4) == [7 if n > 4 else 200 for n in lengths]  # two rounds
+    assert budgets(cut_steps=7, min_chunk_tokens=16) == [200] * len(group)  # no cutting
+    assert budgets(cut_steps=7, codec="auto") == [200] * len(group)
+    assert budgets(cut_steps=500) == [200] * len(group)  # never above max_steps
+
+
+def test_cut_steps_reach_the_trainer_and_the_journal(tiny_model, tmp_path):
+    """One step holds no 16-token chunk, so with cut_steps=1 every chunk longer than 8
+    tokens is cut; a journal of another cut_steps is not resumed."""
+    train = TrainConfig(**FAST)
+    journal = tmp_path / "out.lmz.journal"
+    cut_early = codec.LmzCompressor(loaded=tiny_model, chunk_tokens=16, cut_steps=1, train=train)
+    archive, report = cut_early.compress_with_report(TEXT, journal_path=journal)
+    assert codec.LmzDecompressor(loaded=tiny_model).decompress(archive) == TEXT
+    _, rows = exported(archive, tmp_path)
+    assert rows and max(row["n_tokens"] for row in rows) <= 8
+    default = codec.LmzCompressor(loaded=tiny_model, chunk_tokens=16, train=train)
+    _, again = default.compress_with_report(TEXT, journal_path=journal)
+    assert again.resumed_chunks == 0
+
+
+def test_min_chunk_tokens_and_cut_steps_outside_their_range_are_refused(tiny_model):
     with pytest.raises(InputError, match="min_chunk_tokens must be in 1..16"):
         codec.LmzCompressor(loaded=tiny_model, chunk_tokens=16, min_chunk_tokens=17)
+    with pytest.raises(InputError, match="cut_steps must be at least 1"):
+        codec.LmzCompressor(loaded=tiny_model, cut_steps=0)

@@ -284,10 +284,23 @@ def test_config_is_checked():
         TrainConfig(correction_weight=1.5)
 
 
-def test_empty_chunk_is_rejected(tiny):
+def test_each_chunk_trains_within_its_own_budget(tiny):
+    """Per-chunk budgets (what the codec gives chunks it could still cut) replace max_steps
+    chunk by chunk; batch-mates keep theirs."""
+    model, tokenizer = tiny
+    ids = ids_of(tokenizer, UNSEEN)
+    short, full = MemoryTrainer(model, fast(max_steps=40)).train([ids, ids], budgets=[7, 40])
+    assert (short.steps, full.steps) == (7, 40)
+    assert not short.converged and not short.accepted
+
+
+def test_empty_chunk_and_bad_budgets_are_rejected(tiny):
     model, _ = tiny
     with pytest.raises(ValueError):
         MemoryTrainer(model, fast()).train([[]])
+    for budgets in ([5], [5, 0]):
+        with pytest.raises(ValueError, match="step budget"):
+            MemoryTrainer(model, fast()).train([[1, 2], [3, 4]], budgets=budgets)
 
 
 @pytest.mark.slow
