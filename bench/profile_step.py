@@ -6,6 +6,8 @@ grouped by operator, and times decode() with the KV cache against recomputing th
 sequence at every token, in fp32 and bf16.
 
     python bench/profile_step.py --rows 8 --steps 3 --threads 1
+    python bench/profile_step.py --csv raschka_chunks_1000.csv --tokens 64 --rows 16 --steps 3 \
+        --threads 2 --parts steps,profile --settings "bfloat16 candidates"   # compress's steps on AVX-512 BF16 / AMX
 """
 
 import argparse
@@ -13,7 +15,7 @@ import time
 
 import torch
 
-from corpus import read_rows
+from corpus import CSV_100, read_rows
 from llmzip.decode import decode, prompt_embeddings
 from llmzip.model import load_model
 from llmzip.train import MemoryTrainer, TrainConfig
@@ -22,11 +24,12 @@ SETTINGS = {
     "float32 full vocab": TrainConfig(train_dtype="float32", candidates=0),
     "bfloat16 full vocab": TrainConfig(train_dtype="bfloat16", candidates=0),
     "float32 candidates": TrainConfig(train_dtype="float32"),
+    "bfloat16 candidates": TrainConfig(train_dtype="bfloat16"),  # compress's steps where bf16 is native
 }
 
 
-def read_chunks(tokenizer, n_rows: int) -> list[list[int]]:
-    return [tokenizer(t, add_special_tokens=False).input_ids for t in read_rows(n_rows)]
+def read_chunks(tokenizer, n_rows: int, csv: str, tokens: int | None) -> list[list[int]]:
+    return [tokenizer(t, add_special_tokens=False).input_ids[:tokens] for t in read_rows(n_rows, csv)]
 
 
 def warm_batch(trainer: MemoryTrainer, chunks: list[list[int]]) -> list:
@@ -76,19 +79,23 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed steps per setting")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (see engine_vs_paper.py)")
     parser.add_argument("--parts", default="steps,profile,decode", help="comma-separated subset to run")
+    parser.add_argument("--csv", default=CSV_100, help="corpus: a name in $LLMZIP_PAPER_DATA or a path")
+    parser.add_argument("--tokens", type=int, help="only the first TOKENS tokens of each row")
+    parser.add_argument("--settings", default="float32 full vocab,bfloat16 full vocab,float32 candidates",
+                        help=f"comma-separated, of: {', '.join(SETTINGS)}")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     parts = args.parts.split(",")
 
     loaded = load_model(args.model)
-    chunks = read_chunks(loaded.tokenizer, args.rows)
+    chunks = read_chunks(loaded.tokenizer, args.rows, args.csv, args.tokens)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, chunk tokens {[len(c) for c in chunks]}")
 
-    trainers = {name: MemoryTrainer(loaded.model, config) for name, config in SETTINGS.items()}
+    trainers = {name: MemoryTrainer(loaded.model, SETTINGS[name]) for name in args.settings.split(",")}
     if "steps" in parts:
         step_table(trainers, chunks, args.steps)
     if "profile" in parts:
-        for name in ("float32 full vocab", "float32 candidates"):
+        for name in [name for name in trainers if "full vocab" not in name or name.startswith("float32")]:
             print(f"\n== profile of one {name} step, batch {len(chunks)} ==")
             active = warm_batch(trainers[name], chunks)
             with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:
@@ -96,15 +103,17 @@ def main() -> None:
             # Shapes tell the vocabulary projection ([N, 640] x [640, 262144]) from the layers.
             print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=15))
     if "decode" in parts:
-        models = {"float32": loaded.model, "bfloat16": trainers["bfloat16 full vocab"].train_model}
-        decode_table(models, len(chunks[0]), trainers["float32 full vocab"].embed_rms)
+        trainer = MemoryTrainer(loaded.model, SETTINGS["bfloat16 full vocab"])
+        models = {"float32": loaded.model, "bfloat16": trainer.train_model}
+        decode_table(models, len(chunks[0]), trainer.embed_rms)
 
 
 def step_table(trainers: dict, chunks: list[list[int]], n_steps: int) -> None:
     print("\n== seconds per step (per chunk-step) ==")
     for name, trainer in trainers.items():
-        # bf16 backward through the vocabulary takes about a minute here: batch 1 is enough.
-        for batch in [1] if trainer.config.train_dtype == "bfloat16" else sorted({1, 4, len(chunks)}):
+        # bf16 backward through the whole vocabulary took about a minute on an AVX2-only CPU: batch 1 is enough.
+        full_bf16 = trainer.config.train_dtype == "bfloat16" and not trainer.config.candidates
+        for batch in [1] if full_bf16 else sorted({1, 2, 4, 8, len(chunks)} & set(range(1, len(chunks) + 1))):
             s = time_steps(trainer, chunks[:batch], n_steps)
             print(f"{name:20s} batch {batch:2d}: {s:.3f} s/step, {s / batch:.3f} s/chunk-step", flush=True)
 
