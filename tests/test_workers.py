@@ -57,6 +57,17 @@ def test_workers_write_the_single_process_archives(tiny_model, pool, reference):
     assert [archive for archive, _ in archives] == reference
 
 
+def test_workers_train_with_the_drivers_step_budgets(tiny_model, pool, reference):
+    """cut_steps is the driver's setting: its budgets travel with each group, so the workers'
+    archives are the single process's, and differ from the default's."""
+    single = codec.LmzCompressor(loaded=tiny_model, chunk_tokens=8, cut_steps=3, train=SETTINGS)
+    expected = [single.compress(data) for data in INPUTS]
+    assert expected != reference, "3 steps before cutting changes what the fixture model holds"
+    compressor = codec.LmzCompressor(loaded=tiny_model, chunk_tokens=8, cut_steps=3, train=SETTINGS,
+                                     group_runner=pool)
+    assert [compressor.compress(data) for data in INPUTS] == expected
+
+
 LONGER = b"".join(b"Sentence %d tells of rivers, lanterns and glass; sentence %d answers it.\n" % (i, i * 7) for i in range(40))
 
 
