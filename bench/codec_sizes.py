@@ -55,8 +55,7 @@ class SharedTraining:
         self.trained = {}
 
     def __call__(self, compressor, chunks, todo, on_step):
-        for number, group in todo:
-            budgets = compressor.step_budgets(chunks, group)
+        for number, group, budgets in todo:
             key = (tuple(tuple(chunks[index].token_ids) for index in group), tuple(budgets))
             if key not in self.trained:
                 self.trained[key] = compressor.train_group(chunks, group, budgets, on_step)

@@ -140,7 +140,7 @@ class LmzCompressor:
     ``train_small_inputs``: train vectors even for an input smaller than the smallest vector
     of the form (:meth:`smallest_vector_record`), which by default gets none (tests with the
     fixture model's short sentences; research).
-    ``group_runner``: what trains the groups, ``runner(compressor, chunks, [(number, group),
+    ``group_runner``: what trains the groups, ``runner(compressor, chunks, [(number, group, budgets),
     ...], on_step)`` yielding ``(number, entries)`` in any order; default
     :func:`llmzip.groups.train_groups_here` (this process); :class:`llmzip.distributed.WorkerPool` runs
     them on Ray workers. A group's result depends only on its chunks and the settings.
@@ -445,9 +445,9 @@ class LmzCompressor:
 
     def train_group(self, chunks, group: list[int], budgets: list[int], on_step=None) -> list[JournalEntry]:
         """Train one group of ``chunks`` here, each chunk for at most its step budget in
-        ``budgets`` (:meth:`step_budgets`, worked out by the caller, whose compressor
-        knows the cutting settings) (:func:`llmzip.groups.train_group`); what every group
-        runner calls."""
+        ``budgets`` (:meth:`step_budgets`, which the group plan carries: a worker's
+        compressor does not know the cutting settings) (:func:`llmzip.groups.train_group`);
+        what every group runner calls."""
         return groups.train_group(self.trainer, self.loaded.tokenizer, chunks, group, budgets, on_step)
 
 

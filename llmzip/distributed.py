@@ -165,16 +165,15 @@ class WorkerPool:
 
     def __call__(self, compressor, chunks, todo, on_step=None):
         """The group-runner protocol (llmzip.groups.train_groups_here): yield ``(number,
-        entries)`` for each ``(number, group)`` in ``todo``, in the order they finish."""
+        entries)`` for each ``(number, group, budgets)`` in ``todo``, in the order they finish."""
         self.check_model(compressor.loaded)
         if not todo:
             return
-        needed = {index: chunks[index] for _, group in todo for index in group}
+        needed = {index: chunks[index] for _, group, _ in todo for index in group}
         shared = self._ray.put(needed)
         config = compressor.train_config
-        tasks = [(lambda actor, group=group, budgets=compressor.step_budgets(chunks, group):
-                  actor.train_group.remote(config, shared, group, budgets), f"training group {number}", number)
-                 for number, group in todo]
+        tasks = [(lambda actor, group=group, budgets=budgets: actor.train_group.remote(config, shared, group, budgets),
+                  f"training group {number}", number) for number, group, budgets in todo]
         yield from self._run(tasks)
 
     def map(self, function, calls: list, units: list, on_done=None):

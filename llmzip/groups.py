@@ -10,7 +10,8 @@ full: a chunk that stops hands its slot to the next one (continuous batching,
 coarser resume and fewer units for workers.
 
 A group is also the unit of work of a *group runner* (``runner(compressor, chunks,
-[(number, group), ...], on_step)`` yielding ``(number, entries)`` in any order):
+[(number, group, budgets), ...], on_step)`` yielding ``(number, entries)`` in any order;
+``budgets`` are the group's step budgets, :meth:`llmzip.codec.LmzCompressor.step_budgets`):
 :func:`train_groups_here` trains in this process, :class:`llmzip.distributed.WorkerPool`
 on Ray workers; both call :func:`train_group`. A group's result depends only on its chunks
 and the settings.
@@ -55,9 +56,9 @@ def ids_restore(tokenizer, ids, expected: bytes) -> bool:
 
 
 def train_groups_here(compressor, chunks, todo, on_step):
-    """The default group runner: train each ``(number, group)`` in turn in this process."""
-    for number, group in todo:
-        yield number, compressor.train_group(chunks, group, compressor.step_budgets(chunks, group), on_step)
+    """The default group runner: train each ``(number, group, budgets)`` in turn in this process."""
+    for number, group, budgets in todo:
+        yield number, compressor.train_group(chunks, group, budgets, on_step)
 
 
 def train_all(compressor, chunks, journal_path: str | Path | None, journal_key: dict,
@@ -86,7 +87,7 @@ def train_all(compressor, chunks, journal_path: str | Path | None, journal_key: 
                 resumed += len(group)
                 results.update((entry.index, entry) for entry in entries)
             else:
-                todo.append((number, group))
+                todo.append((number, group, compressor.step_budgets(chunks, group)))
         done = resumed
         if done and on_chunk is not None:
             on_chunk(done, total)
